@@ -1,0 +1,148 @@
+"""The one Settings object of the platform, read by the bot, the workers, db/ and migrations.
+
+Values come from the environment and from a `.env` file in the working directory. Every
+setting has an embedded default so that the product runs with no external service: a SQLite
+file and local image storage under ``HPS_DATA_DIR`` and a Celery broker kept in a SQLite file.
+Compose and production point ``DATABASE_URL``/``BROKER_URL`` at PostgreSQL and Redis.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import urlsplit
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from config.redact import redact_url
+
+DEFAULT_CDN_HOSTS = ("cdn.discordapp.com", "media.discordapp.net")
+DATABASE_SCHEMES = ("sqlite", "postgresql")
+BROKER_SCHEMES = ("redis", "rediss", "amqp", "amqps", "pyamqp", "sqla", "filesystem", "memory")
+STORAGE_SCHEMES = ("file", "s3")
+
+
+class SettingsError(ValueError):
+    """A setting is missing or invalid; the message names the environment variable."""
+
+
+def _split_csv(value: Any) -> Any:
+    if isinstance(value, str):
+        return [item.strip() for item in value.split(",") if item.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    """All configuration of the platform. Environment names are the upper-case field names."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        case_sensitive=False,
+    )
+
+    hps_data_dir: Path = Field(default=Path("data"), description="Embedded-mode data directory")
+    database_url: str = Field(default="", description="SQLAlchemy URL; empty = SQLite in data dir")
+    broker_url: str = Field(default="", description="Celery broker; empty = SQLite file broker")
+    storage_url: str = Field(default="", description="file:///path or s3://bucket/prefix")
+    s3_endpoint_url: str | None = Field(default=None, description="S3-compatible endpoint")
+    discord_token: SecretStr | None = Field(default=None, description="Bot token (secret)")
+    allowed_cdn_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: list(DEFAULT_CDN_HOSTS),
+        description="Hosts attachments may be downloaded from (comma-separated)",
+    )
+    allow_insecure_cdn: bool = Field(
+        default=False, description="Permit http:// CDN URLs (only for the local emulator)"
+    )
+    max_image_bytes: int = Field(default=25 * 1024 * 1024, gt=0, le=1024 * 1024 * 1024)
+    max_image_pixels: int = Field(default=40_000_000, gt=0, le=1_000_000_000)
+    download_timeout_s: float = Field(default=30.0, gt=0, le=600)
+    split_salt: str = Field(default="hps-split-v1", min_length=1)
+    log_level: str = Field(default="INFO")
+
+    @field_validator("allowed_cdn_hosts", mode="before")
+    @classmethod
+    def _parse_hosts(cls, value: Any) -> Any:
+        hosts = _split_csv(value)
+        if isinstance(hosts, list):
+            for host in hosts:
+                if "/" in host or " " in host:
+                    raise ValueError(f"{host!r} is not a host name (no scheme or path)")
+        return hosts
+
+    @field_validator("log_level")
+    @classmethod
+    def _check_level(cls, value: str) -> str:
+        level = value.upper()
+        if level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+            raise ValueError("must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL")
+        return level
+
+    @model_validator(mode="after")
+    def _fill_embedded_defaults(self) -> Settings:
+        data_dir = self.hps_data_dir.expanduser().resolve()
+        self.hps_data_dir = data_dir
+        if not self.database_url:
+            self.database_url = f"sqlite:///{data_dir / 'hps.sqlite3'}"
+        if not self.broker_url:
+            self.broker_url = f"sqla+sqlite:///{data_dir / 'broker.sqlite3'}"
+        if not self.storage_url:
+            self.storage_url = (data_dir / "images").as_uri()
+        _check_scheme("DATABASE_URL", self.database_url, DATABASE_SCHEMES)
+        _check_scheme("BROKER_URL", self.broker_url, BROKER_SCHEMES)
+        _check_scheme("STORAGE_URL", self.storage_url, STORAGE_SCHEMES)
+        return self
+
+    @property
+    def uses_embedded_defaults(self) -> bool:
+        """True when the database is the embedded SQLite file."""
+        return self.database_url.startswith("sqlite")
+
+    def redacted(self) -> dict[str, Any]:
+        """The settings as a dict that is safe to print or log: secrets and passwords masked."""
+        out: dict[str, Any] = {}
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if isinstance(value, SecretStr):
+                value = "**********" if value.get_secret_value() else ""
+            elif name.endswith("_url") and isinstance(value, str):
+                value = redact_url(value)
+            elif isinstance(value, Path):
+                value = str(value)
+            out[name.upper()] = value
+        return out
+
+    def __repr_args__(self) -> Any:
+        # repr() must never reveal the token or a password inside a URL.
+        return list(self.redacted().items())
+
+
+def _check_scheme(env_name: str, url: str, allowed: tuple[str, ...]) -> None:
+    scheme = urlsplit(url).scheme.split("+", 1)[0].lower()
+    if scheme not in allowed:
+        raise ValueError(
+            f"{env_name}: scheme {scheme or '(none)'!r} is not supported; use one of "
+            + ", ".join(allowed)
+        )
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read settings from the environment; raise SettingsError naming the bad variable."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            where = ".".join(str(part) for part in error["loc"]).upper() or "SETTINGS"
+            message = error["msg"].removeprefix("Value error, ")
+            problems.append(f"{where}: {message}" if where != "SETTINGS" else message)
+        raise SettingsError("invalid setting " + "; ".join(problems)) from None
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once."""
+    return load_settings()

@@ -1,0 +1,250 @@
+"""Idempotent ingest of generations and choices, with consent enforced at the door.
+
+These functions take a Session inside the caller's transaction and plain ids; they never
+commit. Every statement is an ``INSERT ... ON CONFLICT`` keyed on a natural key (message id,
+(generation, position), (generation, user), prompt hash), so a replayed or concurrent event
+leaves exactly one row.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from db.errors import (
+    ConsentRequired,
+    InvalidGeneration,
+    UnknownGeneration,
+    UnknownImage,
+    UserOptedOut,
+)
+from db.models import (
+    Choice,
+    ChoiceMethod,
+    ConsentMode,
+    DiscordUser,
+    Generation,
+    GuildConfig,
+    Image,
+    Prompt,
+    utcnow,
+)
+from db.prompts import MAX_PROMPT_CHARS, prompt_hash
+from db.upsert import insert_for
+
+MAX_IMAGES_PER_GENERATION = 16
+
+
+@dataclass(frozen=True, slots=True)
+class ImageIn:
+    """An image already stored in the blob store (see media.intake / media.store)."""
+
+    sha256: str
+    storage_key: str
+    width: int
+    height: int
+    phash: str = ""
+    seed: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class GenerationIn:
+    """One set of images produced for one prompt, as observed on Discord or made by a job."""
+
+    source_message_id: int
+    channel_id: int
+    prompt: str
+    generator: str
+    images: list[ImageIn]
+    requester_id: int | None = None
+    guild_id: int | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+    created_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RecordedGeneration:
+    generation_id: int
+    prompt_id: int
+    image_ids: list[int]
+
+
+def ensure_user_may_be_stored(session: Session, user_id: int, guild_id: int | None) -> None:
+    """Create the user row if needed and refuse users who opted out (or, in an opt-in
+    guild, who never opted in). Locks the user row for the rest of the transaction so a
+    concurrent opt-out cannot interleave."""
+    stmt = insert_for(session, DiscordUser).values(id=user_id, created_at=utcnow())
+    stmt = stmt.on_conflict_do_update(
+        index_elements=[DiscordUser.id], set_={"id": stmt.excluded.id}
+    ).returning(DiscordUser.opted_out, DiscordUser.opted_in_at)
+    opted_out, opted_in_at = session.execute(stmt).one()
+    if opted_out:
+        raise UserOptedOut(user_id)
+    if guild_id is not None and opted_in_at is None:
+        mode = session.scalar(
+            select(GuildConfig.consent_mode).where(GuildConfig.guild_id == guild_id)
+        )
+        if mode == ConsentMode.opt_in:
+            raise ConsentRequired(user_id, guild_id)
+
+
+def upsert_prompt(session: Session, text: str) -> int:
+    """The id of the prompt row for ``text`` (normalised), creating it if needed."""
+    if not text.strip():
+        raise InvalidGeneration("the prompt is empty")
+    text = text[:MAX_PROMPT_CHARS]
+    stmt = insert_for(session, Prompt).values(
+        text=text, normalized_hash=prompt_hash(text), created_at=utcnow()
+    )
+    stmt = stmt.on_conflict_do_update(
+        index_elements=[Prompt.normalized_hash],
+        set_={"normalized_hash": stmt.excluded.normalized_hash},
+    ).returning(Prompt.id)
+    return int(session.execute(stmt).scalar_one())
+
+
+def record_generation(session: Session, generation: GenerationIn) -> RecordedGeneration:
+    """Record a generation and its images; a replay returns the existing ids.
+
+    Raises UserOptedOut / ConsentRequired for a requester who must not be stored and
+    InvalidGeneration for an empty or oversized image set.
+    """
+    if not generation.images:
+        raise InvalidGeneration("a generation needs at least one image")
+    if len(generation.images) > MAX_IMAGES_PER_GENERATION:
+        raise InvalidGeneration(
+            f"{len(generation.images)} images; at most {MAX_IMAGES_PER_GENERATION} per generation"
+        )
+    if generation.requester_id is not None:
+        ensure_user_may_be_stored(session, generation.requester_id, generation.guild_id)
+    prompt_id = upsert_prompt(session, generation.prompt)
+    created_at = generation.created_at or utcnow()
+    stmt = insert_for(session, Generation).values(
+        source_message_id=generation.source_message_id,
+        guild_id=generation.guild_id,
+        channel_id=generation.channel_id,
+        prompt_id=prompt_id,
+        requester_id=generation.requester_id,
+        generator=generation.generator[:128],
+        params=generation.params,
+        created_at=created_at,
+    )
+    stmt = stmt.on_conflict_do_update(
+        index_elements=[Generation.source_message_id],
+        set_={"source_message_id": stmt.excluded.source_message_id},
+    ).returning(Generation.id, Generation.prompt_id)
+    generation_id, stored_prompt_id = session.execute(stmt).one()
+
+    rows = [
+        {
+            "generation_id": generation_id,
+            "position": position,
+            "sha256": image.sha256,
+            "storage_key": image.storage_key,
+            "width": image.width,
+            "height": image.height,
+            "phash": image.phash,
+            "seed": image.seed,
+            "created_at": created_at,
+        }
+        for position, image in enumerate(generation.images)
+    ]
+    session.execute(
+        insert_for(session, Image)
+        .values(rows)
+        .on_conflict_do_nothing(index_elements=[Image.generation_id, Image.position])
+    )
+    image_ids = list(
+        session.scalars(
+            select(Image.id).where(Image.generation_id == generation_id).order_by(Image.position)
+        )
+    )
+    return RecordedGeneration(int(generation_id), int(stored_prompt_id), image_ids)
+
+
+@dataclass(frozen=True, slots=True)
+class ChoiceIn:
+    """A user's pick: ``position`` is the index of the image in its generation (0-based);
+    None records a skip. ``at`` is when the user acted (orders replays)."""
+
+    user_id: int
+    position: int | None
+    method: ChoiceMethod
+    generation_id: int | None = None
+    generation_message_id: int | None = None
+    choice_message_id: int | None = None
+    at: datetime | None = None
+
+
+def resolve_generation_id(
+    session: Session, generation_id: int | None, message_id: int | None
+) -> int:
+    """Find a generation by id or by its source message id; raise UnknownGeneration."""
+    if generation_id is not None:
+        found = session.scalar(select(Generation.id).where(Generation.id == generation_id))
+    elif message_id is not None:
+        found = session.scalar(
+            select(Generation.id).where(Generation.source_message_id == message_id)
+        )
+    else:
+        raise UnknownGeneration("a choice needs a generation id or its message id")
+    if found is None:
+        raise UnknownGeneration(
+            f"no generation recorded for {'id' if generation_id is not None else 'message'} "
+            f"{generation_id if generation_id is not None else message_id}"
+        )
+    return int(found)
+
+
+def record_choice(session: Session, choice: ChoiceIn) -> int:
+    """Record (or replace) one user's pick in a generation; return the choice id.
+
+    One row per (generation, user): a new pick replaces the old one, unless the stored pick
+    is newer than ``choice.at`` (a replayed, older event never overrides a later click).
+    """
+    generation_id = resolve_generation_id(
+        session, choice.generation_id, choice.generation_message_id
+    )
+    guild_id = session.scalar(select(Generation.guild_id).where(Generation.id == generation_id))
+    ensure_user_may_be_stored(session, choice.user_id, guild_id)
+    image_id: int | None = None
+    if choice.position is not None:
+        image_id = session.scalar(
+            select(Image.id).where(
+                Image.generation_id == generation_id, Image.position == choice.position
+            )
+        )
+        if image_id is None:
+            raise UnknownImage(f"generation {generation_id} has no image #{choice.position + 1}")
+    at = choice.at or utcnow()
+    stmt = insert_for(session, Choice).values(
+        generation_id=generation_id,
+        user_id=choice.user_id,
+        chosen_image_id=image_id,
+        method=choice.method,
+        source_message_id=choice.choice_message_id,
+        created_at=at,
+        updated_at=at,
+    )
+    stmt = stmt.on_conflict_do_update(
+        index_elements=[Choice.generation_id, Choice.user_id],
+        set_={
+            "chosen_image_id": stmt.excluded.chosen_image_id,
+            "method": stmt.excluded.method,
+            "source_message_id": stmt.excluded.source_message_id,
+            "updated_at": stmt.excluded.updated_at,
+        },
+        where=Choice.updated_at <= stmt.excluded.updated_at,
+    )
+    session.execute(stmt)
+    choice_id = session.scalar(
+        select(Choice.id).where(
+            Choice.generation_id == generation_id, Choice.user_id == choice.user_id
+        )
+    )
+    assert choice_id is not None
+    return int(choice_id)

@@ -1,0 +1,179 @@
+"""Jobs: background work requested from Discord or the CLI, tracked through its life.
+
+The job id doubles as the Celery task id. Finishing or failing a job writes its outcome and
+an outbox row (NOTIFY included) in one transaction; both are idempotent, so a task that is
+redelivered after a worker died produces one result and one message.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from db.errors import JobNotFound, JobStateError
+from db.models import TERMINAL_JOB_STATUSES, Job, JobStatus, utcnow
+from db.outbox import write_outbox
+
+MAX_ERROR_CHARS = 2000
+
+
+def create_job(
+    session: Session,
+    kind: str,
+    params: dict[str, Any] | None = None,
+    *,
+    requested_by: int | None = None,
+    guild_id: int | None = None,
+    channel_id: int | None = None,
+    interaction_token: str | None = None,
+    interaction_expires_at: datetime | None = None,
+    job_id: uuid.UUID | None = None,
+) -> Job:
+    """Insert a queued job and return it (flushed, so ``job.id`` is set)."""
+    now = utcnow()
+    job = Job(
+        id=job_id or uuid.uuid4(),
+        kind=kind,
+        status=JobStatus.queued,
+        params=params or {},
+        requested_by=requested_by,
+        guild_id=guild_id,
+        channel_id=channel_id,
+        interaction_token=interaction_token,
+        interaction_expires_at=interaction_expires_at,
+        progress=0.0,
+        progress_message="queued",
+        created_at=now,
+        updated_at=now,
+    )
+    session.add(job)
+    session.flush()
+    return job
+
+
+def get_job(session: Session, job_id: uuid.UUID, *, lock: bool = False) -> Job:
+    """Load a job (optionally ``FOR UPDATE``); raise JobNotFound."""
+    query = select(Job).where(Job.id == job_id)
+    if lock:
+        query = query.with_for_update()
+    job = session.scalar(query)
+    if job is None:
+        raise JobNotFound(f"no job {job_id}")
+    return job
+
+
+def start_job(session: Session, job_id: uuid.UUID) -> Job:
+    """Mark a job running (again, after a redelivery). Raise JobStateError if it already
+    finished or was cancelled, so the task can return without redoing work."""
+    job = get_job(session, job_id, lock=True)
+    if job.status in TERMINAL_JOB_STATUSES:
+        raise JobStateError(f"job {job_id} is already {job.status.value}")
+    if job.cancel_requested:
+        _close(job, JobStatus.cancelled, error="cancelled before it started")
+        raise JobStateError(f"job {job_id} was cancelled")
+    now = utcnow()
+    job.status = JobStatus.running
+    job.started_at = job.started_at or now
+    job.attempts += 1
+    job.updated_at = now
+    job.progress_message = "running"
+    return job
+
+
+def update_job_progress(session: Session, job_id: uuid.UUID, fraction: float, message: str) -> bool:
+    """Record progress (0..1 and a short message). Return False when a cancel was requested,
+    so long tasks can stop at their next checkpoint."""
+    fraction = min(max(float(fraction), 0.0), 1.0)
+    session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.status == JobStatus.running)
+        .values(progress=fraction, progress_message=message[:500], updated_at=utcnow())
+    )
+    return not bool(session.scalar(select(Job.cancel_requested).where(Job.id == job_id)))
+
+
+def _close(job: Job, status: JobStatus, *, error: str | None = None) -> None:
+    now = utcnow()
+    job.status = status
+    job.finished_at = now
+    job.updated_at = now
+    job.error = error[:MAX_ERROR_CHARS] if error else None
+    if status == JobStatus.succeeded:
+        job.progress = 1.0
+    job.progress_message = status.value
+
+
+def finish_job(
+    session: Session,
+    job_id: uuid.UUID,
+    result: dict[str, Any],
+    *,
+    outbox_kind: str | None = None,
+    outbox_payload: dict[str, Any] | None = None,
+) -> bool:
+    """Store the result, mark the job succeeded and queue its outbox message, atomically.
+    Return False (and change nothing) if the job had already finished."""
+    job = get_job(session, job_id, lock=True)
+    if job.status in TERMINAL_JOB_STATUSES:
+        return False
+    job.result = result
+    _close(job, JobStatus.succeeded)
+    write_outbox(
+        session,
+        outbox_kind or f"{job.kind}_result",
+        _outbox_payload(job, outbox_payload if outbox_payload is not None else result),
+        channel_id=job.channel_id,
+        guild_id=job.guild_id,
+        job_id=job.id,
+        dedupe_key=f"job:{job.id}:done",
+    )
+    return True
+
+
+def fail_job(session: Session, job_id: uuid.UUID, error: str) -> bool:
+    """Mark a job failed with a message a user can read, and tell them via the outbox.
+    Return False if it had already finished."""
+    job = get_job(session, job_id, lock=True)
+    if job.status in TERMINAL_JOB_STATUSES:
+        return False
+    _close(job, JobStatus.failed, error=error)
+    write_outbox(
+        session,
+        "job_failed",
+        _outbox_payload(job, {"error": job.error}),
+        channel_id=job.channel_id,
+        guild_id=job.guild_id,
+        job_id=job.id,
+        dedupe_key=f"job:{job.id}:done",
+    )
+    return True
+
+
+def request_cancel(session: Session, job_id: uuid.UUID) -> Job:
+    """Ask a job to stop. A queued job is cancelled at once; a running one stops at its next
+    progress checkpoint."""
+    job = get_job(session, job_id, lock=True)
+    if job.status in TERMINAL_JOB_STATUSES:
+        return job
+    job.cancel_requested = True
+    if job.status == JobStatus.queued:
+        _close(job, JobStatus.cancelled, error="cancelled")
+    return job
+
+
+def mark_cancelled(session: Session, job_id: uuid.UUID) -> None:
+    """Close a running job that stopped because a cancel was requested."""
+    job = get_job(session, job_id, lock=True)
+    if job.status not in TERMINAL_JOB_STATUSES:
+        _close(job, JobStatus.cancelled, error="cancelled")
+
+
+def _outbox_payload(job: Job, body: dict[str, Any]) -> dict[str, Any]:
+    payload: dict[str, Any] = {"job_id": str(job.id), "job_kind": job.kind, **body}
+    if job.requested_by is not None:
+        payload["requested_by"] = job.requested_by
+    return payload

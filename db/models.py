@@ -1,0 +1,348 @@
+"""SQLAlchemy 2 models of the platform (PostgreSQL in production, SQLite embedded).
+
+Every Discord id is a BIGINT supplied by Discord (never generated here). Every row that a
+Discord event can create twice has a natural unique key, so ingest is ``INSERT ... ON
+CONFLICT`` and replays are harmless.
+"""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Enum,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    SmallInteger,
+    String,
+    Text,
+    UniqueConstraint,
+    Uuid,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.types import TypeDecorator
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+# Surrogate keys: BIGINT identity on PostgreSQL, INTEGER (rowid alias) on SQLite.
+SurrogateKey = BigInteger().with_variant(Integer(), "sqlite")
+JsonDocument = JSON().with_variant(JSONB(), "postgresql")
+
+
+def utcnow() -> datetime:
+    """Timezone-aware current time in UTC."""
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """TIMESTAMP WITH TIME ZONE that always returns aware UTC datetimes, SQLite included
+    (which stores them as text without an offset)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given; use an aware UTC datetime")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class ConsentMode(enum.StrEnum):
+    """How a guild treats its members' data: harvest everyone unless they opt out, or
+    only members who opted in."""
+
+    opt_out = "opt_out"
+    opt_in = "opt_in"
+
+
+class ChoiceMethod(enum.StrEnum):
+    button = "button"
+    reaction = "reaction"
+    upscale = "upscale"
+    vote = "vote"
+    import_ = "import"
+
+
+class ModelKind(enum.StrEnum):
+    hps = "hps"
+    lora = "lora"
+
+
+class ModelStatus(enum.StrEnum):
+    candidate = "candidate"
+    active = "active"
+    retired = "retired"
+
+
+class JobStatus(enum.StrEnum):
+    queued = "queued"
+    running = "running"
+    succeeded = "succeeded"
+    failed = "failed"
+    cancelled = "cancelled"
+
+
+TERMINAL_JOB_STATUSES = frozenset({JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled})
+
+
+def _enum(enum_cls: type[enum.Enum], name: str) -> Enum:
+    # Stored as VARCHAR + CHECK (portable, and adding a value is a plain migration).
+    return Enum(
+        enum_cls,
+        name=name,
+        native_enum=False,
+        create_constraint=True,
+        length=16,
+        values_callable=lambda cls: [member.value for member in cls],
+    )
+
+
+class GuildConfig(Base):
+    __tablename__ = "guild_configs"
+
+    guild_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    consent_mode: Mapped[ConsentMode] = mapped_column(
+        _enum(ConsentMode, "consent_mode"), default=ConsentMode.opt_out
+    )
+    admin_role_ids: Mapped[list[int]] = mapped_column(JsonDocument, default=list)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
+
+    channels: Mapped[list[HarvestChannel]] = relationship(
+        back_populates="guild", cascade="all, delete-orphan", passive_deletes=True
+    )
+
+
+class HarvestChannel(Base):
+    __tablename__ = "harvest_channels"
+
+    channel_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    guild_id: Mapped[int] = mapped_column(
+        ForeignKey("guild_configs.guild_id", ondelete="CASCADE"), index=True
+    )
+    adapter: Mapped[str] = mapped_column(String(64))
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    enabled_by: Mapped[int | None] = mapped_column(BigInteger)
+    last_seen_message_id: Mapped[int | None] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+    guild: Mapped[GuildConfig] = relationship(back_populates="channels")
+
+
+class DiscordUser(Base):
+    __tablename__ = "discord_users"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    opted_out: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
+    opted_out_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    opted_in_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class Prompt(Base):
+    __tablename__ = "prompts"
+
+    id: Mapped[int] = mapped_column(SurrogateKey, primary_key=True)
+    text: Mapped[str] = mapped_column(Text)
+    normalized_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class Generation(Base):
+    """One set of images produced for one prompt (one Discord message, or one job)."""
+
+    __tablename__ = "generations"
+
+    id: Mapped[int] = mapped_column(SurrogateKey, primary_key=True)
+    source_message_id: Mapped[int] = mapped_column(BigInteger, unique=True)
+    guild_id: Mapped[int | None] = mapped_column(BigInteger)
+    channel_id: Mapped[int] = mapped_column(BigInteger, index=True)
+    prompt_id: Mapped[int] = mapped_column(ForeignKey("prompts.id"), index=True)
+    requester_id: Mapped[int | None] = mapped_column(
+        ForeignKey("discord_users.id", ondelete="CASCADE"), index=True
+    )
+    generator: Mapped[str] = mapped_column(String(128))
+    params: Mapped[dict[str, Any]] = mapped_column(JsonDocument, default=dict)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+    prompt: Mapped[Prompt] = relationship()
+    images: Mapped[list[Image]] = relationship(
+        back_populates="generation",
+        order_by="Image.position",
+        cascade="all, delete-orphan",
+        passive_deletes=True,
+    )
+
+
+class Image(Base):
+    """One image of a generation. The same bytes may appear in several generations (a repost),
+    so sha256 is indexed, not unique; the blob itself is stored once, content-addressed."""
+
+    __tablename__ = "images"
+    __table_args__ = (UniqueConstraint("generation_id", "position"),)
+
+    id: Mapped[int] = mapped_column(SurrogateKey, primary_key=True)
+    generation_id: Mapped[int] = mapped_column(ForeignKey("generations.id", ondelete="CASCADE"))
+    position: Mapped[int] = mapped_column(SmallInteger)
+    sha256: Mapped[str] = mapped_column(String(64), index=True)
+    storage_key: Mapped[str] = mapped_column(String(256))
+    width: Mapped[int] = mapped_column(Integer)
+    height: Mapped[int] = mapped_column(Integer)
+    phash: Mapped[str] = mapped_column(String(32), default="")
+    seed: Mapped[int | None] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+    generation: Mapped[Generation] = relationship(back_populates="images")
+
+
+class Choice(Base):
+    """One user's pick among the images of a generation; a new pick replaces the old one.
+    ``chosen_image_id`` NULL means the user skipped (no image preferred)."""
+
+    __tablename__ = "choices"
+    __table_args__ = (UniqueConstraint("generation_id", "user_id"),)
+
+    id: Mapped[int] = mapped_column(SurrogateKey, primary_key=True)
+    generation_id: Mapped[int] = mapped_column(ForeignKey("generations.id", ondelete="CASCADE"))
+    user_id: Mapped[int] = mapped_column(
+        ForeignKey("discord_users.id", ondelete="CASCADE"), index=True
+    )
+    chosen_image_id: Mapped[int | None] = mapped_column(
+        ForeignKey("images.id", ondelete="CASCADE"), index=True
+    )
+    method: Mapped[ChoiceMethod] = mapped_column(_enum(ChoiceMethod, "choice_method"))
+    source_message_id: Mapped[int | None] = mapped_column(BigInteger, index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class ModelVersion(Base):
+    __tablename__ = "model_versions"
+    __table_args__ = (
+        # Exactly one active model per kind, enforced by the database.
+        Index(
+            "uq_model_versions_one_active_per_kind",
+            "kind",
+            unique=True,
+            postgresql_where=text("status = 'active'"),
+            sqlite_where=text("status = 'active'"),
+        ),
+        UniqueConstraint("kind", "name"),
+    )
+
+    id: Mapped[int] = mapped_column(SurrogateKey, primary_key=True)
+    kind: Mapped[ModelKind] = mapped_column(_enum(ModelKind, "model_kind"))
+    name: Mapped[str] = mapped_column(String(128))
+    checkpoint_key: Mapped[str] = mapped_column(String(512))
+    architecture: Mapped[str] = mapped_column(String(64))
+    status: Mapped[ModelStatus] = mapped_column(
+        _enum(ModelStatus, "model_status"), default=ModelStatus.candidate
+    )
+    metrics: Mapped[dict[str, Any]] = mapped_column(JsonDocument, default=dict)
+    trained_on: Mapped[dict[str, Any]] = mapped_column(JsonDocument, default=dict)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    promoted_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class Score(Base):
+    __tablename__ = "scores"
+    __table_args__ = (UniqueConstraint("image_id", "model_version_id"),)
+
+    id: Mapped[int] = mapped_column(SurrogateKey, primary_key=True)
+    image_id: Mapped[int] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"))
+    model_version_id: Mapped[int] = mapped_column(
+        ForeignKey("model_versions.id", ondelete="CASCADE"), index=True
+    )
+    score: Mapped[float] = mapped_column(Float)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class Job(Base):
+    """A unit of background work. Its id is also the Celery task id."""
+
+    __tablename__ = "jobs"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    kind: Mapped[str] = mapped_column(String(32), index=True)
+    status: Mapped[JobStatus] = mapped_column(
+        _enum(JobStatus, "job_status"), default=JobStatus.queued, index=True
+    )
+    progress: Mapped[float] = mapped_column(Float, default=0.0)
+    progress_message: Mapped[str] = mapped_column(Text, default="")
+    requested_by: Mapped[int | None] = mapped_column(BigInteger, index=True)
+    guild_id: Mapped[int | None] = mapped_column(BigInteger)
+    channel_id: Mapped[int | None] = mapped_column(BigInteger)
+    interaction_token: Mapped[str | None] = mapped_column(Text)
+    interaction_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    params: Mapped[dict[str, Any]] = mapped_column(JsonDocument, default=dict)
+    result: Mapped[dict[str, Any] | None] = mapped_column(JsonDocument)
+    error: Mapped[str | None] = mapped_column(Text)
+    cancel_requested: Mapped[bool] = mapped_column(
+        Boolean, default=False, server_default=text("false")
+    )
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class OutboxMessage(Base):
+    """A result waiting to be posted to Discord. Workers insert + NOTIFY; the bot delivers
+    each row exactly once and stamps ``delivered_at``."""
+
+    __tablename__ = "outbox"
+    __table_args__ = (
+        Index(
+            "ix_outbox_pending",
+            "id",
+            postgresql_where=text("delivered_at IS NULL"),
+            sqlite_where=text("delivered_at IS NULL"),
+        ),
+        UniqueConstraint("dedupe_key"),
+    )
+
+    id: Mapped[int] = mapped_column(SurrogateKey, primary_key=True)
+    job_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("jobs.id", ondelete="SET NULL"), index=True
+    )
+    kind: Mapped[str] = mapped_column(String(32))
+    guild_id: Mapped[int | None] = mapped_column(BigInteger)
+    channel_id: Mapped[int | None] = mapped_column(BigInteger)
+    payload: Mapped[dict[str, Any]] = mapped_column(JsonDocument, default=dict)
+    # Makes "finish job -> one outbox row" idempotent under task redelivery.
+    dedupe_key: Mapped[str | None] = mapped_column(String(128))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime())

@@ -1,0 +1,73 @@
+"""Alembic environment: metadata from db.models, URL from Settings (or the caller).
+
+On PostgreSQL every run holds a transaction-level advisory lock, so concurrent upgrades (two
+containers starting at once) are serialised: the second waits, then finds nothing to do.
+"""
+
+from __future__ import annotations
+
+from alembic import context
+from sqlalchemy import text
+
+from db.engine import make_engine
+from db.models import Base
+
+MIGRATION_LOCK_KEY = 0x4850_5350  # "HPSP": any constant shared by all migrators
+
+target_metadata = Base.metadata
+
+
+def _database_url() -> str:
+    url = context.config.get_main_option("sqlalchemy.url")
+    if url:
+        return url
+    from config import get_settings
+
+    return get_settings().database_url
+
+
+def run_migrations_offline() -> None:
+    context.configure(
+        url=_database_url(),
+        target_metadata=target_metadata,
+        literal_binds=True,
+        render_as_batch=True,
+        compare_type=True,
+    )
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+def run_migrations_online() -> None:
+    connection = context.config.attributes.get("connection")
+    if connection is not None:
+        _run(connection)
+        return
+    engine = make_engine(_database_url())
+    try:
+        with engine.connect() as connection:
+            _run(connection)
+    finally:
+        engine.dispose()
+
+
+def _run(connection: object) -> None:
+    context.configure(
+        connection=connection,  # type: ignore[arg-type]
+        target_metadata=target_metadata,
+        render_as_batch=True,  # SQLite cannot ALTER most things; batch mode copes
+        compare_type=True,
+        transaction_per_migration=False,
+    )
+    with context.begin_transaction():
+        if connection.dialect.name == "postgresql":  # type: ignore[attr-defined]
+            connection.execute(  # type: ignore[attr-defined]
+                text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY}
+            )
+        context.run_migrations()
+
+
+if context.is_offline_mode():
+    run_migrations_offline()
+else:
+    run_migrations_online()
