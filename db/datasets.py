@@ -90,7 +90,7 @@ def iter_choice_sets(
         row_split = split_for_prompt(row.normalized_hash, salt, fractions)
         if split is not None and row_split != split:
             continue
-        pending.append((row, row_split))
+        pending.append((row, row_split))  # type: ignore[arg-type]
         if len(pending) >= batch_size:
             yield from _attach_images(session, pending)
             pending = []

@@ -43,12 +43,26 @@ def _prepare_sqlite_file(url: URL) -> None:
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    # Let SQLAlchemy, not the driver, open transactions (see _sqlite_begin_immediate).
+    dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_S * 1000}")
     cursor.close()
+
+
+def _sqlite_begin_immediate(connection: Any) -> None:
+    # A deferred transaction that reads and then writes can fail with "database is locked"
+    # without waiting when another writer committed meanwhile; taking the write lock up
+    # front makes concurrent writers queue on the busy timeout instead.
+    connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def _configure_sqlite(engine: Engine) -> None:
+    event.listen(engine, "connect", _sqlite_pragmas)
+    event.listen(engine, "begin", _sqlite_begin_immediate)
 
 
 def make_engine(url: str | URL, **kwargs: Any) -> Engine:
@@ -58,7 +72,7 @@ def make_engine(url: str | URL, **kwargs: Any) -> Engine:
         _prepare_sqlite_file(parsed)
         kwargs.setdefault("connect_args", {"timeout": SQLITE_BUSY_TIMEOUT_S})
         engine = create_engine(parsed, **kwargs)
-        event.listen(engine, "connect", _sqlite_pragmas)
+        _configure_sqlite(engine)
         return engine
     kwargs.setdefault("pool_pre_ping", True)
     kwargs.setdefault("pool_size", 5)
@@ -73,7 +87,7 @@ def make_async_engine(url: str | URL, **kwargs: Any) -> AsyncEngine:
         _prepare_sqlite_file(parsed)
         kwargs.setdefault("connect_args", {"timeout": SQLITE_BUSY_TIMEOUT_S})
         engine = create_async_engine(parsed, **kwargs)
-        event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        _configure_sqlite(engine.sync_engine)
         return engine
     kwargs.setdefault("pool_pre_ping", True)
     return create_async_engine(parsed, **kwargs)

@@ -2,6 +2,7 @@
 
 from media.intake import (
     CorruptImage,
+    DecodedImage,
     EmptyImage,
     ImageRejected,
     ImageTooLarge,
@@ -11,6 +12,7 @@ from media.intake import (
     UnsupportedFormat,
     decode_image,
     encode_canonical,
+    intake_and_store,
     intake_image,
     split_grid,
 )
@@ -28,6 +30,7 @@ __all__ = [
     "BlobIntegrityError",
     "BlobNotFound",
     "CorruptImage",
+    "DecodedImage",
     "EmptyImage",
     "ImageRejected",
     "ImageStore",
@@ -40,6 +43,7 @@ __all__ = [
     "UnsupportedFormat",
     "decode_image",
     "encode_canonical",
+    "intake_and_store",
     "intake_image",
     "key_for",
     "open_store",

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 import imagehash
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from media.store import ImageStore
+
 ALLOWED_FORMATS = frozenset({"PNG", "JPEG", "WEBP", "GIF"})
 STORED_FORMAT = "PNG"
 # Lossless and fast: the stored PNG is ~10% larger than at level 6 but encodes ~5x faster.
@@ -79,14 +81,25 @@ def intake_image(
     corrupt or over-pixel-limit input. Animated images keep their first frame; EXIF orientation
     is applied; CMYK, palette, 16-bit and alpha images are converted to 8-bit RGB.
     """
-    image = decode_image(raw, max_bytes=max_bytes, max_pixels=max_pixels)
-    source_format, frames = image.info["_source_format"], image.info["_frames"]
+    decoded = decode_image(raw, max_bytes=max_bytes, max_pixels=max_pixels)
     return encode_canonical(
-        image, source_format=source_format, frames=frames, compute_phash=compute_phash
+        decoded.image,
+        source_format=decoded.source_format,
+        frames=decoded.frames,
+        compute_phash=compute_phash,
     )
 
 
-def decode_image(raw: bytes, *, max_bytes: int, max_pixels: int) -> Image.Image:
+@dataclass(frozen=True, slots=True)
+class DecodedImage:
+    """An untrusted image decoded to RGB, with what it was before."""
+
+    image: Image.Image
+    source_format: str
+    frames: int
+
+
+def decode_image(raw: bytes, *, max_bytes: int, max_pixels: int) -> DecodedImage:
     """Decode untrusted bytes into an RGB image (first frame, EXIF orientation applied)."""
     if not raw:
         raise EmptyImage("the file is empty (0 bytes)")
@@ -101,8 +114,9 @@ def decode_image(raw: bytes, *, max_bytes: int, max_pixels: int) -> Image.Image:
             raise UnsupportedFormat(
                 "not a recognised image (allowed: PNG, JPEG, WEBP, GIF)"
             ) from None
-        except Image.DecompressionBombError:
-            raise TooManyPixels("the image declares more pixels than allowed") from None
+        except Image.DecompressionBombError as exc:
+            # Pillow's own global guard fired before ours could look at the header.
+            raise TooManyPixels(f"the image declares too many pixels: {exc}") from None
         except Exception as exc:  # Pillow raises many types on malformed headers
             raise CorruptImage(f"the image header is unreadable: {exc}") from None
         fmt = (probe.format or "").upper()
@@ -125,18 +139,15 @@ def decode_image(raw: bytes, *, max_bytes: int, max_pixels: int) -> Image.Image:
             raise CorruptImage(f"the image data is damaged: {exc}") from None
         # verify() leaves the object unusable: decode from a fresh parser.
         try:
-            image = Image.open(io.BytesIO(raw))
-            image.seek(0)
-            image.load()
-            image = ImageOps.exif_transpose(image)
-            rgb = _to_rgb(image)
-        except Image.DecompressionBombError:
-            raise TooManyPixels("the image declares more pixels than allowed") from None
+            parsed = Image.open(io.BytesIO(raw))
+            parsed.seek(0)
+            parsed.load()
+            rgb = _to_rgb(ImageOps.exif_transpose(parsed))
+        except Image.DecompressionBombError as exc:
+            raise TooManyPixels(f"the image declares too many pixels: {exc}") from None
         except (OSError, ValueError, SyntaxError) as exc:
             raise CorruptImage(f"the image data is damaged: {exc}") from None
-    rgb.info["_source_format"] = fmt
-    rgb.info["_frames"] = frames
-    return rgb
+    return DecodedImage(rgb, fmt, frames)
 
 
 def encode_canonical(
@@ -179,8 +190,8 @@ def _to_rgb(image: Image.Image) -> Image.Image:
 
 
 def _max_value(image: Image.Image) -> float:
-    extrema = image.getextrema()
-    return float(extrema[1]) if isinstance(extrema, tuple) else 0.0
+    high = image.getextrema()[1]
+    return float(high) if isinstance(high, int | float) else 0.0
 
 
 def split_grid(image: Image.Image, rows: int = 2, cols: int = 2) -> list[Image.Image]:
@@ -199,3 +210,12 @@ def split_grid(image: Image.Image, rows: int = 2, cols: int = 2) -> list[Image.I
         for r in range(rows)
         for c in range(cols)
     ]
+
+
+def intake_and_store(
+    raw: bytes, store: ImageStore, *, max_bytes: int, max_pixels: int
+) -> IntakeResult:
+    """Intake untrusted bytes and store the canonical image; nothing is stored on refusal."""
+    result = intake_image(raw, max_bytes=max_bytes, max_pixels=max_pixels)
+    store.put(result.data, result.sha256)
+    return result

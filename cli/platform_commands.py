@@ -1,0 +1,116 @@
+"""``hps run``, ``hps db ...``, ``hps config``, ``hps stats``: operating the platform."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from config import Settings, get_settings
+
+
+def register(subcommands: argparse._SubParsersAction) -> None:
+    """Add the platform subcommands to the ``hps`` parser."""
+    run = subcommands.add_parser("run", help="prepare the data store and run the product")
+    run.set_defaults(handler=cmd_run)
+
+    database = subcommands.add_parser("db", help="database schema (Alembic)")
+    db_sub = database.add_subparsers(dest="db_command", metavar="ACTION", required=True)
+    up = db_sub.add_parser("upgrade", help="apply migrations (default: to head)")
+    up.add_argument("revision", nargs="?", default="head")
+    up.set_defaults(handler=cmd_db_upgrade)
+    down = db_sub.add_parser("downgrade", help="revert migrations to REVISION")
+    down.add_argument("revision")
+    down.set_defaults(handler=cmd_db_downgrade)
+    current = db_sub.add_parser("current", help="print the schema revision")
+    current.set_defaults(handler=cmd_db_current)
+
+    config = subcommands.add_parser("config", help="print the effective settings (redacted)")
+    config.set_defaults(handler=cmd_config)
+
+    stats = subcommands.add_parser("stats", help="counts of harvested data")
+    stats.set_defaults(handler=cmd_stats)
+
+
+def cmd_db_upgrade(args: argparse.Namespace) -> int:
+    from migrations.runner import current_revision, upgrade
+
+    settings = get_settings()
+    upgrade(settings.database_url, args.revision)
+    print(f"database at revision {current_revision(settings.database_url)}")
+    return 0
+
+
+def cmd_db_downgrade(args: argparse.Namespace) -> int:
+    from migrations.runner import current_revision, downgrade
+
+    settings = get_settings()
+    downgrade(settings.database_url, args.revision)
+    print(f"database at revision {current_revision(settings.database_url)}")
+    return 0
+
+
+def cmd_db_current(_args: argparse.Namespace) -> int:
+    from migrations.runner import current_revision, head_revision
+
+    revision = current_revision(get_settings().database_url)
+    print(f"current: {revision or '(empty database)'}  head: {head_revision()}")
+    return 0
+
+
+def cmd_config(_args: argparse.Namespace) -> int:
+    print(json.dumps(get_settings().redacted(), indent=2, default=str))
+    return 0
+
+
+def collect_stats(settings: Settings) -> dict[str, Any]:
+    """Row counts of the main tables."""
+    from sqlalchemy import func, select
+
+    from db import models
+    from db.engine import make_engine
+
+    engine = make_engine(settings.database_url)
+    tables = {
+        "prompts": models.Prompt,
+        "generations": models.Generation,
+        "images": models.Image,
+        "choices": models.Choice,
+        "users": models.DiscordUser,
+        "model_versions": models.ModelVersion,
+        "jobs": models.Job,
+    }
+    try:
+        with engine.connect() as connection:
+            return {
+                name: connection.scalar(select(func.count()).select_from(model))
+                for name, model in tables.items()
+            }
+    finally:
+        engine.dispose()
+
+
+def cmd_stats(_args: argparse.Namespace) -> int:
+    print(json.dumps(collect_stats(get_settings()), indent=2))
+    return 0
+
+
+def cmd_run(_args: argparse.Namespace) -> int:
+    from media.store import open_store
+    from migrations.runner import current_revision, upgrade
+
+    settings = get_settings()
+    mode = "embedded defaults" if settings.uses_embedded_defaults else "external services"
+    print(f"hps: starting on {mode}")
+    for key, value in settings.redacted().items():
+        if key in ("DATABASE_URL", "BROKER_URL", "STORAGE_URL", "DISCORD_TOKEN"):
+            print(f"  {key} = {value or '(unset)'}")
+    upgrade(settings.database_url)
+    print(f"  database schema at revision {current_revision(settings.database_url)}")
+    store = open_store(settings.storage_url, s3_endpoint_url=settings.s3_endpoint_url)
+    probe = store.put(b"hps storage probe")
+    store.delete(probe)
+    print(f"  image store writable ({type(store).__name__})")
+    print("  data: " + ", ".join(f"{k}={v}" for k, v in collect_stats(settings).items()))
+    print("hps: ready")
+    return 0

@@ -1,0 +1,71 @@
+"""The `hps` command line: runs on embedded defaults, errors are one clear line."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+CLEARED = ("DATABASE_URL", "BROKER_URL", "STORAGE_URL", "DISCORD_TOKEN", "MAX_IMAGE_PIXELS")
+
+
+def hps(*args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    environment = {k: v for k, v in os.environ.items() if k not in CLEARED}
+    environment.update(env)
+    environment["PYTHONPATH"] = str(ROOT)
+    return subprocess.run(
+        [sys.executable, "-m", "cli.main", *args],
+        cwd=cwd,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_run_on_embedded_defaults_twice(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    first = hps("run", cwd=tmp_path, HPS_DATA_DIR=str(data))
+    assert first.returncode == 0, first.stderr
+    assert "embedded defaults" in first.stdout and "hps: ready" in first.stdout
+    assert (data / "hps.sqlite3").is_file() and (data / "images").is_dir()
+    second = hps("run", cwd=tmp_path, HPS_DATA_DIR=str(data))
+    assert second.returncode == 0, second.stderr
+    current = hps("db", "current", cwd=tmp_path, HPS_DATA_DIR=str(data))
+    assert "current: 0001" in current.stdout
+    stats = hps("stats", cwd=tmp_path, HPS_DATA_DIR=str(data))
+    assert json.loads(stats.stdout)["generations"] == 0
+
+
+def test_invalid_setting_is_one_line_naming_it(tmp_path: Path) -> None:
+    result = hps("run", cwd=tmp_path, MAX_IMAGE_PIXELS="many")
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0
+    assert "MAX_IMAGE_PIXELS" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_unreachable_database_is_one_line(tmp_path: Path) -> None:
+    result = hps(
+        "db",
+        "upgrade",
+        cwd=tmp_path,
+        DATABASE_URL="postgresql+psycopg://nobody:pw-do-not-print@127.0.0.1:1/none?connect_timeout=2",
+    )
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().count("\n") == 0
+    assert "database unavailable: connection failed" in result.stderr
+    assert "pw-do-not-print" not in result.stderr + result.stdout
+
+
+def test_config_shows_no_secret(tmp_path: Path) -> None:
+    result = hps(
+        "config", cwd=tmp_path, DISCORD_TOKEN="very-secret-token", HPS_DATA_DIR=str(tmp_path)
+    )
+    assert result.returncode == 0
+    shown = json.loads(result.stdout)
+    assert shown["DISCORD_TOKEN"] == "**********"
+    assert "very-secret-token" not in result.stdout

@@ -1,0 +1,77 @@
+"""The import rules of DESIGN.md, checked three ways: import-linter contracts (pyproject),
+a direct scan of every import statement, and a real import of the bot in a fresh process."""
+
+from __future__ import annotations
+
+import ast
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+FORBIDDEN = {
+    "hps": {"bot", "worker", "db", "config", "media", "cli"},
+    "db": {"bot", "worker", "hps", "cli"},
+    "bot": {"torch", "hps", "worker", "open_clip", "diffusers", "transformers", "torchvision"},
+    "media": {"bot", "worker", "db", "hps", "config", "cli"},
+    "config": {"bot", "worker", "db", "hps", "media", "cli"},
+}
+
+
+def imported_top_levels(source: str) -> set[str]:
+    """Top-level package names imported anywhere in ``source`` (functions included)."""
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            names.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+def violations() -> list[str]:
+    found = []
+    for package, forbidden in FORBIDDEN.items():
+        for path in sorted((ROOT / package).rglob("*.py")):
+            bad = imported_top_levels(path.read_text()) & forbidden
+            if bad:
+                found.append(f"{path.relative_to(ROOT)} imports {sorted(bad)}")
+    return found
+
+
+def test_no_package_imports_what_design_forbids() -> None:
+    assert violations() == []
+
+
+def test_the_scan_catches_a_violation() -> None:
+    planted = "def lazy():\n    import torch\n    from hps.scoring import x\n"
+    assert imported_top_levels(planted) & FORBIDDEN["bot"] == {"torch", "hps"}
+
+
+def test_import_linter_contracts_hold() -> None:
+    lint_imports = shutil.which("lint-imports", path=str(Path(sys.executable).parent))
+    if lint_imports is None:
+        pytest.fail("import-linter is not installed (pip install -e '.[dev]')")
+    result = subprocess.run([lint_imports], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Contracts: 4 kept, 0 broken" in result.stdout
+
+
+def test_the_bot_process_loads_no_torch() -> None:
+    code = (
+        "import sys, importlib, pkgutil, bot\n"
+        "for info in pkgutil.walk_packages(bot.__path__, 'bot.'):\n"
+        "    importlib.import_module(info.name)\n"
+        "heavy = sorted(m for m in sys.modules if m.split('.')[0] in "
+        "('torch', 'hps', 'worker', 'open_clip', 'diffusers', 'transformers'))\n"
+        "print(heavy)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
