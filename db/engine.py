@@ -7,13 +7,17 @@ thing (cascading deletes, concurrent readers while one writer works).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -23,6 +27,13 @@ from sqlalchemy.ext.asyncio import (
 from sqlalchemy.orm import Session, sessionmaker
 
 SQLITE_BUSY_TIMEOUT_S = 30
+# Deadlock and serialization failures: the transaction can simply be run again.
+RETRYABLE_SQLSTATES = frozenset({"40001", "40P01"})
+DEFAULT_ATTEMPTS = 4
+DEFAULT_BACKOFF_S = 0.25
+
+T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 def normalize_url(url: str | URL, *, use_async: bool = False) -> URL:
@@ -74,7 +85,8 @@ def make_engine(url: str | URL, **kwargs: Any) -> Engine:
         engine = create_engine(parsed, **kwargs)
         _configure_sqlite(engine)
         return engine
-    kwargs.setdefault("pool_pre_ping", True)
+    # No pool pre-ping (a round trip per checkout): callers run work through
+    # run_transaction, which retries on a dropped connection wherever it happens.
     kwargs.setdefault("pool_size", 5)
     kwargs.setdefault("max_overflow", 10)
     return create_engine(parsed, **kwargs)
@@ -89,7 +101,6 @@ def make_async_engine(url: str | URL, **kwargs: Any) -> AsyncEngine:
         engine = create_async_engine(parsed, **kwargs)
         _configure_sqlite(engine.sync_engine)
         return engine
-    kwargs.setdefault("pool_pre_ping", True)
     return create_async_engine(parsed, **kwargs)
 
 
@@ -108,3 +119,56 @@ def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
     """One unit of work: commit on success, roll back on any error."""
     with factory() as session, session.begin():
         yield session
+
+
+def is_retryable(exc: BaseException) -> bool:
+    """A dropped connection (database restart, network blip) or a deadlock/serialization
+    failure: running the whole transaction again is safe for idempotent work."""
+    if not isinstance(exc, DBAPIError):
+        return False
+    if exc.connection_invalidated:
+        return True
+    return getattr(exc.orig, "sqlstate", None) in RETRYABLE_SQLSTATES
+
+
+def run_transaction(
+    factory: sessionmaker[Session],
+    work: Callable[[Session], T],
+    *,
+    attempts: int = DEFAULT_ATTEMPTS,
+    backoff_s: float = DEFAULT_BACKOFF_S,
+) -> T:
+    """Run ``work(session)`` in one transaction, retrying the whole of it (with exponential
+    backoff) when the connection dropped or the database asked for a retry. ``work`` must be
+    idempotent, as every db/ operation is."""
+    for attempt in range(1, attempts + 1):
+        try:
+            with factory() as session, session.begin():
+                return work(session)
+        except DBAPIError as exc:
+            if attempt == attempts or not is_retryable(exc):
+                raise
+            log.warning("database error, retrying (%d/%d): %s", attempt, attempts, exc.orig)
+            time.sleep(backoff_s * 2 ** (attempt - 1))
+    raise AssertionError("unreachable")
+
+
+async def run_transaction_async(
+    factory: async_sessionmaker[AsyncSession],
+    work: Callable[[Session], T],
+    *,
+    attempts: int = DEFAULT_ATTEMPTS,
+    backoff_s: float = DEFAULT_BACKOFF_S,
+) -> T:
+    """The async twin of :func:`run_transaction` for the bot: ``work`` is a sync db/
+    operation run through ``AsyncSession.run_sync``."""
+    for attempt in range(1, attempts + 1):
+        try:
+            async with factory() as session, session.begin():
+                return await session.run_sync(work)
+        except DBAPIError as exc:
+            if attempt == attempts or not is_retryable(exc):
+                raise
+            log.warning("database error, retrying (%d/%d): %s", attempt, attempts, exc.orig)
+            await asyncio.sleep(backoff_s * 2 ** (attempt - 1))
+    raise AssertionError("unreachable")

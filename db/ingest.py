@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from db.errors import (
@@ -34,7 +35,7 @@ from db.models import (
     utcnow,
 )
 from db.prompts import MAX_PROMPT_CHARS, prompt_hash
-from db.upsert import insert_for
+from db.upsert import insert_for, insert_for_dialect
 
 MAX_IMAGES_PER_GENERATION = 16
 
@@ -73,23 +74,64 @@ class RecordedGeneration:
     image_ids: list[int]
 
 
+@dataclass(frozen=True)
+class _IngestStatements:
+    """The ingest statements of one dialect, built once: constructing an upsert (its
+    ``excluded`` alias especially) costs more than executing it."""
+
+    user: Any
+    prompt: Any
+    generation: Any
+    images: Any
+
+
+@lru_cache(maxsize=4)
+def _statements(dialect: str) -> _IngestStatements:
+    users = insert_for_dialect(dialect, DiscordUser)
+    consent_mode = (
+        select(GuildConfig.consent_mode)
+        .where(GuildConfig.guild_id == bindparam("consent_guild_id"))
+        .scalar_subquery()
+    )
+    prompts = insert_for_dialect(dialect, Prompt)
+    generations = insert_for_dialect(dialect, Generation)
+    images = insert_for_dialect(dialect, Image)
+    return _IngestStatements(
+        # DO UPDATE (not DO NOTHING) so that RETURNING always yields the row, and so the row
+        # stays locked until commit: a concurrent opt-out waits for this transaction.
+        user=users.on_conflict_do_update(
+            index_elements=["id"], set_={"id": users.excluded.id}
+        ).returning(users.table.c.opted_out, users.table.c.opted_in_at, consent_mode),
+        prompt=prompts.on_conflict_do_update(
+            index_elements=["normalized_hash"],
+            set_={"normalized_hash": prompts.excluded.normalized_hash},
+        ).returning(prompts.table.c.id),
+        generation=generations.on_conflict_do_update(
+            index_elements=["source_message_id"],
+            set_={"source_message_id": generations.excluded.source_message_id},
+        ).returning(generations.table.c.id, generations.table.c.prompt_id),
+        images=images.on_conflict_do_nothing(
+            index_elements=["generation_id", "position"]
+        ).returning(images.table.c.id, sort_by_parameter_order=True),
+    )
+
+
+def _dialect(session: Session) -> str:
+    return session.get_bind().dialect.name
+
+
 def ensure_user_may_be_stored(session: Session, user_id: int, guild_id: int | None) -> None:
     """Create the user row if needed and refuse users who opted out (or, in an opt-in
     guild, who never opted in). Locks the user row for the rest of the transaction so a
     concurrent opt-out cannot interleave."""
-    stmt = insert_for(session, DiscordUser).values(id=user_id, created_at=utcnow())
-    stmt = stmt.on_conflict_do_update(
-        index_elements=[DiscordUser.id], set_={"id": stmt.excluded.id}
-    ).returning(DiscordUser.opted_out, DiscordUser.opted_in_at)
-    opted_out, opted_in_at = session.execute(stmt).one()
+    opted_out, opted_in_at, consent_mode = session.execute(
+        _statements(_dialect(session)).user,
+        {"id": user_id, "created_at": utcnow(), "consent_guild_id": guild_id},
+    ).one()
     if opted_out:
         raise UserOptedOut(user_id)
-    if guild_id is not None and opted_in_at is None:
-        mode = session.scalar(
-            select(GuildConfig.consent_mode).where(GuildConfig.guild_id == guild_id)
-        )
-        if mode == ConsentMode.opt_in:
-            raise ConsentRequired(user_id, guild_id)
+    if guild_id is not None and opted_in_at is None and consent_mode == ConsentMode.opt_in:
+        raise ConsentRequired(user_id, guild_id)
 
 
 def upsert_prompt(session: Session, text: str) -> int:
@@ -97,14 +139,12 @@ def upsert_prompt(session: Session, text: str) -> int:
     if not text.strip():
         raise InvalidGeneration("the prompt is empty")
     text = text[:MAX_PROMPT_CHARS]
-    stmt = insert_for(session, Prompt).values(
-        text=text, normalized_hash=prompt_hash(text), created_at=utcnow()
+    return int(
+        session.execute(
+            _statements(_dialect(session)).prompt,
+            {"text": text, "normalized_hash": prompt_hash(text), "created_at": utcnow()},
+        ).scalar_one()
     )
-    stmt = stmt.on_conflict_do_update(
-        index_elements=[Prompt.normalized_hash],
-        set_={"normalized_hash": stmt.excluded.normalized_hash},
-    ).returning(Prompt.id)
-    return int(session.execute(stmt).scalar_one())
 
 
 def record_generation(session: Session, generation: GenerationIn) -> RecordedGeneration:
@@ -119,26 +159,24 @@ def record_generation(session: Session, generation: GenerationIn) -> RecordedGen
         raise InvalidGeneration(
             f"{len(generation.images)} images; at most {MAX_IMAGES_PER_GENERATION} per generation"
         )
+    statements = _statements(_dialect(session))
     if generation.requester_id is not None:
         ensure_user_may_be_stored(session, generation.requester_id, generation.guild_id)
     prompt_id = upsert_prompt(session, generation.prompt)
     created_at = generation.created_at or utcnow()
-    stmt = insert_for(session, Generation).values(
-        source_message_id=generation.source_message_id,
-        guild_id=generation.guild_id,
-        channel_id=generation.channel_id,
-        prompt_id=prompt_id,
-        requester_id=generation.requester_id,
-        generator=generation.generator[:128],
-        params=generation.params,
-        created_at=created_at,
-    )
-    stmt = stmt.on_conflict_do_update(
-        index_elements=[Generation.source_message_id],
-        set_={"source_message_id": stmt.excluded.source_message_id},
-    ).returning(Generation.id, Generation.prompt_id)
-    generation_id, stored_prompt_id = session.execute(stmt).one()
-
+    generation_id, stored_prompt_id = session.execute(
+        statements.generation,
+        {
+            "source_message_id": generation.source_message_id,
+            "guild_id": generation.guild_id,
+            "channel_id": generation.channel_id,
+            "prompt_id": prompt_id,
+            "requester_id": generation.requester_id,
+            "generator": generation.generator[:128],
+            "params": generation.params,
+            "created_at": created_at,
+        },
+    ).one()
     rows = [
         {
             "generation_id": generation_id,
@@ -153,16 +191,15 @@ def record_generation(session: Session, generation: GenerationIn) -> RecordedGen
         }
         for position, image in enumerate(generation.images)
     ]
-    session.execute(
-        insert_for(session, Image)
-        .values(rows)
-        .on_conflict_do_nothing(index_elements=[Image.generation_id, Image.position])
-    )
-    image_ids = list(
-        session.scalars(
-            select(Image.id).where(Image.generation_id == generation_id).order_by(Image.position)
+    image_ids = list(session.scalars(statements.images, rows))
+    if len(image_ids) != len(rows):  # a replay: some or all rows existed already
+        image_ids = list(
+            session.scalars(
+                select(Image.id)
+                .where(Image.generation_id == generation_id)
+                .order_by(Image.position)
+            )
         )
-    )
     return RecordedGeneration(int(generation_id), int(stored_prompt_id), image_ids)
 
 
@@ -231,14 +268,14 @@ def record_choice(session: Session, choice: ChoiceIn) -> int:
         updated_at=at,
     )
     stmt = stmt.on_conflict_do_update(
-        index_elements=[Choice.generation_id, Choice.user_id],
+        index_elements=["generation_id", "user_id"],
         set_={
             "chosen_image_id": stmt.excluded.chosen_image_id,
             "method": stmt.excluded.method,
             "source_message_id": stmt.excluded.source_message_id,
             "updated_at": stmt.excluded.updated_at,
         },
-        where=Choice.updated_at <= stmt.excluded.updated_at,
+        where=stmt.table.c.updated_at <= stmt.excluded.updated_at,
     )
     session.execute(stmt)
     choice_id = session.scalar(

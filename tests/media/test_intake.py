@@ -164,14 +164,37 @@ def test_transparent_png_and_webp_are_accepted(store: LocalImageStore) -> None:
     )
 
 
-def test_same_pixels_in_another_container_share_one_blob(store: LocalImageStore) -> None:
+def test_metadata_and_trailing_bytes_are_dropped(store: LocalImageStore) -> None:
+    from PIL import PngImagePlugin
+
     image = Image.effect_noise((64, 64), 50).convert("RGB")
-    a = intake_and_store(encode(image, "PNG"), store, max_bytes=MAX_BYTES, max_pixels=MAX_PIXELS)
-    b = intake_and_store(
+    info = PngImagePlugin.PngInfo()
+    info.add_text("parameters", "secret: user@example.com, GPS 48.85N")
+    plain = intake_and_store(
+        encode(image, "PNG"), store, max_bytes=MAX_BYTES, max_pixels=MAX_PIXELS
+    )
+    tagged = intake_and_store(
+        encode(image, "PNG", pnginfo=info, compress_level=9) + b"trailing junk",
+        store,
+        max_bytes=MAX_BYTES,
+        max_pixels=MAX_PIXELS,
+    )
+    assert b"secret" not in store.get(tagged.sha256)
+    assert not store.get(tagged.sha256).endswith(b"trailing junk")
+    assert plain.open().tobytes() == tagged.open().tobytes() == image.tobytes()
+    # Same pixels in another container: same perceptual hash, identical decoded pixels.
+    webp = intake_and_store(
         encode(image, "WEBP", lossless=True), store, max_bytes=MAX_BYTES, max_pixels=MAX_PIXELS
     )
-    assert a.sha256 == b.sha256
-    assert a.phash == b.phash and len(a.phash) == 16
+    assert webp.phash == plain.phash and len(plain.phash) == 16
+    assert webp.open().tobytes() == image.tobytes()
+
+
+def test_reposted_bytes_share_one_blob(store: LocalImageStore) -> None:
+    raw = encode(Image.effect_noise((64, 64), 50).convert("RGB"), "PNG")
+    first = intake_and_store(raw, store, max_bytes=MAX_BYTES, max_pixels=MAX_PIXELS)
+    second = intake_and_store(raw, store, max_bytes=MAX_BYTES, max_pixels=MAX_PIXELS)
+    assert first.sha256 == second.sha256
     assert len(stored_files(store)) == 1
 
 

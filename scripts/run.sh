@@ -1,0 +1,6 @@
+#!/usr/bin/env bash
+# Install the product and run it on embedded defaults (SQLite, local files, no servers).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/bootstrap.sh
+exec .venv/bin/hps run "$@"
