@@ -18,33 +18,26 @@ from db.upsert import insert_for
 from media.store import ImageStore
 
 
+def _set_consent(session: Session, user_id: int, *, opted_out: bool) -> None:
+    now = utcnow()
+    state = {
+        "opted_out": opted_out,
+        "opted_out_at": now if opted_out else None,
+        "opted_in_at": None if opted_out else now,
+    }
+    stmt = insert_for(session, DiscordUser).values(id=user_id, created_at=now, **state)
+    session.execute(stmt.on_conflict_do_update(index_elements=["id"], set_=state))
+
+
 def opt_out(session: Session, user_id: int) -> None:
     """Mark a user as opted out: from now on nothing of theirs is stored. Existing data is
     kept until they ask to be forgotten (:func:`forget_user`)."""
-    now = utcnow()
-    stmt = insert_for(session, DiscordUser).values(
-        id=user_id, opted_out=True, opted_out_at=now, opted_in_at=None, created_at=now
-    )
-    session.execute(
-        stmt.on_conflict_do_update(
-            index_elements=[DiscordUser.id],
-            set_={"opted_out": True, "opted_out_at": now, "opted_in_at": None},
-        )
-    )
+    _set_consent(session, user_id, opted_out=True)
 
 
 def opt_in(session: Session, user_id: int) -> None:
     """Record explicit consent (needed in opt-in guilds; lifts an earlier opt-out)."""
-    now = utcnow()
-    stmt = insert_for(session, DiscordUser).values(
-        id=user_id, opted_out=False, opted_out_at=None, opted_in_at=now, created_at=now
-    )
-    session.execute(
-        stmt.on_conflict_do_update(
-            index_elements=[DiscordUser.id],
-            set_={"opted_out": False, "opted_out_at": None, "opted_in_at": now},
-        )
-    )
+    _set_consent(session, user_id, opted_out=False)
 
 
 def is_opted_out(session: Session, user_id: int) -> bool:

@@ -75,3 +75,14 @@ def test_the_bot_process_loads_no_torch() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+def test_the_base_install_pulls_no_torch() -> None:
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    heavy = ("torch", "torchvision", "open_clip", "open-clip", "diffusers", "transformers", "peft")
+    base = [requirement.lower() for requirement in project["dependencies"]]
+    assert not [r for r in base if r.startswith(heavy)]
+    ml = [requirement.lower() for requirement in project["optional-dependencies"]["ml"]]
+    assert any(r.startswith("torch") for r in ml) and any(r.startswith("open_clip") for r in ml)

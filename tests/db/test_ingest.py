@@ -205,3 +205,40 @@ def test_invalid_generations_are_refused(factory: sessionmaker[Session]) -> None
             record_generation(session, make_generation(prompt="   "))
     assert count(factory, Generation) == 0
     assert count(factory, DiscordUser) == 0
+
+
+def test_concurrent_picks_by_one_user_leave_one_choice(factory: sessionmaker[Session]) -> None:
+    generation = make_generation()
+    with factory() as session, session.begin():
+        recorded = record_generation(session, generation)
+    for round_number in range(10):
+        barrier = threading.Barrier(2)
+        errors: list[BaseException] = []
+
+        def pick(position: int, user=300 + round_number, barrier=barrier, errors=errors) -> None:
+            try:
+                with factory() as session:
+                    barrier.wait()
+                    with session.begin():
+                        record_choice(
+                            session,
+                            ChoiceIn(
+                                user,
+                                position,
+                                ChoiceMethod.button,
+                                recorded.generation_id,
+                            ),
+                        )
+            except BaseException as exc:  # surfaced below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=pick, args=(p,)) for p in (0, 3)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=60)
+        assert not errors, errors
+    with factory() as session:
+        choices = session.scalars(select(Choice)).all()
+    assert len(choices) == 10
+    assert {c.chosen_image_id for c in choices} <= {recorded.image_ids[0], recorded.image_ids[3]}
