@@ -1,0 +1,155 @@
+"""Checkpoint formats, detected from the file itself.
+
+- ``clip-state-dict``: a torch pickle ``{'state_dict': <CLIP state dict>}`` (or a bare state
+  dict). HPS v1's ``hpc.pth`` holds an OpenAI CLIP ViT-L/14 state dict; HPS v2 / v2.1 hold an
+  open_clip ViT-H/14 state dict, in fp16 for the "compressed" files. The key layout is the same
+  (open_clip mirrors OpenAI's names); the architecture decides the activation (QuickGELU for
+  v1) and is checked against every tensor's shape.
+- ``hps-safetensors``: the project's own format, one ``.safetensors`` file whose header
+  metadata holds a JSON document (architecture, preprocessing, score scale, training data
+  snapshot, metrics).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import struct
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+
+CheckpointFormat = Literal["clip-state-dict", "hps-safetensors"]
+METADATA_KEY = "hps"
+FORMAT_VERSION = 1
+# Buffers that OpenAI's JIT archives carry and that are not model weights.
+IGNORED_KEYS = frozenset({"input_resolution", "context_length", "vocab_size"})
+MAX_NAMES_SHOWN = 5
+
+
+class CheckpointError(ValueError):
+    """The checkpoint cannot be used; the message says why (file, keys, shapes, hash)."""
+
+
+def sha256_of_file(path: Path, chunk_size: int = 1 << 20) -> str:
+    """Hex sha256 of a file, streamed."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(chunk_size):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def verify_sha256(path: Path, expected: str) -> None:
+    """Raise CheckpointError unless the file hashes to ``expected``."""
+    actual = sha256_of_file(path)
+    if actual != expected.lower():
+        raise CheckpointError(f"{path}: sha256 is {actual}, expected {expected.lower()}")
+
+
+def detect_format(path: Path) -> CheckpointFormat:
+    """Tell the format from the first bytes of the file."""
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(16)
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: no such checkpoint file") from None
+    except IsADirectoryError:
+        raise CheckpointError(f"{path}: is a directory, not a checkpoint file") from None
+    if len(head) < 10:
+        raise CheckpointError(f"{path}: too short to be a checkpoint ({len(head)} bytes)")
+    if head.startswith(b"PK\x03\x04") or head[:1] == b"\x80":
+        return "clip-state-dict"  # torch.save zip archive, or a legacy pickle
+    (header_length,) = struct.unpack("<Q", head[:8])
+    if head[8:9] == b"{" and 0 < header_length < 100_000_000:
+        return "hps-safetensors"
+    raise CheckpointError(f"{path}: not a torch or safetensors checkpoint (unrecognised header)")
+
+
+def load_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Read a checkpoint of any supported format: (state dict, metadata)."""
+    fmt = detect_format(path)
+    if fmt == "hps-safetensors":
+        return _load_safetensors(path)
+    return _load_torch(path), {"format": fmt}
+
+
+def _load_torch(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        raw = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise CheckpointError(f"{path}: unreadable torch checkpoint ({exc})") from None
+    if isinstance(raw, Mapping) and "state_dict" in raw:
+        raw = raw["state_dict"]
+    if not isinstance(raw, Mapping) or not all(isinstance(v, torch.Tensor) for v in raw.values()):
+        raise CheckpointError(f"{path}: expected {{'state_dict': {{name: tensor}}}}")
+    state = {}
+    for key, value in raw.items():
+        name = key.removeprefix("module.")  # saved from DistributedDataParallel
+        if name not in IGNORED_KEYS:
+            state[name] = value
+    return state
+
+
+def _load_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as handle:
+            header = handle.metadata() or {}
+            state = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118
+    except Exception as exc:
+        raise CheckpointError(f"{path}: unreadable safetensors checkpoint ({exc})") from None
+    if METADATA_KEY not in header:
+        raise CheckpointError(f"{path}: safetensors file without HPS metadata")
+    try:
+        metadata = json.loads(header[METADATA_KEY])
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(f"{path}: HPS metadata is not valid JSON ({exc})") from None
+    metadata["format"] = "hps-safetensors"
+    return state, metadata
+
+
+def save_checkpoint(path: Path, model: torch.nn.Module, metadata: dict[str, Any]) -> Path:
+    """Write ``model``'s weights and ``metadata`` in the project's format (atomically)."""
+    from safetensors.torch import save_file
+
+    document = {"format_version": FORMAT_VERSION, **metadata}
+    state = {
+        key: value.detach().to("cpu").contiguous() for key, value in model.state_dict().items()
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    save_file(state, str(partial), metadata={METADATA_KEY: json.dumps(document, default=str)})
+    partial.replace(path)
+    return path
+
+
+def check_state_dict(
+    model: torch.nn.Module, state: Mapping[str, torch.Tensor], *, source: str
+) -> None:
+    """Raise CheckpointError naming missing keys, unexpected keys and shape mismatches."""
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    mismatched = sorted(
+        f"{key} {tuple(state[key].shape)} vs {tuple(expected[key].shape)}"
+        for key in set(expected) & set(state)
+        if tuple(state[key].shape) != tuple(expected[key].shape)
+    )
+    problems = []
+    for label, names in (
+        ("missing keys", missing),
+        ("unexpected keys", unexpected),
+        ("shape mismatches (checkpoint vs architecture)", mismatched),
+    ):
+        if names:
+            shown = ", ".join(names[:MAX_NAMES_SHOWN])
+            more = (
+                f" and {len(names) - MAX_NAMES_SHOWN} more" if len(names) > MAX_NAMES_SHOWN else ""
+            )
+            problems.append(f"{len(names)} {label}: {shown}{more}")
+    if problems:
+        raise CheckpointError(f"{source}: does not fit the architecture: " + "; ".join(problems))

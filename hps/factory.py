@@ -1,0 +1,93 @@
+"""One factory: an architecture name and an optional checkpoint in, a model or scorer out."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from hps.architectures import (
+    Architecture,
+    PreprocessMode,
+    build_model,
+    get_architecture,
+    list_architectures,
+)
+from hps.checkpoints import CheckpointError, check_state_dict, load_checkpoint, verify_sha256
+
+
+@dataclass
+class LoadedModel:
+    """A CLIP model with what is known about it."""
+
+    model: torch.nn.Module
+    architecture: Architecture
+    metadata: dict[str, Any] = field(default_factory=dict)
+    checkpoint: Path | None = None
+
+
+def infer_architecture(state: dict[str, torch.Tensor]) -> Architecture:
+    """The registered architecture whose tensors all have the checkpoint's shapes."""
+    shapes = {key: tuple(value.shape) for key, value in state.items()}
+    for name in list_architectures():
+        architecture = get_architecture(name)
+        with torch.device("meta"):
+            expected = build_model(architecture).state_dict()
+        if {k: tuple(v.shape) for k, v in expected.items()} == shapes:
+            return architecture
+    raise CheckpointError(
+        "the checkpoint matches no registered architecture; pass --arch "
+        f"(known: {', '.join(list_architectures())})"
+    )
+
+
+def load_model(
+    arch: str | None,
+    checkpoint: str | Path | None = None,
+    *,
+    sha256: str | None = None,
+) -> LoadedModel:
+    """Build ``arch`` and load ``checkpoint`` into it (format detected from the file).
+
+    Without a checkpoint the weights are randomly initialised (tests, timing). With a
+    project checkpoint the architecture may be omitted: its metadata names it.
+    """
+    if checkpoint is None:
+        if arch is None:
+            raise ValueError("give an architecture, a checkpoint, or both")
+        architecture = get_architecture(arch)
+        return LoadedModel(build_model(architecture), architecture, {"format": "random-init"})
+    path = Path(checkpoint)
+    if sha256:
+        verify_sha256(path, sha256)
+    state, metadata = load_checkpoint(path)
+    if arch is None:
+        named = metadata.get("architecture")
+        architecture = get_architecture(named) if named else infer_architecture(state)
+    else:
+        architecture = get_architecture(arch)
+        named = metadata.get("architecture")
+        if named and named != arch:
+            raise CheckpointError(f"{path}: checkpoint is for architecture {named!r}, not {arch!r}")
+    model = build_model(architecture)
+    check_state_dict(model, state, source=str(path))
+    model.load_state_dict(state, strict=True)
+    return LoadedModel(model.eval(), architecture, metadata, path)
+
+
+def build_scorer(
+    arch: str | None,
+    checkpoint: str | Path | None = None,
+    *,
+    device: str = "auto",
+    dtype: str = "auto",
+    preprocess: PreprocessMode | None = None,
+    sha256: str | None = None,
+) -> Any:
+    """A ready :class:`hps.scoring.HpsScorer` (see :func:`load_model` for the arguments)."""
+    from hps.scoring import HpsScorer
+
+    loaded = load_model(arch, checkpoint, sha256=sha256)
+    return HpsScorer.from_loaded(loaded, device=device, dtype=dtype, preprocess=preprocess)

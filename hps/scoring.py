@@ -1,0 +1,138 @@
+"""Batched Human Preference Score: HPS = 100 * cos(image embedding, prompt embedding).
+
+Each distinct prompt is tokenised and encoded once per call. Images are decoded and shaped by
+a thread pool one batch ahead of the model, so decoding overlaps compute. All model work runs
+under ``torch.inference_mode``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from hps.architectures import Architecture, PreprocessMode
+from hps.device import resolve_device, resolve_dtype
+from hps.factory import LoadedModel
+from hps.prefetch import prefetch_batches
+from hps.preprocess import ImageSource, load_image, normalize, to_uint8_tensor
+
+DEFAULT_SCORE_SCALE = 100.0
+
+
+@dataclass(frozen=True)
+class ScorerInfo:
+    """What produced a score (stored beside it)."""
+
+    architecture: str
+    preprocess: PreprocessMode
+    device: str
+    dtype: str
+    score_scale: float
+
+
+class HpsScorer:
+    """Scores images against prompts with one CLIP model."""
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        architecture: Architecture,
+        *,
+        device: str | torch.device = "auto",
+        dtype: str | torch.dtype = "auto",
+        preprocess: PreprocessMode | None = None,
+        score_scale: float = DEFAULT_SCORE_SCALE,
+        metadata: dict[str, Any] | None = None,
+    ) -> None:
+        from open_clip.tokenizer import SimpleTokenizer
+
+        self.device = device if isinstance(device, torch.device) else resolve_device(device)
+        self.dtype = dtype if isinstance(dtype, torch.dtype) else resolve_dtype(self.device, dtype)
+        self.architecture = architecture
+        self.preprocess: PreprocessMode = preprocess or architecture.preprocess
+        self.score_scale = float(score_scale)
+        self.metadata = metadata or {}
+        self.model = model.to(device=self.device, dtype=self.dtype).eval()
+        self.tokenizer = SimpleTokenizer(context_length=architecture.context_length)
+
+    @classmethod
+    def from_loaded(
+        cls,
+        loaded: LoadedModel,
+        *,
+        device: str = "auto",
+        dtype: str = "auto",
+        preprocess: PreprocessMode | None = None,
+    ) -> HpsScorer:
+        """A scorer for a model from :func:`hps.factory.load_model`, honouring its metadata."""
+        return cls(
+            loaded.model,
+            loaded.architecture,
+            device=device,
+            dtype=dtype,
+            preprocess=preprocess or loaded.metadata.get("preprocess"),
+            score_scale=float(loaded.metadata.get("score_scale", DEFAULT_SCORE_SCALE)),
+            metadata=loaded.metadata,
+        )
+
+    @property
+    def info(self) -> ScorerInfo:
+        """How scores are produced."""
+        return ScorerInfo(
+            architecture=self.architecture.name,
+            preprocess=self.preprocess,
+            device=str(self.device),
+            dtype=str(self.dtype).removeprefix("torch."),
+            score_scale=self.score_scale,
+        )
+
+    def pixels(self, source: ImageSource) -> torch.Tensor:
+        """Load and shape one image: a (3, S, S) uint8 tensor on the CPU."""
+        return to_uint8_tensor(load_image(source), self.architecture.image_size, self.preprocess)
+
+    @torch.inference_mode()
+    def encode_text(self, prompts: Sequence[str], batch_size: int = 256) -> torch.Tensor:
+        """L2-normalised prompt embeddings (float32), one row per prompt."""
+        rows = []
+        for start in range(0, len(prompts), batch_size):
+            tokens = self.tokenizer(list(prompts[start : start + batch_size])).to(self.device)
+            rows.append(self.model.encode_text(tokens, normalize=True).float())
+        return torch.cat(rows) if rows else torch.empty(0)
+
+    @torch.inference_mode()
+    def encode_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
+        """L2-normalised image embeddings (float32) of a uint8 (N, 3, S, S) batch."""
+        batch = normalize(pixels.to(self.device, non_blocking=True), self.dtype)
+        return self.model.encode_image(batch, normalize=True).float()
+
+    def score(
+        self,
+        prompts: str | Sequence[str],
+        images: Sequence[ImageSource],
+        *,
+        batch_size: int = 32,
+        workers: int = 4,
+    ) -> list[float]:
+        """HPS of each image for its prompt (one prompt for all, or one per image)."""
+        prompt_list = [prompts] * len(images) if isinstance(prompts, str) else list(prompts)
+        if len(prompt_list) != len(images):
+            raise ValueError(f"{len(prompt_list)} prompts for {len(images)} images")
+        if not images:
+            return []
+        distinct = list(dict.fromkeys(prompt_list))
+        text = self.encode_text(distinct)
+        row_of = {prompt: row for row, prompt in enumerate(distinct)}
+        prompt_rows = torch.tensor([row_of[p] for p in prompt_list], device=text.device)
+        scores: list[float] = []
+        starts = range(0, len(images), batch_size)
+        batches = [images[start : start + batch_size] for start in starts]
+        pinned = self.device.type == "cuda"
+        loaded = prefetch_batches(batches, self.pixels, workers=workers, pin_memory=pinned)
+        for start, pixels in zip(starts, loaded, strict=True):
+            features = self.encode_pixels(pixels)
+            rows = text[prompt_rows[start : start + len(pixels)]]
+            scores.extend((self.score_scale * (features * rows).sum(dim=-1)).tolist())
+        return scores
