@@ -7,11 +7,12 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 
+import hps.cli
 from cli import platform_commands
 
 CommandRegistrar = Callable[[argparse._SubParsersAction], None]
 
-REGISTRARS: list[CommandRegistrar] = [platform_commands.register]
+REGISTRARS: list[CommandRegistrar] = [platform_commands.register, hps.cli.register]
 
 
 class CommandError(Exception):

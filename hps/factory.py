@@ -31,12 +31,18 @@ class LoadedModel:
 def infer_architecture(state: dict[str, torch.Tensor]) -> Architecture:
     """The registered architecture whose tensors all have the checkpoint's shapes."""
     shapes = {key: tuple(value.shape) for key, value in state.items()}
+    matches = []
     for name in list_architectures():
         architecture = get_architecture(name)
         with torch.device("meta"):
             expected = build_model(architecture).state_dict()
         if {k: tuple(v.shape) for k, v in expected.items()} == shapes:
-            return architecture
+            matches.append(architecture)
+    if len(matches) == 1:
+        return matches[0]
+    if matches:  # same shapes, different activation (QuickGELU vs GELU)
+        names = ", ".join(m.name for m in matches)
+        raise CheckpointError(f"the checkpoint fits several architectures ({names}); pass --arch")
     raise CheckpointError(
         "the checkpoint matches no registered architecture; pass --arch "
         f"(known: {', '.join(list_architectures())})"

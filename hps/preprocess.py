@@ -12,7 +12,6 @@ import io
 import os
 import warnings
 from pathlib import Path
-from typing import Union
 
 import numpy as np
 import torch
@@ -24,7 +23,7 @@ CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 DEFAULT_MAX_PIXELS = 64_000_000
 
-ImageSource = Union[str, os.PathLike[str], bytes, Image.Image]
+ImageSource = str | os.PathLike[str] | bytes | Image.Image
 
 
 class ImageLoadError(ValueError):
@@ -68,10 +67,10 @@ def load_image(source: ImageSource, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> 
 
 
 def resize_pad(image: Image.Image, size: int) -> Image.Image:
-    """Longest side to ``size`` (bicubic), then zero-pad to a centred square."""
-    scale = size / max(image.width, image.height)
-    width = max(1, round(image.width * scale))
-    height = max(1, round(image.height * scale))
+    """Longest side to ``size`` (bicubic), then zero-pad to a centred square (the arithmetic
+    of open_clip's ``resize_mode='longest'``, so both give identical pixels)."""
+    ratio = max(image.width / size, image.height / size)
+    width, height = max(1, round(image.width / ratio)), max(1, round(image.height / ratio))
     resized = image.resize((width, height), Image.Resampling.BICUBIC)
     if (width, height) == (size, size):
         return resized
@@ -81,12 +80,14 @@ def resize_pad(image: Image.Image, size: int) -> Image.Image:
 
 
 def resize_crop(image: Image.Image, size: int) -> Image.Image:
-    """Shortest side to ``size`` (bicubic), then centre-crop a square."""
-    scale = size / min(image.width, image.height)
-    width = max(size, round(image.width * scale))
-    height = max(size, round(image.height * scale))
+    """Shortest side to ``size`` (bicubic), then centre-crop a square (torchvision's
+    Resize + CenterCrop arithmetic, as in open_clip's default eval transform)."""
+    short, long = sorted((image.width, image.height))
+    new_long = int(size * long / short)
+    width, height = (size, new_long) if image.width <= image.height else (new_long, size)
     resized = image.resize((width, height), Image.Resampling.BICUBIC)
-    left, top = (width - size) // 2, (height - size) // 2
+    top = int(round((height - size) / 2.0))
+    left = int(round((width - size) / 2.0))
     return resized.crop((left, top, left + size, top + size))
 
 
