@@ -86,8 +86,8 @@ def resize_crop(image: Image.Image, size: int) -> Image.Image:
     new_long = int(size * long / short)
     width, height = (size, new_long) if image.width <= image.height else (new_long, size)
     resized = image.resize((width, height), Image.Resampling.BICUBIC)
-    top = int(round((height - size) / 2.0))
-    left = int(round((width - size) / 2.0))
+    top = round((height - size) / 2.0)
+    left = round((width - size) / 2.0)
     return resized.crop((left, top, left + size, top + size))
 
 

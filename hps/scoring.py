@@ -55,7 +55,7 @@ class HpsScorer:
         self.preprocess: PreprocessMode = preprocess or architecture.preprocess
         self.score_scale = float(score_scale)
         self.metadata = metadata or {}
-        self.model = model.to(device=self.device, dtype=self.dtype).eval()
+        self.model: Any = model.to(device=self.device, dtype=self.dtype).eval()
         self.tokenizer = SimpleTokenizer(context_length=architecture.context_length)
 
     @classmethod

@@ -2,7 +2,7 @@
 # Install everything, start PostgreSQL/Redis if needed, lint, type-check, run all tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/bootstrap.sh dev
+scripts/bootstrap.sh ml,dev
 scripts/services.sh
 
 export HPS_TEST_DATABASE_URL="${HPS_TEST_DATABASE_URL:-postgresql+psycopg://postgres@127.0.0.1:5432/hps_test}"

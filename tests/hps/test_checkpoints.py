@@ -161,7 +161,7 @@ def test_truncated_checkpoint_and_sha256(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match="unreadable torch checkpoint"):
         load_model("tiny", truncated)
     load_model("tiny", good, sha256=sha256_of_file(good))
-    with pytest.raises(CheckpointError, match="sha256 is .*, expected 0000"):
+    with pytest.raises(CheckpointError, match=r"sha256 is .*, expected 0000"):
         load_model("tiny", good, sha256="0" * 64)
     with pytest.raises(CheckpointError, match="no such checkpoint file"):
         load_model("tiny", tmp_path / "absent.pth")

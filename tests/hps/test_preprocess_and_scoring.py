@@ -80,10 +80,10 @@ def test_unreadable_images_name_the_file(tmp_path: Path) -> None:
     scorer = build_scorer("tiny", device="cpu", dtype="float32")
     with pytest.raises(ImageLoadError, match=r"text.png: cannot read image"):
         scorer.score("x", [sample(20, 20), tmp_path / "text.png"])
-    with pytest.raises(ImageLoadError, match="absent.png: no such file"):
+    with pytest.raises(ImageLoadError, match=r"absent\.png: no such file"):
         load_image(tmp_path / "absent.png")
     sample(20, 20).save(tmp_path / "big.png")
-    with pytest.raises(ImageLoadError, match="big.png: 20x20 exceeds 100 pixels"):
+    with pytest.raises(ImageLoadError, match=r"big\.png: 20x20 exceeds 100 pixels"):
         load_image(tmp_path / "big.png", max_pixels=100)
 
 
