@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -148,6 +149,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         trained_on=trained_on,
         resume=not args.no_resume,
     )
+    if int(os.environ.get("RANK", "0")) != 0:
+        return 0  # under torchrun only rank 0 wrote files and reports them
     _print_json(
         {
             "checkpoint": str(result.checkpoint),
