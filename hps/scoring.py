@@ -114,9 +114,10 @@ class HpsScorer:
         images: Sequence[ImageSource],
         *,
         batch_size: int = 32,
-        workers: int = 4,
+        workers: int | None = None,
     ) -> list[float]:
-        """HPS of each image for its prompt (one prompt for all, or one per image)."""
+        """HPS of each image for its prompt (one prompt for all, or one per image).
+        ``workers`` decoding threads (default: 8 on a GPU, inline on a CPU)."""
         prompt_list = [prompts] * len(images) if isinstance(prompts, str) else list(prompts)
         if len(prompt_list) != len(images):
             raise ValueError(f"{len(prompt_list)} prompts for {len(images)} images")
@@ -130,6 +131,8 @@ class HpsScorer:
         starts = range(0, len(images), batch_size)
         batches = [images[start : start + batch_size] for start in starts]
         pinned = self.device.type == "cuda"
+        if workers is None:
+            workers = 8 if self.device.type == "cuda" else 0
         loaded = prefetch_batches(batches, self.pixels, workers=workers, pin_memory=pinned)
         for start, pixels in zip(starts, loaded, strict=True):
             features = self.encode_pixels(pixels)
