@@ -29,7 +29,7 @@ from PIL import Image, ImageDraw, ImageFilter
 
 from hps.architectures import get_architecture
 from hps.device import resolve_device, resolve_dtype
-from hps.factory import build_scorer, load_model
+from hps.factory import load_model
 from hps.preprocess import load_image, normalize, to_uint8_tensor
 from hps.scoring import HpsScorer
 
@@ -62,7 +62,7 @@ def timed(function: Callable[[], Any], repeat: int = 1) -> float:
 
 
 def bare_encode(scorer: HpsScorer, pixels: torch.Tensor, prompts: list[str], batch: int) -> None:
-    model = scorer.model
+    model: Any = scorer.model
     with torch.inference_mode():
         for start in range(0, len(pixels), batch):
             chunk = normalize(pixels[start : start + batch].to(scorer.device), scorer.dtype)
@@ -79,7 +79,7 @@ def naive_loop(
 
     architecture = get_architecture(arch)
     for png, prompt in zip(pngs, prompts, strict=True):
-        model = load_model(arch, checkpoint).model.to(device)  # reloaded per call
+        model: Any = load_model(arch, checkpoint).model.to(device)  # reloaded per call
         tokenizer = SimpleTokenizer()  # re-built and re-run per image
         pixels = to_uint8_tensor(load_image(png), architecture.image_size, "pad")[None]
         with torch.no_grad():
@@ -102,7 +102,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--dtype", default="auto")
-    parser.add_argument("--threads", type=int, default=None, help="decoding threads")
+    parser.add_argument("--decoders", type=int, default=None, help="decoding processes")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the image tower")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
 
@@ -114,7 +115,15 @@ def main() -> None:
         f"prompt number {i}: a castle on a hill, detailed, golden hour" for i in range(args.images)
     ]
     torch.manual_seed(0)
-    scorer = build_scorer(args.arch, device=str(device), dtype=str(dtype).removeprefix("torch."))
+    loaded = load_model(args.arch)
+    scorer = HpsScorer(
+        loaded.model,
+        loaded.architecture,
+        device=device,
+        dtype=dtype,
+        decoders=args.decoders,
+        compile_model=args.compile,
+    )
     size = scorer.architecture.image_size
     pixels = torch.stack([to_uint8_tensor(load_image(p), size, "pad") for p in pngs])
 
@@ -126,7 +135,7 @@ def main() -> None:
     )
     scorer.score(prompts[:warm], pngs[:warm], batch_size=args.batch)
     rows["product HpsScorer.score (from PNG bytes)"] = args.images / timed(
-        lambda: scorer.score(prompts, pngs, batch_size=args.batch, workers=args.threads), repeat=2
+        lambda: scorer.score(prompts, pngs, batch_size=args.batch), repeat=2
     )
     pixels_only = rows["bare encode_image+encode_text (pre-decoded)"]
     result: dict[str, Any] = {
@@ -139,9 +148,9 @@ def main() -> None:
     if device.type == "cuda":
         with torch.inference_mode():
             batch = normalize(pixels[: args.batch].to(device), dtype)
-            scorer.model.encode_image(batch)
+            scorer.encode_pixels(pixels[: args.batch])
             reps = max(1, args.images // args.batch)
-            seconds = timed(lambda: [scorer.model.encode_image(batch) for _ in range(reps)])
+            seconds = timed(lambda: [scorer._encode_image(batch) for _ in range(reps)])
         rows["model only encode_image (pre-normalised, on GPU)"] = reps * args.batch / seconds
 
     if args.naive_images:

@@ -64,7 +64,7 @@ def bare_loop(
     from open_clip.tokenizer import SimpleTokenizer
 
     loaded = load_model(arch)
-    model = loaded.model.to(device).train()
+    model: Any = loaded.model.to(device).train()
     freeze_all_but_last_blocks(model, 10, 6)
     if grad_checkpointing:
         model.set_grad_checkpointing(True)
@@ -129,7 +129,6 @@ def main() -> None:
             device=str(device),
             checkpoint_every=10**9,
             grad_checkpointing=args.grad_checkpointing,
-            loader_threads=8 if device.type == "cuda" else 2,
         )
         train(args.arch, None, sets, out, config, progress=False)
         rows = [json.loads(x) for x in (Path(out) / "metrics.jsonl").read_text().splitlines()]
@@ -141,7 +140,8 @@ def main() -> None:
         print(json.dumps(result, indent=2))
         return
     print(
-        f"device {result['device']}  arch {args.arch}  {args.batch} sets x {SET_SIZE} images per step"
+        f"device {result['device']}  arch {args.arch}  "
+        f"{args.batch} sets x {SET_SIZE} images per step"
     )
     print(f"{'measurement':45} {'sets/s':>8} {'peak MB':>9}")
     print(f"{'bare forward+backward (pre-decoded)':45} {bare:>8.2f} {result['bare_peak_mb']:>9.0f}")

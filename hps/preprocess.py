@@ -1,106 +1,56 @@
-"""Image loading and preprocessing.
+"""Preprocessing for the model: geometry (``hps.pixels``) plus CLIP normalisation.
 
-Two geometries: ``pad`` (the paper's: resize the longest side to the model resolution, zero-pad
-to a square, image centred) and ``crop`` (CLIP's: resize the shortest side, centre-crop).
-Geometry runs on the CPU in decoding threads and yields uint8 tensors; normalisation with the
-CLIP mean/std runs batched on the model's device, so only bytes cross to the GPU.
+Geometry runs on the CPU (inline, or in decoding processes on a GPU host) and yields uint8;
+normalisation with the CLIP mean/std runs batched on the model's device, so only bytes cross
+to the GPU.
 """
 
 from __future__ import annotations
-
-import io
-import os
-import warnings
-from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
 
 from hps.architectures import PreprocessMode
+from hps.pixels import (
+    DEFAULT_MAX_PIXELS,
+    ImageLoadError,
+    ImageSource,
+    describe,
+    load_image,
+    resize_crop,
+    resize_pad,
+    shape_pixels,
+)
+
+__all__ = [
+    "CLIP_MEAN",
+    "CLIP_STD",
+    "DEFAULT_MAX_PIXELS",
+    "ImageLoadError",
+    "ImageSource",
+    "describe",
+    "load_image",
+    "normalize",
+    "resize_crop",
+    "resize_pad",
+    "shape_pixels",
+    "stack_pixels",
+    "to_uint8_tensor",
+]
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
-DEFAULT_MAX_PIXELS = 64_000_000
-
-ImageSource = str | os.PathLike[str] | bytes | Image.Image
-
-
-class ImageLoadError(ValueError):
-    """An image could not be read; the message names it."""
-
-
-def describe(source: ImageSource) -> str:
-    """A short name for an image source, for messages and results."""
-    if isinstance(source, (str, os.PathLike)):
-        return str(source)
-    if isinstance(source, bytes):
-        return f"<{len(source)} bytes>"
-    return f"<image {source.width}x{source.height}>"
-
-
-def load_image(source: ImageSource, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
-    """Open an image (path, bytes or PIL image) as RGB, first frame, under a pixel cap."""
-    if isinstance(source, Image.Image):
-        return source.convert("RGB")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            if isinstance(source, bytes):
-                image = Image.open(io.BytesIO(source))
-            else:
-                image = Image.open(Path(source))
-            if image.width * image.height > max_pixels:
-                raise ImageLoadError(
-                    f"{describe(source)}: {image.width}x{image.height} exceeds "
-                    f"{max_pixels:,} pixels"
-                )
-            image.seek(0)
-            image.load()
-            return image.convert("RGB")
-    except ImageLoadError:
-        raise
-    except FileNotFoundError:
-        raise ImageLoadError(f"{describe(source)}: no such file") from None
-    except Exception as exc:  # Pillow raises many types for bad data
-        raise ImageLoadError(f"{describe(source)}: cannot read image ({exc})") from None
-
-
-def resize_pad(image: Image.Image, size: int) -> Image.Image:
-    """Longest side to ``size`` (bicubic), then zero-pad to a centred square (the arithmetic
-    of open_clip's ``resize_mode='longest'``, so both give identical pixels)."""
-    ratio = max(image.width / size, image.height / size)
-    width, height = max(1, round(image.width / ratio)), max(1, round(image.height / ratio))
-    resized = image.resize((width, height), Image.Resampling.BICUBIC)
-    if (width, height) == (size, size):
-        return resized
-    canvas = Image.new("RGB", (size, size), (0, 0, 0))
-    canvas.paste(resized, ((size - width) // 2, (size - height) // 2))
-    return canvas
-
-
-def resize_crop(image: Image.Image, size: int) -> Image.Image:
-    """Shortest side to ``size`` (bicubic), then centre-crop a square (torchvision's
-    Resize + CenterCrop arithmetic, as in open_clip's default eval transform)."""
-    short, long = sorted((image.width, image.height))
-    new_long = int(size * long / short)
-    width, height = (size, new_long) if image.width <= image.height else (new_long, size)
-    resized = image.resize((width, height), Image.Resampling.BICUBIC)
-    top = round((height - size) / 2.0)
-    left = round((width - size) / 2.0)
-    return resized.crop((left, top, left + size, top + size))
 
 
 def to_uint8_tensor(image: Image.Image, size: int, mode: PreprocessMode) -> torch.Tensor:
     """Geometry only: a (3, size, size) uint8 tensor."""
-    if mode == "pad":
-        shaped = resize_pad(image, size)
-    elif mode == "crop":
-        shaped = resize_crop(image, size)
-    else:
-        raise ValueError(f"preprocess must be 'pad' or 'crop', not {mode!r}")
-    array = np.asarray(shaped, dtype=np.uint8)
-    return torch.from_numpy(array.copy()).permute(2, 0, 1)
+    return torch.from_numpy(shape_pixels(image, size, mode).copy()).permute(2, 0, 1)
+
+
+def stack_pixels(arrays: list[np.ndarray]) -> torch.Tensor:
+    """(H, W, 3) uint8 arrays -> one contiguous (N, 3, H, W) uint8 tensor."""
+    return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
 
 
 def normalize(batch: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:

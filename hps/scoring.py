@@ -1,23 +1,25 @@
 """Batched Human Preference Score: HPS = 100 * cos(image embedding, prompt embedding).
 
-Each distinct prompt is tokenised and encoded once per call. Images are decoded and shaped by
-a thread pool one batch ahead of the model, so decoding overlaps compute. All model work runs
-under ``torch.inference_mode``.
+Each distinct prompt is tokenised and encoded once per call. On a GPU, images are decoded and
+shaped by a pool of processes one batch ahead of the model, so decoding overlaps compute (see
+``hps.prefetch``). All model work runs under ``torch.inference_mode``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import Executor
 from dataclasses import dataclass
-from typing import Any
+from functools import partial
+from typing import Any, cast
 
 import torch
 
 from hps.architectures import Architecture, PreprocessMode
 from hps.device import resolve_device, resolve_dtype
 from hps.factory import LoadedModel
-from hps.prefetch import prefetch_batches
-from hps.preprocess import ImageSource, load_image, normalize, to_uint8_tensor
+from hps.prefetch import default_decoders, make_decode_pool, prefetch_batches
+from hps.preprocess import ImageSource, load_image, normalize, shape_pixels, to_uint8_tensor
 
 DEFAULT_SCORE_SCALE = 100.0
 
@@ -46,6 +48,8 @@ class HpsScorer:
         preprocess: PreprocessMode | None = None,
         score_scale: float = DEFAULT_SCORE_SCALE,
         metadata: dict[str, Any] | None = None,
+        decoders: int | None = None,
+        compile_model: bool = False,
     ) -> None:
         from open_clip.tokenizer import SimpleTokenizer
 
@@ -55,8 +59,25 @@ class HpsScorer:
         self.preprocess: PreprocessMode = preprocess or architecture.preprocess
         self.score_scale = float(score_scale)
         self.metadata = metadata or {}
-        self.model: Any = model.to(device=self.device, dtype=self.dtype).eval()
+        self.model: Any = cast(Any, model.to(device=self.device, dtype=self.dtype).eval())
         self.tokenizer = SimpleTokenizer(context_length=architecture.context_length)
+        self.decoders = default_decoders(self.device) if decoders is None else decoders
+        self._pool: Executor | None = None
+        self._encode_image: Callable[..., torch.Tensor] = self.model.encode_image
+        if compile_model:
+            self._encode_image = torch.compile(self.model.encode_image, dynamic=False)
+
+    def close(self) -> None:
+        """Stop the decoding processes (they are started on first use)."""
+        if self._pool is not None:
+            self._pool.shutdown(cancel_futures=True)
+            self._pool = None
+
+    def __enter__(self) -> HpsScorer:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
 
     @classmethod
     def from_loaded(
@@ -93,6 +114,10 @@ class HpsScorer:
         """Load and shape one image: a (3, S, S) uint8 tensor on the CPU."""
         return to_uint8_tensor(load_image(source), self.architecture.image_size, self.preprocess)
 
+    @property
+    def _shape(self) -> Callable[[ImageSource], Any]:
+        return partial(shape_pixels, size=self.architecture.image_size, mode=self.preprocess)
+
     @torch.inference_mode()
     def encode_text(self, prompts: Sequence[str], batch_size: int = 256) -> torch.Tensor:
         """L2-normalised prompt embeddings (float32), one row per prompt."""
@@ -106,7 +131,7 @@ class HpsScorer:
     def encode_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
         """L2-normalised image embeddings (float32) of a uint8 (N, 3, S, S) batch."""
         batch = normalize(pixels.to(self.device, non_blocking=True), self.dtype)
-        return self.model.encode_image(batch, normalize=True).float()
+        return self._encode_image(batch, normalize=True).float()
 
     def score(
         self,
@@ -114,10 +139,8 @@ class HpsScorer:
         images: Sequence[ImageSource],
         *,
         batch_size: int = 32,
-        workers: int | None = None,
     ) -> list[float]:
-        """HPS of each image for its prompt (one prompt for all, or one per image).
-        ``workers`` decoding threads (default: 8 on a GPU, inline on a CPU)."""
+        """HPS of each image for its prompt (one prompt for all, or one per image)."""
         prompt_list = [prompts] * len(images) if isinstance(prompts, str) else list(prompts)
         if len(prompt_list) != len(images):
             raise ValueError(f"{len(prompt_list)} prompts for {len(images)} images")
@@ -131,9 +154,9 @@ class HpsScorer:
         starts = range(0, len(images), batch_size)
         batches = [images[start : start + batch_size] for start in starts]
         pinned = self.device.type == "cuda"
-        if workers is None:
-            workers = 8 if self.device.type == "cuda" else 0
-        loaded = prefetch_batches(batches, self.pixels, workers=workers, pin_memory=pinned)
+        if self._pool is None and self.decoders > 0:
+            self._pool = make_decode_pool(self.decoders)
+        loaded = prefetch_batches(batches, self._shape, executor=self._pool, pin_memory=pinned)
         for start, pixels in zip(starts, loaded, strict=True):
             features = self.encode_pixels(pixels)
             rows = text[prompt_rows[start : start + len(pixels)]]

@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -30,8 +31,8 @@ from hps.architectures import PreprocessMode
 from hps.checkpoints import save_checkpoint, sha256_of_file
 from hps.device import resolve_device
 from hps.factory import load_model
-from hps.prefetch import prefetch_batches
-from hps.preprocess import load_image, normalize, to_uint8_tensor
+from hps.prefetch import default_decoders, make_decode_pool, prefetch_batches
+from hps.preprocess import normalize, shape_pixels
 from hps.scoring import DEFAULT_SCORE_SCALE
 from hps.training.loss import preference_loss
 from hps.training.manifests import PreferenceSet
@@ -59,7 +60,7 @@ class TrainConfig:
     grad_checkpointing: bool = False
     max_grad_norm: float | None = None
     checkpoint_every: int = 100  # optimiser steps between training-state checkpoints
-    loader_threads: int = 4
+    decoders: int | None = None  # decoding processes (default: none on CPU, most cores on GPU)
     device: str = "auto"
     preprocess: PreprocessMode | None = None
 
@@ -276,8 +277,9 @@ def train(
             },
         )
 
-    def load_pixels(source: Any) -> torch.Tensor:
-        return to_uint8_tensor(load_image(source), architecture.image_size, preprocess)
+    load_pixels = partial(shape_pixels, size=architecture.image_size, mode=preprocess)
+    decoders = default_decoders(device) if config.decoders is None else config.decoders
+    pool = make_decode_pool(decoders)
 
     autocast = (
         torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
@@ -304,10 +306,7 @@ def train(
         remaining = micro_batches[micro_done:]
         image_lists = [[img for s in batch for img in s.images] for batch in remaining]
         loader = prefetch_batches(
-            image_lists,
-            load_pixels,
-            workers=config.loader_threads,
-            pin_memory=device.type == "cuda",
+            image_lists, load_pixels, executor=pool, pin_memory=device.type == "cuda"
         )
         accumulated, window_loss, window_sets = 0, 0.0, 0
         for batch, pixels in zip(remaining, loader, strict=True):
@@ -373,6 +372,8 @@ def train(
         epoch += 1
         micro_done = 0
     bar.close()
+    if pool is not None:
+        pool.shutdown()
 
     model_path = out / MODEL_FILE
     curve_path: Path | None = None

@@ -98,3 +98,17 @@ def test_bf16_on_cpu_agrees_with_fp32() -> None:
     assert max(abs(x - y) for x, y in zip(a, b, strict=True)) < 1.5
     with pytest.raises(ValueError, match="float16 is not supported on CPU"):
         resolve_dtype(torch.device("cpu"), "float16")
+
+
+def test_decoding_processes_give_the_same_scores(tmp_path: Path) -> None:
+    paths = []
+    for i in range(6):
+        sample(70, 50, seed=i).save(tmp_path / f"{i}.png")
+        paths.append(tmp_path / f"{i}.png")
+    torch.manual_seed(1)
+    inline = build_scorer("tiny", device="cpu", dtype="float32")
+    with type(inline)(inline.model, inline.architecture, device="cpu", dtype=torch.float32, decoders=2) as pooled:
+        assert pooled.score("x", paths, batch_size=4) == pytest.approx(inline.score("x", paths, batch_size=4))
+        (tmp_path / "bad.png").write_text("nope")
+        with pytest.raises(ImageLoadError, match=r"bad\.png: cannot read image"):
+            pooled.score("x", [*paths, tmp_path / "bad.png"], batch_size=4)

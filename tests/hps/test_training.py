@@ -16,7 +16,7 @@ from hps.training.manifests import load_manifest
 from hps.training.trainer import TrainConfig, train
 from tests.hps.datasets import write_export_manifest, write_planted_sets
 
-FAST = {"lr": 1e-3, "batch_size": 8, "device": "cpu", "warmup_ratio": 0.1, "loader_threads": 2}
+FAST = {"lr": 1e-3, "batch_size": 8, "device": "cpu", "warmup_ratio": 0.1}
 
 
 @pytest.fixture(scope="module")
