@@ -8,11 +8,15 @@ import sys
 from collections.abc import Callable, Sequence
 
 import hps.cli
-from cli import platform_commands
+from cli import jobs_commands, platform_commands
 
 CommandRegistrar = Callable[[argparse._SubParsersAction], None]
 
-REGISTRARS: list[CommandRegistrar] = [platform_commands.register, hps.cli.register]
+REGISTRARS: list[CommandRegistrar] = [
+    platform_commands.register,
+    jobs_commands.register,
+    hps.cli.register,
+]
 
 
 class CommandError(Exception):
@@ -60,7 +64,13 @@ def describe_error(exc: Exception) -> str:
 def _is_expected(exc: Exception) -> bool:
     from config import SettingsError
 
-    expected: tuple[type[Exception], ...] = (CommandError, SettingsError, ValueError, OSError)
+    expected: tuple[type[Exception], ...] = (
+        CommandError,
+        SettingsError,
+        ValueError,
+        OSError,
+        LookupError,
+    )
     try:
         from sqlalchemy.exc import OperationalError
 

@@ -61,6 +61,18 @@ class Settings(BaseSettings):
     max_image_pixels: int = Field(default=40_000_000, gt=0, le=1_000_000_000)
     download_timeout_s: float = Field(default=30.0, gt=0, le=600)
     split_salt: str = Field(default="hps-split-v1", min_length=1)
+    models_dir: Path | None = Field(default=None, description="Model files; default data/models")
+    task_visibility_timeout_s: int | None = Field(
+        default=None, gt=0, description="Broker redelivery timeout; default above the longest task"
+    )
+    worker_max_tasks_per_child: int = Field(default=200, gt=0)
+    worker_max_memory_mb: int = Field(default=16_384, gt=0)
+    worker_device: str = Field(
+        default="auto", description="Device for model work: auto, cpu, cuda:N"
+    )
+    promotion_margin: float = Field(
+        default=0.01, ge=0, le=1, description="Top-1 gain a candidate needs to be promoted"
+    )
     log_level: str = Field(default="INFO")
 
     @field_validator("allowed_cdn_hosts", mode="before")
@@ -91,6 +103,9 @@ class Settings(BaseSettings):
             self.broker_url = f"sqla+sqlite:///{data_dir / 'broker.sqlite3'}"
         if not self.storage_url:
             self.storage_url = (data_dir / "images").as_uri()
+        if self.models_dir is None:
+            self.models_dir = data_dir / "models"
+        self.models_dir = self.models_dir.expanduser().resolve()
         _check_scheme("DATABASE_URL", self.database_url, DATABASE_SCHEMES)
         _check_scheme("BROKER_URL", self.broker_url, BROKER_SCHEMES)
         _check_scheme("STORAGE_URL", self.storage_url, STORAGE_SCHEMES)

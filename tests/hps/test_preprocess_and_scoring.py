@@ -107,8 +107,12 @@ def test_decoding_processes_give_the_same_scores(tmp_path: Path) -> None:
         paths.append(tmp_path / f"{i}.png")
     torch.manual_seed(1)
     inline = build_scorer("tiny", device="cpu", dtype="float32")
-    with type(inline)(inline.model, inline.architecture, device="cpu", dtype=torch.float32, decoders=2) as pooled:
-        assert pooled.score("x", paths, batch_size=4) == pytest.approx(inline.score("x", paths, batch_size=4))
+    with type(inline)(
+        inline.model, inline.architecture, device="cpu", dtype=torch.float32, decoders=2
+    ) as pooled:
+        assert pooled.score("x", paths, batch_size=4) == pytest.approx(
+            inline.score("x", paths, batch_size=4)
+        )
         (tmp_path / "bad.png").write_text("nope")
         with pytest.raises(ImageLoadError, match=r"bad\.png: cannot read image"):
             pooled.score("x", [*paths, tmp_path / "bad.png"], batch_size=4)

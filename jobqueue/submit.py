@@ -1,0 +1,56 @@
+"""Create a job row, then enqueue its task by name with the job id as the Celery task id."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from celery import Celery
+from sqlalchemy.orm import Session, sessionmaker
+
+from db.engine import run_transaction
+from db.jobs import create_job, fail_job
+from jobqueue.names import task_kind
+
+
+class EnqueueError(RuntimeError):
+    """The job row exists but the broker refused the message; the job is marked failed."""
+
+
+def submit_job(
+    app: Celery,
+    factory: sessionmaker[Session],
+    kind: str,
+    params: dict[str, Any] | None = None,
+    *,
+    requested_by: int | None = None,
+    guild_id: int | None = None,
+    channel_id: int | None = None,
+    interaction_token: str | None = None,
+    interaction_expires_at: datetime | None = None,
+) -> uuid.UUID:
+    """Record a queued job and send its task; return the job id (= Celery task id)."""
+    spec = task_kind(kind)
+
+    def create(session: Session) -> uuid.UUID:
+        job = create_job(
+            session,
+            kind,
+            params or {},
+            requested_by=requested_by,
+            guild_id=guild_id,
+            channel_id=channel_id,
+            interaction_token=interaction_token,
+            interaction_expires_at=interaction_expires_at,
+        )
+        return job.id
+
+    job_id = run_transaction(factory, create)
+    try:
+        app.send_task(spec.task_name, args=[str(job_id)], task_id=str(job_id), queue=spec.queue)
+    except Exception as exc:
+        message = f"the job queue is unavailable ({type(exc).__name__}); try again later"
+        run_transaction(factory, lambda session: fail_job(session, job_id, message))
+        raise EnqueueError(message) from exc
+    return job_id

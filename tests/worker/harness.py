@@ -1,0 +1,167 @@
+"""A real Celery worker process on a real Redis broker and the test PostgreSQL database."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import redis
+import torch
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from db.jobs import get_job
+from db.models import TERMINAL_JOB_STATUSES, JobStatus, ModelKind, OutboxMessage
+from db.registry import promote_model_version, register_model_version
+from hps.architectures import build_model, get_architecture
+from hps.checkpoints import save_checkpoint
+
+ROOT = Path(__file__).resolve().parents[2]
+BROKER_URL = os.environ.get("HPS_TEST_BROKER_URL", "redis://127.0.0.1:6379/14")
+
+
+def flush_broker() -> None:
+    redis.Redis.from_url(BROKER_URL).flushdb()
+
+
+def worker_env(database_url: str, data_dir: Path, **extra: str) -> dict[str, str]:
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "DATABASE_URL": database_url,
+        "BROKER_URL": BROKER_URL,
+        "HPS_DATA_DIR": str(data_dir),
+        "STORAGE_URL": (data_dir / "images").as_uri(),
+        "MODELS_DIR": str(data_dir / "models"),
+        "TASK_VISIBILITY_TIMEOUT_S": "6",
+        "WORKER_DEVICE": "cpu",
+        "OMP_NUM_THREADS": "1",
+    }
+    env.update(extra)
+    return env
+
+
+class WorkerProcess:
+    """``celery worker`` in a subprocess (solo pool: the process that runs the task)."""
+
+    def __init__(self, env: dict[str, str], log_path: Path, name: str = "test") -> None:
+        self.log_path = log_path
+        self.log = log_path.open("ab")
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "worker.app",
+                "worker",
+                "--queues",
+                "gpu,default",
+                "--pool",
+                "solo",
+                "--loglevel",
+                "INFO",
+                "--hostname",
+                f"{name}-{uuid.uuid4().hex[:6]}@%h",
+                "--without-gossip",
+                "--without-mingle",
+                "--without-heartbeat",
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        self.wait_ready()
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"worker exited: {self.log_path.read_text()[-3000:]}")
+            if b" ready." in self.log_path.read_bytes():
+                return
+            time.sleep(0.2)
+        raise TimeoutError(f"worker not ready: {self.log_path.read_text()[-3000:]}")
+
+    def kill(self) -> None:
+        """SIGKILL the whole worker (as an OOM kill or a lost machine would)."""
+        os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait(timeout=30)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        self.log.close()
+
+
+def wait_for_job(
+    factory: sessionmaker[Session],
+    job_id: uuid.UUID,
+    timeout: float = 120.0,
+    until: Callable[[Any], bool] | None = None,
+) -> Any:
+    """Poll until the job is finished (or ``until(job)`` holds); return the job row."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with factory() as session:
+            job = get_job(session, job_id)
+            if until(job) if until else job.status in TERMINAL_JOB_STATUSES:
+                return job
+        time.sleep(0.1)
+    raise TimeoutError(f"job {job_id} did not get there in {timeout} s")
+
+
+def outbox_rows(factory: sessionmaker[Session], job_id: uuid.UUID) -> list[OutboxMessage]:
+    with factory() as session:
+        return list(session.scalars(select(OutboxMessage).where(OutboxMessage.job_id == job_id)))
+
+
+def count(factory: sessionmaker[Session], model: type) -> int:
+    with factory() as session:
+        return int(session.scalar(select(func.count()).select_from(model)) or 0)
+
+
+def register_tiny_model(
+    factory: sessionmaker[Session],
+    models_dir: Path,
+    name: str,
+    *,
+    seed: int = 0,
+    activate: bool = True,
+) -> int:
+    """A seeded random tiny model saved in the project format and registered."""
+    torch.manual_seed(seed)
+    model = build_model(get_architecture("tiny"))
+    key = f"{name}.safetensors"
+    save_checkpoint(
+        models_dir / key,
+        model,
+        {
+            "architecture": "tiny",
+            "preprocess": "pad",
+            "base": {"kind": "random-init", "seed": seed},
+        },
+    )
+    with factory() as session, session.begin():
+        version = register_model_version(
+            session, kind=ModelKind.hps, name=name, checkpoint_key=key, architecture="tiny"
+        )
+        if activate:
+            promote_model_version(session, version.id)
+        return version.id
+
+
+__all__ = ["JobStatus", "flush_broker"]

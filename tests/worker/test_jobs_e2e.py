@@ -1,0 +1,259 @@
+"""Jobs through the real queue: Redis broker, a Celery worker process, PostgreSQL, tiny models."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from celery import Celery
+from PIL import Image
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from config import load_settings
+from db.ingest import ChoiceIn, GenerationIn, ImageIn, record_choice, record_generation
+from db.jobs import request_cancel
+from db.models import ChoiceMethod, JobStatus, ModelStatus, ModelVersion, Score
+from hps.factory import build_scorer
+from jobqueue.app import make_celery
+from jobqueue.submit import submit_job
+from media.intake import encode_canonical
+from media.store import LocalImageStore, key_for
+from tests.hps.datasets import planted_image
+from tests.worker.harness import (
+    BROKER_URL,
+    WorkerProcess,
+    count,
+    flush_broker,
+    outbox_rows,
+    register_tiny_model,
+    wait_for_job,
+    worker_env,
+)
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("worker-data")
+    (folder / "models").mkdir()
+    return folder
+
+
+@pytest.fixture(scope="module")
+def worker(pg_url: str, data_dir: Path) -> Iterator[WorkerProcess]:
+    flush_broker()
+    process = WorkerProcess(worker_env(pg_url, data_dir), data_dir / "worker.log")
+    yield process
+    process.stop()
+
+
+@pytest.fixture(scope="module")
+def client(data_dir: Path) -> Celery:
+    return make_celery(load_settings(broker_url=BROKER_URL, hps_data_dir=data_dir))
+
+
+@pytest.fixture
+def store(data_dir: Path) -> LocalImageStore:
+    return LocalImageStore(data_dir / "images")
+
+
+def stored(store: LocalImageStore, image: Image.Image, seed: int | None = None) -> ImageIn:
+    result = encode_canonical(image)
+    store.put(result.data, result.sha256)
+    return ImageIn(
+        result.sha256, key_for(result.sha256), result.width, result.height, result.phash, seed
+    )
+
+
+def community(
+    factory: sessionmaker[Session], store: LocalImageStore, generations: int, *, seed: int
+) -> None:
+    """Generations of 4 images whose planted (red-disc) image every voter picks."""
+    rng = random.Random(seed)
+    with factory() as session, session.begin():
+        for index in range(generations):
+            chosen = rng.randrange(4)
+            images = [
+                stored(store, planted_image(rng, position == chosen)) for position in range(4)
+            ]
+            recorded = record_generation(
+                session,
+                GenerationIn(
+                    source_message_id=9_000_000 + seed * 10_000 + index,
+                    channel_id=1,
+                    guild_id=2,
+                    prompt=f"a scene number {seed}-{index}",
+                    generator="test",
+                    images=images,
+                    requester_id=500 + index % 7,
+                ),
+            )
+            for voter in (600, 601):
+                record_choice(
+                    session, ChoiceIn(voter, chosen, ChoiceMethod.button, recorded.generation_id)
+                )
+
+
+def test_score_job_end_to_end(
+    worker: WorkerProcess,
+    client: Celery,
+    pg_factory: sessionmaker[Session],
+    data_dir: Path,
+    store: LocalImageStore,
+) -> None:
+    register_tiny_model(pg_factory, data_dir / "models", "score-e2e", seed=1)
+    images = [stored(store, planted_image(random.Random(i), i == 0)) for i in range(3)]
+    job_id = submit_job(
+        client,
+        pg_factory,
+        "score",
+        {"prompt": "a red disc", "images": [i.sha256 for i in images]},
+        requested_by=77,
+        channel_id=5,
+    )
+    job = wait_for_job(pg_factory, job_id)
+    assert job.status == JobStatus.succeeded, job.error
+    [row] = outbox_rows(pg_factory, job_id)
+    assert row.kind == "score_result" and row.channel_id == 5
+    expected = build_scorer(
+        None, data_dir / "models" / "score-e2e.safetensors", device="cpu"
+    ).score("a red disc", [store.get(i.sha256) for i in images])
+    got = [entry["score"] for entry in row.payload["scores"]]
+    assert got == pytest.approx(expected, abs=1e-3)
+    assert row.payload["model_version"]["name"] == "score-e2e"
+    assert row.payload["requested_by"] == 77
+
+
+def test_rank_job_stores_scores_once(
+    worker: WorkerProcess,
+    client: Celery,
+    pg_factory: sessionmaker[Session],
+    data_dir: Path,
+    store: LocalImageStore,
+) -> None:
+    register_tiny_model(pg_factory, data_dir / "models", "rank-e2e", seed=2)
+    community(pg_factory, store, 1, seed=3)
+    with pg_factory() as session:
+        from db.models import Generation
+
+        generation_id = session.scalar(select(Generation.id))
+    for _ in range(2):
+        job_id = submit_job(client, pg_factory, "rank", {"generation_id": generation_id})
+        assert wait_for_job(pg_factory, job_id).status == JobStatus.succeeded
+    assert count(pg_factory, Score) == 4
+    ranking = outbox_rows(pg_factory, job_id)[0].payload["ranking"]
+    assert [r["score"] for r in ranking] == sorted((r["score"] for r in ranking), reverse=True)
+
+
+def test_train_job_promotes_a_better_candidate_and_refuses_one_that_is_not(
+    worker: WorkerProcess,
+    client: Celery,
+    pg_factory: sessionmaker[Session],
+    data_dir: Path,
+    store: LocalImageStore,
+) -> None:
+    first = register_tiny_model(pg_factory, data_dir / "models", "start", seed=4)
+    community(pg_factory, store, 120, seed=5)
+
+    same = submit_job(client, pg_factory, "train", {"lr": 0.0, "steps": 3, "batch_size": 8})
+    job = wait_for_job(pg_factory, same, timeout=300)
+    assert job.status == JobStatus.succeeded, job.error
+    assert job.result["promoted"] is False
+    assert job.result["decision"].startswith("kept as candidate: top-1 +0.0%")
+    with pg_factory() as session:
+        statuses = {v.name: v.status for v in session.scalars(select(ModelVersion))}
+    assert statuses["start"] == ModelStatus.active
+    assert statuses[job.result["candidate_name"]] == ModelStatus.candidate
+
+    better = submit_job(client, pg_factory, "train", {"lr": 1e-3, "epochs": 3, "batch_size": 8})
+    job = wait_for_job(pg_factory, better, timeout=300)
+    assert job.status == JobStatus.succeeded, job.error
+    metrics = job.result["metrics"]
+    assert job.result["promoted"] is True, job.result["decision"]
+    assert metrics["candidate"]["top1_accuracy"] > metrics["baseline"]["top1_accuracy"]
+    assert Path(job.result["report_png"]).read_bytes()[:4] == b"\x89PNG"
+    with pg_factory() as session:
+        active = session.scalars(
+            select(ModelVersion).where(ModelVersion.status == ModelStatus.active)
+        ).all()
+        assert [v.id for v in active] == [job.result["model_version_id"]]
+        assert session.get_one(ModelVersion, first).status == ModelStatus.retired
+        assert active[0].trained_on["train_sets"] > 0
+    [row] = outbox_rows(pg_factory, better)
+    assert row.kind == "train_report"
+
+    # The next score job uses the promoted model without a worker restart.
+    image = stored(store, planted_image(random.Random(1), True))
+    job_id = submit_job(client, pg_factory, "score", {"prompt": "x", "images": [image.sha256]})
+    assert wait_for_job(pg_factory, job_id).result["model_version"]["id"] == active[0].id
+
+
+def test_failures_are_readable_and_the_worker_keeps_serving(
+    worker: WorkerProcess,
+    client: Celery,
+    pg_factory: sessionmaker[Session],
+    data_dir: Path,
+    store: LocalImageStore,
+) -> None:
+    models = data_dir / "models"
+    register_tiny_model(pg_factory, models, "healthy", seed=6)
+    image = stored(store, planted_image(random.Random(2), False))
+
+    deleted = submit_job(client, pg_factory, "score", {"prompt": "x", "images": ["ab" * 32]})
+    job = wait_for_job(pg_factory, deleted)
+    assert job.status == JobStatus.failed
+    assert job.error == f"image {'ab' * 32} is no longer stored (was it deleted?)"
+    assert outbox_rows(pg_factory, deleted)[0].kind == "job_failed"
+
+    gone = submit_job(client, pg_factory, "rank", {"generation_id": 123456})
+    assert (
+        wait_for_job(pg_factory, gone).error
+        == "generation 123456 no longer exists (was it deleted?)"
+    )
+
+    missing = register_tiny_model(pg_factory, models, "missing", seed=7, activate=False)
+    (models / "missing.safetensors").unlink()
+    job_id = submit_job(
+        client,
+        pg_factory,
+        "score",
+        {"prompt": "x", "images": [image.sha256], "model_version_id": missing},
+    )
+    job = wait_for_job(pg_factory, job_id)
+    assert job.status == JobStatus.failed
+    assert job.error.startswith(f"the checkpoint of model version {missing} is missing")
+
+    corrupt = register_tiny_model(pg_factory, models, "corrupt", seed=8, activate=False)
+    (models / "corrupt.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{garbage")
+    job_id = submit_job(
+        client,
+        pg_factory,
+        "score",
+        {"prompt": "x", "images": [image.sha256], "model_version_id": corrupt},
+    )
+    job = wait_for_job(pg_factory, job_id)
+    assert job.status == JobStatus.failed and "unreadable safetensors checkpoint" in job.error
+
+    healthy = submit_job(client, pg_factory, "score", {"prompt": "x", "images": [image.sha256]})
+    assert wait_for_job(pg_factory, healthy).status == JobStatus.succeeded
+    assert worker.process.poll() is None
+
+
+def test_cancelling_a_running_job(
+    worker: WorkerProcess,
+    client: Celery,
+    pg_factory: sessionmaker[Session],
+    data_dir: Path,
+    store: LocalImageStore,
+) -> None:
+    register_tiny_model(pg_factory, data_dir / "models", "cancel", seed=9)
+    community(pg_factory, store, 60, seed=10)
+    job_id = submit_job(client, pg_factory, "train", {"lr": 1e-3, "epochs": 50, "batch_size": 4})
+    wait_for_job(pg_factory, job_id, until=lambda job: job.progress > 0.01, timeout=120)
+    with pg_factory() as session, session.begin():
+        request_cancel(session, job_id)
+    job = wait_for_job(pg_factory, job_id, timeout=60)
+    assert job.status == JobStatus.cancelled
+    assert count(pg_factory, ModelVersion) == 1  # nothing registered

@@ -1,0 +1,159 @@
+"""The life of one job inside a task: start, progress, cancel, finish or fail, exactly once.
+
+A task calls :func:`run_job` with the job id and a body. Redelivery is safe: a job that has
+already finished is skipped, results are written with the outbox row in one transaction that
+refuses a second finish, and stored scores are upserts. Expected failures (a deleted image, a
+missing or corrupt model file, bad input) end the job with a message a user can read; transient
+database errors propagate so Celery retries the task; anything else fails the job with its type
+and message and the worker goes on serving.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from celery.exceptions import SoftTimeLimitExceeded
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.orm import Session
+
+from db.engine import run_transaction
+from db.errors import DomainError, JobStateError
+from db.jobs import fail_job, finish_job, get_job, mark_cancelled, start_job, update_job_progress
+from worker.runtime import Runtime, runtime
+
+log = logging.getLogger(__name__)
+PROGRESS_INTERVAL_S = 2.0
+
+
+class JobFailure(Exception):
+    """An expected failure; the message is shown to the user as is."""
+
+
+class JobCancelled(Exception):
+    """The user cancelled the job; it stops at a progress checkpoint."""
+
+
+@dataclass
+class JobOutcome:
+    result: dict[str, Any]
+    outbox_kind: str | None = None
+    outbox_payload: dict[str, Any] | None = None
+
+
+@dataclass
+class JobContext:
+    job_id: uuid.UUID
+    kind: str
+    params: dict[str, Any]
+    requested_by: int | None
+    runtime: Runtime
+    _last_progress: float = field(default=0.0)
+
+    def progress(self, fraction: float, message: str, *, force: bool = False) -> None:
+        """Record progress (throttled); raise JobCancelled if a cancel was requested."""
+        now = time.monotonic()
+        if not force and now - self._last_progress < PROGRESS_INTERVAL_S:
+            return
+        self._last_progress = now
+        keep_going = run_transaction(
+            self.runtime.factory,
+            lambda session: update_job_progress(session, self.job_id, fraction, message),
+        )
+        if not keep_going:
+            raise JobCancelled()
+
+    def transaction(self, work: Callable[[Session], Any]) -> Any:
+        """Run ``work`` in one retried transaction."""
+        return run_transaction(self.runtime.factory, work)
+
+
+def expected_errors() -> tuple[type[BaseException], ...]:
+    """Exception types whose message is fit for the user."""
+    from media.intake import ImageRejected
+    from media.store import BlobIntegrityError, BlobNotFound
+    from worker.model_cache import ModelFileMissing
+
+    types: list[type[BaseException]] = [
+        JobFailure,
+        DomainError,
+        ImageRejected,
+        BlobIntegrityError,
+        ModelFileMissing,
+    ]
+    try:  # torch-side errors, only importable where the ml extra is installed
+        from hps.checkpoints import CheckpointError
+        from hps.preprocess import ImageLoadError
+        from hps.training.manifests import ManifestError
+
+        types += [CheckpointError, ImageLoadError, ManifestError]
+    except ImportError:  # pragma: no cover
+        pass
+    return (*types, BlobNotFound)
+
+
+def describe_failure(exc: BaseException) -> str:
+    """The message a user sees for a failed job."""
+    from media.store import BlobNotFound
+
+    if isinstance(exc, BlobNotFound):
+        return f"image {exc.args[0]} is no longer stored (was it deleted?)"
+    return str(exc) or type(exc).__name__
+
+
+def run_job(job_id: str, body: Callable[[JobContext], JobOutcome]) -> str:
+    """Run one job's body with its whole life cycle; return the final status."""
+    rt = runtime()
+    identifier = uuid.UUID(job_id)
+    try:
+        job = run_transaction(rt.factory, lambda session: _start(session, identifier))
+    except JobStateError as exc:
+        log.info("job %s skipped: %s", job_id, exc)
+        return "skipped"
+    context = JobContext(identifier, job["kind"], job["params"], job["requested_by"], rt)
+    try:
+        outcome = body(context)
+    except JobCancelled:
+        run_transaction(rt.factory, lambda session: mark_cancelled(session, identifier))
+        return "cancelled"
+    except SoftTimeLimitExceeded:
+        _fail(rt, identifier, "the job took longer than its time limit and was stopped")
+        return "failed"
+    except DBAPIError:
+        raise  # transient database trouble: Celery retries the task
+    except expected_errors() as exc:
+        _fail(rt, identifier, describe_failure(exc))
+        return "failed"
+    except Exception as exc:
+        log.exception("job %s crashed", job_id)
+        _fail(rt, identifier, f"internal error ({type(exc).__name__}): {exc}")
+        return "failed"
+    run_transaction(
+        rt.factory,
+        lambda session: finish_job(
+            session,
+            identifier,
+            outcome.result,
+            outbox_kind=outcome.outbox_kind,
+            outbox_payload=outcome.outbox_payload,
+        ),
+    )
+    return "succeeded"
+
+
+def _start(session: Session, job_id: uuid.UUID) -> dict[str, Any]:
+    job = start_job(session, job_id)
+    return {"kind": job.kind, "params": dict(job.params), "requested_by": job.requested_by}
+
+
+def _fail(rt: Runtime, job_id: uuid.UUID, message: str) -> None:
+    run_transaction(rt.factory, lambda session: fail_job(session, job_id, message))
+
+
+def job_status(rt: Runtime, job_id: uuid.UUID) -> str:
+    """The stored status of a job (for tests and the CLI)."""
+    return str(run_transaction(rt.factory, lambda session: get_job(session, job_id).status.value))

@@ -1,0 +1,72 @@
+"""A training snapshot: the community's choices up to a cutoff, as preference sets split by
+prompt, with their images as local files."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from db.datasets import iter_choice_sets
+from db.engine import run_transaction
+from hps.training.manifests import PreferenceSet, one_hot
+from media.store import ImageStore, LocalImageStore
+
+
+@dataclass
+class Snapshot:
+    train: list[PreferenceSet] = field(default_factory=list)
+    validation: list[PreferenceSet] = field(default_factory=list)
+    test: list[PreferenceSet] = field(default_factory=list)
+    description: dict[str, Any] = field(default_factory=dict)
+
+
+def local_image_path(store: ImageStore, sha256: str, cache_dir: Path) -> str:
+    """A filesystem path of the blob (downloaded into ``cache_dir`` for remote stores)."""
+    if isinstance(store, LocalImageStore):
+        return str(store.path_for(sha256))
+    target = cache_dir / f"{sha256}.png"
+    if not target.exists():
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        partial = target.with_suffix(".part")
+        partial.write_bytes(store.get(sha256))
+        partial.replace(target)
+    return str(target)
+
+
+def take_snapshot(
+    factory: sessionmaker[Session],
+    store: ImageStore,
+    *,
+    salt: str,
+    cutoff: datetime,
+    cache_dir: Path,
+) -> Snapshot:
+    """Every usable choice made up to ``cutoff``, by split, plus a description to record
+    with the trained model (counts, cutoff, salt and a digest of the choice ids)."""
+    snapshot = Snapshot()
+    digest = hashlib.sha256()
+
+    def collect(session: Session) -> None:
+        for choice in iter_choice_sets(session, salt=salt, cutoff=cutoff):
+            paths = tuple(local_image_path(store, sha, cache_dir) for sha in choice.image_sha256s)
+            target = one_hot(choice.chosen_index, len(paths))
+            getattr(snapshot, choice.split).append(
+                PreferenceSet(choice.prompt, paths, target, split=choice.split)
+            )
+            digest.update(f"{choice.choice_id}:{choice.chosen_index};".encode())
+
+    run_transaction(factory, collect)
+    snapshot.description = {
+        "cutoff": cutoff.isoformat(),
+        "salt": salt,
+        "train_sets": len(snapshot.train),
+        "validation_sets": len(snapshot.validation),
+        "test_sets": len(snapshot.test),
+        "choices_digest": digest.hexdigest(),
+    }
+    return snapshot
