@@ -276,12 +276,16 @@ class ModelVersion(Base):
 
 class Score(Base):
     __tablename__ = "scores"
-    __table_args__ = (UniqueConstraint("image_id", "model_version_id"),)
+    __table_args__ = (
+        UniqueConstraint("image_id", "model_version_id"),
+        # Percentiles are index range counts: "how many scores of this version are lower".
+        Index("ix_scores_model_version_id_score", "model_version_id", "score"),
+    )
 
     id: Mapped[int] = mapped_column(SurrogateKey, primary_key=True)
     image_id: Mapped[int] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"))
     model_version_id: Mapped[int] = mapped_column(
-        ForeignKey("model_versions.id", ondelete="CASCADE"), index=True
+        ForeignKey("model_versions.id", ondelete="CASCADE")
     )
     score: Mapped[float] = mapped_column(Float)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)

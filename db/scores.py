@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import and_, func, select
 from sqlalchemy.orm import Session
@@ -78,18 +79,20 @@ def percentiles(
     session: Session, model_version_id: int, values: Sequence[float]
 ) -> list[float | None]:
     """For each value, the share (0..100) of the community's scored images scoring lower
-    under this model version; None when nothing is scored yet."""
-    total = session.scalar(
-        select(func.count()).select_from(Score).where(Score.model_version_id == model_version_id)
-    )
+    under this model version; None when nothing is scored yet. One round trip; each count
+    is a range scan of the (model_version_id, score) index."""
+    if not values:
+        return []
+
+    def lower_than(value: float | None) -> Any:
+        condition = Score.model_version_id == model_version_id
+        if value is not None:
+            condition = and_(condition, Score.score < value)
+        return select(func.count()).select_from(Score).where(condition).scalar_subquery()
+
+    total, *below = session.execute(
+        select(lower_than(None), *(lower_than(float(v)) for v in values))
+    ).one()
     if not total:
         return [None for _ in values]
-    out: list[float | None] = []
-    for value in values:
-        below = session.scalar(
-            select(func.count())
-            .select_from(Score)
-            .where(Score.model_version_id == model_version_id, Score.score < value)
-        )
-        out.append(100.0 * int(below or 0) / int(total))
-    return out
+    return [100.0 * int(n) / int(total) for n in below]

@@ -87,3 +87,15 @@ def test_the_base_install_pulls_no_torch() -> None:
     assert not [r for r in base if r.startswith(heavy)]
     ml = [requirement.lower() for requirement in project["optional-dependencies"]["ml"]]
     assert any(r.startswith("torch") for r in ml) and any(r.startswith("open_clip") for r in ml)
+
+
+def test_the_worker_parent_loads_no_torch_before_forking() -> None:
+    code = (
+        "import sys, worker.app\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'hps', 'open_clip')))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"

@@ -183,3 +183,24 @@ def test_concurrent_finish_writes_one_result(pg_factory: sessionmaker[Session]) 
     assert sorted(outcomes) == [False, True]
     with pg_factory() as session:
         assert session.scalar(select(func.count()).select_from(OutboxMessage)) == 1
+
+
+def test_percentiles_against_the_community(factory: sessionmaker[Session]) -> None:
+    from db.ingest import record_generation
+    from db.models import ModelKind
+    from db.registry import register_model_version
+    from db.scores import percentiles, store_scores
+    from tests.factories import make_generation
+
+    with factory() as session, session.begin():
+        version = register_model_version(
+            session, kind=ModelKind.hps, name="p", checkpoint_key="k", architecture="tiny"
+        )
+        assert percentiles(session, version.id, [1.0]) == [None]
+        ids = record_generation(session, make_generation(seeds=[1, 2, 3, 4])).image_ids
+        assert (
+            store_scores(session, version.id, dict(zip(ids, [10.0, 20.0, 30.0, 40.0], strict=True)))
+            == 4
+        )
+        assert store_scores(session, version.id, {ids[0]: 99.0}) == 0  # kept, not duplicated
+        assert percentiles(session, version.id, [5.0, 25.0, 40.0, 41.0]) == [0.0, 50.0, 75.0, 100.0]

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable
@@ -18,10 +16,11 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from db.jobs import get_job
-from db.models import TERMINAL_JOB_STATUSES, JobStatus, ModelKind, OutboxMessage
+from db.models import TERMINAL_JOB_STATUSES, ModelKind, OutboxMessage
 from db.registry import promote_model_version, register_model_version
 from hps.architectures import build_model, get_architecture
 from hps.checkpoints import save_checkpoint
+from worker.process import WorkerProcess
 
 ROOT = Path(__file__).resolve().parents[2]
 BROKER_URL = os.environ.get("HPS_TEST_BROKER_URL", "redis://127.0.0.1:6379/14")
@@ -48,63 +47,17 @@ def worker_env(database_url: str, data_dir: Path, **extra: str) -> dict[str, str
     return env
 
 
-class WorkerProcess:
-    """``celery worker`` in a subprocess (solo pool: the process that runs the task)."""
+def start_worker(
+    env: dict[str, str], log_path: Path, name: str = "test", pool: str = "solo"
+) -> WorkerProcess:
+    """A worker on the gpu and default queues (solo: the task runs in the main process)."""
+    return WorkerProcess(env, log_path, name=name, cwd=ROOT, pool=pool)
 
-    def __init__(self, env: dict[str, str], log_path: Path, name: str = "test") -> None:
-        self.log_path = log_path
-        self.log = log_path.open("ab")
-        self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "worker.app",
-                "worker",
-                "--queues",
-                "gpu,default",
-                "--pool",
-                "solo",
-                "--loglevel",
-                "INFO",
-                "--hostname",
-                f"{name}-{uuid.uuid4().hex[:6]}@%h",
-                "--without-gossip",
-                "--without-mingle",
-                "--without-heartbeat",
-            ],
-            cwd=ROOT,
-            env=env,
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        self.wait_ready()
 
-    def wait_ready(self, timeout: float = 60.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"worker exited: {self.log_path.read_text()[-3000:]}")
-            if b" ready." in self.log_path.read_bytes():
-                return
-            time.sleep(0.2)
-        raise TimeoutError(f"worker not ready: {self.log_path.read_text()[-3000:]}")
-
-    def kill(self) -> None:
-        """SIGKILL the whole worker (as an OOM kill or a lost machine would)."""
-        os.killpg(self.process.pid, signal.SIGKILL)
-        self.process.wait(timeout=30)
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.kill()
-        self.log.close()
+def pool_children(worker: WorkerProcess) -> list[int]:
+    """Process ids of a prefork worker's pool children."""
+    found = subprocess.run(["pgrep", "-P", str(worker.process.pid)], capture_output=True, text=True)
+    return [int(pid) for pid in found.stdout.split()]
 
 
 def wait_for_job(
@@ -162,6 +115,3 @@ def register_tiny_model(
         if activate:
             promote_model_version(session, version.id)
         return version.id
-
-
-__all__ = ["JobStatus", "flush_broker"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from celery import Celery
@@ -24,11 +25,11 @@ from media.store import LocalImageStore, key_for
 from tests.hps.datasets import planted_image
 from tests.worker.harness import (
     BROKER_URL,
-    WorkerProcess,
     count,
     flush_broker,
     outbox_rows,
     register_tiny_model,
+    start_worker,
     wait_for_job,
     worker_env,
 )
@@ -42,9 +43,9 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def worker(pg_url: str, data_dir: Path) -> Iterator[WorkerProcess]:
+def worker(pg_url: str, data_dir: Path) -> Iterator[Any]:
     flush_broker()
-    process = WorkerProcess(worker_env(pg_url, data_dir), data_dir / "worker.log")
+    process = start_worker(worker_env(pg_url, data_dir), data_dir / "worker.log")
     yield process
     process.stop()
 
@@ -97,7 +98,7 @@ def community(
 
 
 def test_score_job_end_to_end(
-    worker: WorkerProcess,
+    worker: Any,
     client: Celery,
     pg_factory: sessionmaker[Session],
     data_dir: Path,
@@ -127,7 +128,7 @@ def test_score_job_end_to_end(
 
 
 def test_rank_job_stores_scores_once(
-    worker: WorkerProcess,
+    worker: Any,
     client: Celery,
     pg_factory: sessionmaker[Session],
     data_dir: Path,
@@ -148,7 +149,7 @@ def test_rank_job_stores_scores_once(
 
 
 def test_train_job_promotes_a_better_candidate_and_refuses_one_that_is_not(
-    worker: WorkerProcess,
+    worker: Any,
     client: Celery,
     pg_factory: sessionmaker[Session],
     data_dir: Path,
@@ -191,7 +192,7 @@ def test_train_job_promotes_a_better_candidate_and_refuses_one_that_is_not(
 
 
 def test_failures_are_readable_and_the_worker_keeps_serving(
-    worker: WorkerProcess,
+    worker: Any,
     client: Celery,
     pg_factory: sessionmaker[Session],
     data_dir: Path,
@@ -242,7 +243,7 @@ def test_failures_are_readable_and_the_worker_keeps_serving(
 
 
 def test_cancelling_a_running_job(
-    worker: WorkerProcess,
+    worker: Any,
     client: Celery,
     pg_factory: sessionmaker[Session],
     data_dir: Path,
