@@ -106,9 +106,9 @@ def main() -> None:
         total = args.jobs * args.images_per_job
         shas = []
         for seed in range(total):
-            result = intake_image(synthetic_png(seed), max_bytes=1 << 26, max_pixels=1 << 26)
-            store.put(result.data, result.sha256)
-            shas.append(result.sha256)
+            intake = intake_image(synthetic_png(seed), max_bytes=1 << 26, max_pixels=1 << 26)
+            store.put(intake.data, intake.sha256)
+            shas.append(intake.sha256)
         groups = [shas[i : i + args.images_per_job] for i in range(0, total, args.images_per_job)]
 
         scorer = build_scorer(None, models / "bench.safetensors", device="cpu")
