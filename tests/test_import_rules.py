@@ -92,7 +92,8 @@ def test_the_base_install_pulls_no_torch() -> None:
 def test_the_worker_parent_loads_no_torch_before_forking() -> None:
     code = (
         "import sys, worker.app\n"
-        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'hps', 'open_clip')))\n"
+        "heavy = ('torch', 'hps', 'open_clip')\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in heavy))\n"
     )
     result = subprocess.run(
         [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120

@@ -258,3 +258,83 @@ def test_cancelling_a_running_job(
     job = wait_for_job(pg_factory, job_id, timeout=60)
     assert job.status == JobStatus.cancelled
     assert count(pg_factory, ModelVersion) == 1  # nothing registered
+
+
+def test_operators_cli_without_discord(
+    worker: Any,
+    pg_url: str,
+    pg_factory: sessionmaker[Session],
+    data_dir: Path,
+    store: LocalImageStore,
+) -> None:
+    import json
+    import subprocess
+    import sys
+
+    from tests.worker.harness import ROOT, worker_env
+
+    env = worker_env(pg_url, data_dir)
+
+    def hps(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "cli.main", *args],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    register_tiny_model(pg_factory, data_dir / "models", "cli-model", seed=11, activate=False)
+    added = hps(
+        "registry",
+        "add",
+        "--name",
+        "cli-active",
+        "--arch",
+        "tiny",
+        "--checkpoint",
+        str(data_dir / "models" / "cli-model.safetensors"),
+        "--activate",
+    )
+    assert added.returncode == 0, added.stderr
+    assert json.loads(added.stdout)["status"] == "active"
+    assert json.loads(added.stdout)["checkpoint_key"] == "cli-model.safetensors"
+
+    image = stored(store, planted_image(random.Random(3), True))
+    done = hps(
+        "jobs",
+        "submit",
+        "score",
+        "--param",
+        "prompt=a red disc",
+        "--param",
+        f'images=["{image.sha256}"]',
+        "--wait",
+        "--timeout",
+        "60",
+    )
+    assert done.returncode == 0, done.stderr
+    job = json.loads(done.stdout)
+    assert job["status"] == "succeeded"
+    assert job["result"]["model_version"]["name"] == "cli-active"
+    status = json.loads(hps("jobs", "status", job["id"]).stdout)
+    assert status["result"] == job["result"]
+    listed = json.loads(hps("jobs", "list", "--limit", "5").stdout)
+    assert job["id"] in [row["id"] for row in listed]
+    unknown = hps("jobs", "submit", "paint")
+    assert unknown.returncode == 2 and "unknown job kind 'paint'" in unknown.stderr
+
+
+def test_worker_command_line() -> None:
+    import argparse
+
+    from cli.jobs_commands import worker_argv
+
+    argv = worker_argv(
+        argparse.Namespace(
+            queues="gpu", pool="prefork", concurrency=1, loglevel="INFO", hostname=None
+        )
+    )
+    assert argv[:4] == ["celery", "-A", "worker.app", "worker"]
+    assert argv[4:6] == ["--queues", "gpu"] and "--concurrency" in argv and "1" in argv
