@@ -1,0 +1,1 @@
+"""Stable Diffusion generation and its adaptation to human preference with HPS (LoRA)."""

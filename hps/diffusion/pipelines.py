@@ -1,0 +1,227 @@
+"""Stable Diffusion pipelines: loading (local only), a tiny pipeline built in code, seeded
+generation, and LoRA versions loaded, switched and unloaded by name.
+
+Nothing here downloads: a diffusers folder or a single-file checkpoint on disk is loaded with
+``local_files_only``; a hub id must be fetched explicitly beforehand.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image
+
+NEGATIVE_PROMPT = "Weird image. "  # the paper's: negatives were captioned with it in training
+
+
+class PipelineError(ValueError):
+    """A pipeline cannot be loaded or used; the message says why."""
+
+
+@dataclass(frozen=True)
+class GeneratedImage:
+    image: Image.Image
+    seed: int
+
+
+def build_tiny_pipeline(seed: int = 0, image_size: int = 64) -> Any:
+    """A complete, randomly initialised StableDiffusionPipeline small enough for CPU tests:
+    real classes and real tokenizer, a few thousand parameters per part."""
+    from diffusers import (
+        AutoencoderKL,
+        DDIMScheduler,
+        StableDiffusionPipeline,
+        UNet2DConditionModel,
+    )
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    from hps.diffusion.tokenizer import offline_clip_tokenizer
+
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel(
+        sample_size=image_size // 2,
+        in_channels=4,
+        out_channels=4,
+        layers_per_block=1,
+        block_out_channels=(32, 64),
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=32,
+        attention_head_dim=8,
+        norm_num_groups=16,
+    )
+    vae = AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
+        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
+        block_out_channels=(32, 64),
+        latent_channels=4,
+        norm_num_groups=16,
+    )
+    text_encoder = CLIPTextModel(
+        CLIPTextConfig(
+            bos_token_id=49406,
+            eos_token_id=49407,
+            pad_token_id=49407,
+            hidden_size=32,
+            intermediate_size=64,
+            num_attention_heads=4,
+            num_hidden_layers=2,
+            vocab_size=49408,
+            max_position_embeddings=77,
+        )
+    )
+    scheduler = DDIMScheduler(
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        clip_sample=False,
+        set_alpha_to_one=False,
+        steps_offset=1,
+    )
+    pipe = StableDiffusionPipeline(
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=offline_clip_tokenizer(),
+        unet=unet,
+        scheduler=scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def load_pipeline(
+    source: str | Path, *, device: str = "cpu", dtype: torch.dtype | None = None
+) -> Any:
+    """A pipeline from a local diffusers folder or a single-file checkpoint (never the hub)."""
+    from diffusers import StableDiffusionPipeline
+
+    path = Path(source)
+    kwargs: dict[str, Any] = {"safety_checker": None, "requires_safety_checker": False}
+    if dtype is not None:
+        kwargs["torch_dtype"] = dtype
+    try:
+        if path.is_dir():
+            pipe = StableDiffusionPipeline.from_pretrained(path, local_files_only=True, **kwargs)
+        elif path.is_file():
+            pipe = StableDiffusionPipeline.from_single_file(
+                str(path), local_files_only=True, **kwargs
+            )
+        else:
+            raise PipelineError(
+                f"{source}: no such diffusers folder or checkpoint (hub ids are not downloaded "
+                "implicitly; fetch the model first)"
+            )
+    except PipelineError:
+        raise
+    except Exception as exc:
+        raise PipelineError(f"{source}: cannot load a Stable Diffusion pipeline ({exc})") from None
+    pipe.set_progress_bar_config(disable=True)
+    return pipe.to(device)
+
+
+def generate(
+    pipe: Any,
+    prompt: str,
+    seeds: list[int],
+    *,
+    steps: int = 25,
+    guidance_scale: float = 7.5,
+    negative_prompt: str | None = None,
+    size: int | None = None,
+    batch_size: int = 4,
+) -> list[GeneratedImage]:
+    """One image per seed (same seed, same image), in batches."""
+    device = pipe.device
+    images: list[GeneratedImage] = []
+    for start in range(0, len(seeds), batch_size):
+        chunk = seeds[start : start + batch_size]
+        generators = [torch.Generator(device="cpu").manual_seed(seed) for seed in chunk]
+        latents = _initial_latents(pipe, generators, size, device)
+        output = pipe(
+            [prompt] * len(chunk),
+            negative_prompt=[negative_prompt] * len(chunk) if negative_prompt else None,
+            num_inference_steps=steps,
+            guidance_scale=guidance_scale,
+            latents=latents,
+            height=size,
+            width=size,
+            output_type="pil",
+        )
+        images += [
+            GeneratedImage(image, seed) for image, seed in zip(output.images, chunk, strict=True)
+        ]
+    return images
+
+
+def _initial_latents(
+    pipe: Any, generators: list[torch.Generator], size: int | None, device: torch.device
+) -> torch.Tensor:
+    # Drawn per seed on the CPU, so an image depends only on its own seed (not on the batch
+    # it was generated in, nor on the device).
+    size = size or pipe.unet.config.sample_size * pipe.vae_scale_factor
+    shape = (
+        pipe.unet.config.in_channels,
+        size // pipe.vae_scale_factor,
+        size // pipe.vae_scale_factor,
+    )
+    noise = torch.stack([torch.randn(shape, generator=g) for g in generators])
+    return noise.to(device=device, dtype=pipe.unet.dtype) * pipe.scheduler.init_noise_sigma
+
+
+LORA_TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]
+
+
+def add_lora(pipe: Any, rank: int = 4, alpha: float | None = None) -> None:
+    """Attach a trainable LoRA adapter to the UNet's attention projections."""
+    from peft import LoraConfig
+
+    pipe.unet.add_adapter(
+        LoraConfig(
+            r=rank,
+            lora_alpha=alpha or rank,
+            init_lora_weights="gaussian",
+            target_modules=LORA_TARGETS,
+        )
+    )
+
+
+def save_lora(pipe: Any, folder: Path) -> Path:
+    """Write the UNet's LoRA in the diffusers format (``pytorch_lora_weights.safetensors``)."""
+    from diffusers import StableDiffusionPipeline
+    from diffusers.utils import convert_state_dict_to_diffusers
+    from peft.utils import get_peft_model_state_dict
+
+    folder.mkdir(parents=True, exist_ok=True)
+    state = convert_state_dict_to_diffusers(get_peft_model_state_dict(pipe.unet))
+    StableDiffusionPipeline.save_lora_weights(
+        folder, unet_lora_layers=state, safe_serialization=True
+    )
+    return folder / "pytorch_lora_weights.safetensors"
+
+
+def use_lora(pipe: Any, folder: Path, name: str) -> None:
+    """Load (once) and activate the LoRA saved in ``folder`` under adapter ``name``."""
+    loaded = (
+        set(pipe.get_list_adapters().get("unet", []))
+        if hasattr(pipe, "get_list_adapters")
+        else set()
+    )
+    if name not in loaded:
+        weights = folder / "pytorch_lora_weights.safetensors"
+        if not weights.is_file():
+            raise PipelineError(f"{folder}: no pytorch_lora_weights.safetensors")
+        pipe.load_lora_weights(str(folder), adapter_name=name)
+    pipe.set_adapters([name])
+
+
+def unload_loras(pipe: Any) -> None:
+    """Remove every LoRA: the pipeline is the base model again."""
+    pipe.unload_lora_weights()
