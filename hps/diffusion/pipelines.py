@@ -83,7 +83,7 @@ def build_tiny_pipeline(seed: int = 0, image_size: int = 64) -> Any:
         set_alpha_to_one=False,
         steps_offset=1,
     )
-    pipe = StableDiffusionPipeline(
+    pipe: Any = StableDiffusionPipeline(
         vae=vae,
         text_encoder=text_encoder,
         tokenizer=offline_clip_tokenizer(),
@@ -109,7 +109,9 @@ def load_pipeline(
         kwargs["torch_dtype"] = dtype
     try:
         if path.is_dir():
-            pipe = StableDiffusionPipeline.from_pretrained(path, local_files_only=True, **kwargs)
+            pipe: Any = StableDiffusionPipeline.from_pretrained(
+                path, local_files_only=True, **kwargs
+            )
         elif path.is_file():
             pipe = StableDiffusionPipeline.from_single_file(
                 str(path), local_files_only=True, **kwargs
@@ -179,7 +181,7 @@ def _initial_latents(
 LORA_TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]
 
 
-def add_lora(pipe: Any, rank: int = 4, alpha: float | None = None) -> None:
+def add_lora(pipe: Any, rank: int = 4, alpha: int | None = None) -> None:
     """Attach a trainable LoRA adapter to the UNet's attention projections."""
     from peft import LoraConfig
 
