@@ -70,6 +70,10 @@ class Settings(BaseSettings):
     worker_device: str = Field(
         default="auto", description="Device for model work: auto, cpu, cuda:N"
     )
+    sd_pipeline: str = Field(
+        default="",
+        description="Stable Diffusion folder or single-file checkpoint ('tiny': tests)",
+    )
     promotion_margin: float = Field(
         default=0.01, ge=0, le=1, description="Top-1 gain a candidate needs to be promoted"
     )

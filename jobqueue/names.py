@@ -26,6 +26,9 @@ TASK_KINDS = {
         TaskKind("rank", "hps.rank_generation", GPU_QUEUE, 300, 360),
         TaskKind("score_unscored", "hps.score_unscored", GPU_QUEUE, 6 * 3600, 6 * 3600 + 300),
         TaskKind("train", "hps.train", GPU_QUEUE, 12 * 3600, 12 * 3600 + 600),
+        TaskKind("generate", "hps.generate", GPU_QUEUE, 600, 720),
+        TaskKind("regenerate", "hps.regenerate", GPU_QUEUE, 600, 720),
+        TaskKind("adapt", "hps.adapt", GPU_QUEUE, 24 * 3600, 24 * 3600 + 600),
     )
 }
 

@@ -63,3 +63,27 @@ def train(job_id: str) -> str:
     from worker.tasks.training import train_candidate
 
     return run_job(job_id, train_candidate)
+
+
+@app.task(name="hps.generate", **RETRY)
+def generate(job_id: str) -> str:
+    """Generate images for ``/hps generate`` with the adapted model."""
+    from worker.tasks.generation import generate_images
+
+    return run_job(job_id, generate_images)
+
+
+@app.task(name="hps.regenerate", **RETRY)
+def regenerate(job_id: str) -> str:
+    """Best-of-n regeneration with the adapted model, beside the original."""
+    from worker.tasks.generation import regenerate as body
+
+    return run_job(job_id, body)
+
+
+@app.task(name="hps.adapt", **RETRY)
+def adapt(job_id: str) -> str:
+    """Adapt Stable Diffusion with HPS (LoRA) and register a candidate."""
+    from worker.tasks.generation import adapt as body
+
+    return run_job(job_id, body)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cached_property
+from typing import TYPE_CHECKING
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
@@ -13,6 +14,9 @@ from config import Settings, get_settings
 from db.engine import make_engine, make_session_factory
 from media.store import LocalImageStore, S3ImageStore, open_store
 from worker.model_cache import ModelCache
+
+if TYPE_CHECKING:
+    from worker.pipeline_cache import PipelineCache
 
 
 @dataclass
@@ -35,6 +39,15 @@ class Runtime:
     def models(self) -> ModelCache:
         assert self.settings.models_dir is not None
         return ModelCache(self.settings.models_dir, self.settings.worker_device)
+
+    @cached_property
+    def pipelines(self) -> PipelineCache:
+        from worker.pipeline_cache import PipelineCache
+
+        assert self.settings.models_dir is not None
+        return PipelineCache(
+            self.settings.sd_pipeline, self.settings.worker_device, self.settings.models_dir
+        )
 
 
 _runtime: Runtime | None = None

@@ -41,6 +41,7 @@ def worker_env(database_url: str, data_dir: Path, **extra: str) -> dict[str, str
         "MODELS_DIR": str(data_dir / "models"),
         "TASK_VISIBILITY_TIMEOUT_S": "6",
         "WORKER_DEVICE": "cpu",
+        "SD_PIPELINE": "tiny",
         "OMP_NUM_THREADS": "1",
     }
     env.update(extra)

@@ -1,0 +1,59 @@
+"""The Stable Diffusion pipeline of a worker process, loaded once, with the active LoRA
+switched in by model version (or removed) before each generation."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+from worker.lifecycle import JobFailure
+from worker.model_cache import ModelRef
+
+
+def load_configured_pipeline(source: str, device: str) -> Any:
+    """``tiny`` (built in code, for tests and development) or a local path."""
+    from hps.device import resolve_device
+    from hps.diffusion.pipelines import build_tiny_pipeline, load_pipeline
+
+    if not source:
+        raise JobFailure("no Stable Diffusion model configured: set SD_PIPELINE to its folder")
+    target = resolve_device(device)
+    if source == "tiny":
+        return build_tiny_pipeline(seed=0).to(target)
+    import torch
+
+    dtype = torch.float16 if target.type == "cuda" else None
+    return load_pipeline(source, device=str(target), dtype=dtype)
+
+
+class PipelineCache:
+    def __init__(self, source: str, device: str, models_dir: Path) -> None:
+        self.source = source
+        self.device = device
+        self.models_dir = models_dir
+        self._pipe: Any = None
+        self._active: str | None = None
+        self._lock = threading.Lock()
+
+    def pipeline(self, lora: ModelRef | None) -> Any:
+        """The pipeline with ``lora`` active (None: the base model)."""
+        from hps.diffusion.pipelines import unload_loras, use_lora
+
+        with self._lock:
+            if self._pipe is None:
+                self._pipe = load_configured_pipeline(self.source, self.device)
+            wanted = f"lora-{lora.id}" if lora else None
+            if wanted != self._active:
+                if lora is None:
+                    unload_loras(self._pipe)
+                else:
+                    folder = Path(lora.checkpoint_key)
+                    folder = folder if folder.is_absolute() else self.models_dir / folder
+                    if not folder.is_dir():
+                        raise JobFailure(
+                            f"the files of LoRA version {lora.id} are missing: {folder}"
+                        )
+                    use_lora(self._pipe, folder, wanted or "")
+                self._active = wanted
+            return self._pipe
