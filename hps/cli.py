@@ -55,6 +55,26 @@ def register(subcommands: argparse._SubParsersAction) -> None:
     evaluate.add_argument("--report", help="folder for evaluation.json + evaluation.md")
     evaluate.set_defaults(handler=cmd_eval)
 
+    adapt = subcommands.add_parser("adapt", help="adapt Stable Diffusion with HPS (LoRA)")
+    adapt.add_argument("--pipeline", required=True, help="diffusers folder, checkpoint, or 'tiny'")
+    adapt.add_argument("--arch", help="HPS architecture")
+    adapt.add_argument("--checkpoint", help="HPS weights")
+    adapt.add_argument("--prompts", required=True, help="training prompts, one per line")
+    adapt.add_argument("--eval-prompts", required=True, help="held-out prompts, one per line")
+    adapt.add_argument("--out", required=True)
+    adapt.add_argument("--images-per-prompt", type=int, default=8)
+    adapt.add_argument("--inference-steps", type=int, default=25)
+    adapt.add_argument("--lora-steps", type=int, default=1000)
+    adapt.add_argument("--lr", type=float, default=1e-5)
+    adapt.add_argument("--rank", type=int, default=4)
+    adapt.add_argument("--batch-size", type=int, default=4)
+    adapt.add_argument("--alpha", type=float, default=2.0)
+    adapt.add_argument("--blur-threshold", type=float, default=0.0)
+    adapt.add_argument("--regularization", help="folder of images with .txt captions")
+    adapt.add_argument("--device", default="auto")
+    adapt.add_argument("--seed", type=int, default=0)
+    adapt.set_defaults(handler=cmd_adapt)
+
     models = subcommands.add_parser("models", help="architectures and checkpoints")
     models_sub = models.add_subparsers(dest="models_command", metavar="ACTION", required=True)
     models_sub.add_parser("list", help="registered architectures and published checkpoints")
@@ -214,6 +234,70 @@ def _load_baseline(args: argparse.Namespace, loaded: Any) -> tuple[Any, str]:
         "this checkpoint does not record what it was trained from; "
         "give --baseline-checkpoint (the untuned CLIP it started from)"
     )
+
+
+def _read_prompts(path: str) -> list[str]:
+    prompts = [line.strip() for line in Path(path).read_text(encoding="utf-8").splitlines()]
+    prompts = [p for p in prompts if p]
+    if not prompts:
+        raise ValueError(f"{path}: no prompts")
+    return prompts
+
+
+def cmd_adapt(args: argparse.Namespace) -> int:
+    import torch
+
+    from hps.device import resolve_device
+    from hps.diffusion.adapt import AdaptConfig, adapt
+    from hps.diffusion.lora_training import LoraConfig
+    from hps.diffusion.pipelines import build_tiny_pipeline, load_pipeline
+    from hps.factory import build_scorer
+
+    if not args.arch and not args.checkpoint:
+        raise ValueError("give the HPS model: --arch, --checkpoint, or both")
+    device = resolve_device(args.device)
+    if args.pipeline == "tiny":
+        pipe = build_tiny_pipeline(seed=args.seed).to(device)
+    else:
+        dtype = torch.float16 if device.type == "cuda" else None
+        pipe = load_pipeline(args.pipeline, device=str(device), dtype=dtype)
+    scorer = build_scorer(args.arch, args.checkpoint, device=str(device))
+    config = AdaptConfig(
+        images_per_prompt=args.images_per_prompt,
+        alpha=args.alpha,
+        blur_threshold=args.blur_threshold,
+        inference_steps=args.inference_steps,
+        seed=args.seed,
+        lora=LoraConfig(
+            rank=args.rank,
+            lr=args.lr,
+            steps=args.lora_steps,
+            batch_size=args.batch_size,
+            seed=args.seed,
+        ),
+    )
+    from tqdm import tqdm
+
+    with tqdm(total=100, unit="%", desc="adapting") as bar:
+
+        def progress(fraction: float, message: str) -> bool:
+            bar.set_postfix_str(message[:40])
+            bar.update(round(100 * fraction) - bar.n)
+            return True
+
+        result = adapt(
+            pipe,
+            scorer,
+            _read_prompts(args.prompts),
+            _read_prompts(args.eval_prompts),
+            Path(args.out),
+            config,
+            regularization=Path(args.regularization) if args.regularization else None,
+            base_description=args.pipeline,
+            progress=progress,
+        )
+    _print_json({**result.metadata, "lora_dir": str(result.lora_dir)})
+    return 0
 
 
 def cmd_models(args: argparse.Namespace) -> int:

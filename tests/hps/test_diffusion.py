@@ -88,3 +88,55 @@ def test_lora_changes_outputs_saves_loads_and_unloads(tmp_path: Path) -> None:
     assert torch.allclose(unet_output(fresh), after, atol=1e-6)
     unload_loras(fresh)
     assert torch.allclose(unet_output(fresh), base, atol=1e-6)
+
+
+def test_hps_adapt_command(tmp_path: Path) -> None:
+    import json
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[2]
+    (tmp_path / "train.txt").write_text("\n".join(f"a scene {i}" for i in range(4)) + "\n")
+    (tmp_path / "eval.txt").write_text("a cat\n")
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "cli.main",
+            "adapt",
+            "--pipeline",
+            "tiny",
+            "--arch",
+            "tiny",
+            "--prompts",
+            str(tmp_path / "train.txt"),
+            "--eval-prompts",
+            str(tmp_path / "eval.txt"),
+            "--out",
+            str(tmp_path / "out"),
+            "--images-per-prompt",
+            "4",
+            "--inference-steps",
+            "2",
+            "--lora-steps",
+            "3",
+            "--lr",
+            "1e-3",
+            "--batch-size",
+            "2",
+            "--device",
+            "cpu",
+        ],
+        cwd=root,
+        env={**os.environ, "PYTHONPATH": str(root)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    summary = json.loads(result.stdout)
+    assert (Path(summary["lora_dir"]) / "pytorch_lora_weights.safetensors").is_file()
+    assert (Path(summary["lora_dir"]) / "hps_lora.json").is_file()
+    assert summary["selection"]["generated"] == 16
+    assert Path(summary["evaluation"]["grid_png"]).is_file()
