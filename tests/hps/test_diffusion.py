@@ -140,3 +140,33 @@ def test_hps_adapt_command(tmp_path: Path) -> None:
     assert (Path(summary["lora_dir"]) / "hps_lora.json").is_file()
     assert summary["selection"]["generated"] == 16
     assert Path(summary["evaluation"]["grid_png"]).is_file()
+
+
+def test_local_pipeline_folder_loads_offline_and_errors_are_clear(tmp_path: Path) -> None:
+    from hps.diffusion.pipelines import PipelineError, load_pipeline
+
+    original = build_tiny_pipeline(seed=3)
+    original.save_pretrained(tmp_path / "sd")
+    loaded = load_pipeline(tmp_path / "sd")
+    a = generate(original, "a boat", [5], steps=2)[0]
+    b = generate(loaded, "a boat", [5], steps=2)[0]
+    assert np.array_equal(np.asarray(a.image), np.asarray(b.image))
+    with pytest.raises(PipelineError, match="no such diffusers folder or checkpoint"):
+        load_pipeline(tmp_path / "absent")
+    (tmp_path / "broken").mkdir()
+    with pytest.raises(PipelineError, match="cannot load a Stable Diffusion pipeline"):
+        load_pipeline(tmp_path / "broken")
+
+
+def test_regularisation_folder(tmp_path: Path) -> None:
+    from PIL import Image
+
+    from hps.diffusion.adapt import regularization_examples
+
+    Image.new("RGB", (8, 8), (1, 2, 3)).save(tmp_path / "a.png")
+    (tmp_path / "a.txt").write_text("a plain photo\n")
+    [example] = regularization_examples(tmp_path)
+    assert example.caption == "a plain photo" and example.image.size == (8, 8)
+    Image.new("RGB", (8, 8)).save(tmp_path / "b.png")
+    with pytest.raises(ValueError, match=r"b\.png: regularisation image without b\.txt"):
+        regularization_examples(tmp_path)
