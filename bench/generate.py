@@ -10,6 +10,7 @@ with random weights, built in code: timing only.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import statistics
 import time
@@ -44,15 +45,34 @@ def build_sd15_sized_pipeline() -> Any:
         sample_size=512,
     )
     text_encoder = CLIPTextModel(
-        CLIPTextConfig(hidden_size=768, intermediate_size=3072, num_attention_heads=12,
-                       num_hidden_layers=12, vocab_size=49408, max_position_embeddings=77,
-                       bos_token_id=49406, eos_token_id=49407, pad_token_id=49407)
+        CLIPTextConfig(
+            hidden_size=768,
+            intermediate_size=3072,
+            num_attention_heads=12,
+            num_hidden_layers=12,
+            vocab_size=49408,
+            max_position_embeddings=77,
+            bos_token_id=49406,
+            eos_token_id=49407,
+            pad_token_id=49407,
+        )
     )
-    scheduler = DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
-                              clip_sample=False, set_alpha_to_one=False, steps_offset=1)
+    scheduler = DDIMScheduler(
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        clip_sample=False,
+        set_alpha_to_one=False,
+        steps_offset=1,
+    )
     pipe: Any = StableDiffusionPipeline(
-        vae=vae, text_encoder=text_encoder, tokenizer=offline_clip_tokenizer(), unet=unet,
-        scheduler=scheduler, safety_checker=None, feature_extractor=None,
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=offline_clip_tokenizer(),
+        unet=unet,
+        scheduler=scheduler,
+        safety_checker=None,
+        feature_extractor=None,
         requires_safety_checker=False,
     )
     pipe.set_progress_bar_config(disable=True)
@@ -82,8 +102,13 @@ def main() -> None:
     generate(pipe, "warm up", list(range(args.batch)), steps=2, batch_size=args.batch)
     sync(device)
     start = time.perf_counter()
-    images = generate(pipe, "a castle on a hill at dusk, highly detailed", list(range(args.images)),
-                      steps=args.steps, batch_size=args.batch)
+    images = generate(
+        pipe,
+        "a castle on a hill at dusk, highly detailed",
+        list(range(args.images)),
+        steps=args.steps,
+        batch_size=args.batch,
+    )
     sync(device)
     gen_s = time.perf_counter() - start
 
@@ -96,9 +121,13 @@ def main() -> None:
         return True
 
     start = time.perf_counter()
-    train_lora(pipe, examples, LoraConfig(steps=args.lora_steps, batch_size=args.batch, lr=1e-5),
-               on_step=on_step)
-    step_s = statistics.median(b - a for a, b in zip(stamps, stamps[1:], strict=False))
+    train_lora(
+        pipe,
+        examples,
+        LoraConfig(steps=args.lora_steps, batch_size=args.batch, lr=1e-5),
+        on_step=on_step,
+    )
+    step_s = statistics.median(b - a for a, b in itertools.pairwise(stamps))
     result = {
         "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
         "pipeline": "SD-1.5-sized (random weights)" if args.sd15 else "tiny",
@@ -113,8 +142,10 @@ def main() -> None:
     if args.json:
         print(json.dumps(result, indent=2))
         return
-    print(f"{result['pipeline']} on {result['device']}, {result['dtype']}, {size} px, "
-          f"{args.steps} steps, batch {args.batch}")
+    print(
+        f"{result['pipeline']} on {result['device']}, {result['dtype']}, {size} px, "
+        f"{args.steps} steps, batch {args.batch}"
+    )
     print(f"generation: {result['images_per_s']:.2f} images/s")
     print(f"LoRA training (rank 4, batch {args.batch}): {result['lora_steps_per_s']:.2f} steps/s")
 

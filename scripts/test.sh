@@ -17,8 +17,12 @@ with psycopg.connect(admin, autocommit=True) as conn:
         print(f"created test database {url.database}")
 PY
 
-echo "== ruff"; .venv/bin/ruff check . && .venv/bin/ruff format --check .
-echo "== mypy"; .venv/bin/mypy
+# One command per line: with `set -e`, a failure inside an `a && b` list would not stop us.
+echo "== ruff"
+.venv/bin/ruff check .
+.venv/bin/ruff format --check .
+echo "== mypy"
+.venv/bin/mypy
 echo "== pytest"
 set +e
 .venv/bin/python -m pytest "$@"
