@@ -1,0 +1,482 @@
+"""A local Discord emulator that an unmodified discord.py client talks to: gateway websocket,
+the REST routes the bot uses, and a CDN for attachments, all on 127.0.0.1.
+
+Point discord.py at it with :func:`point_discord_py_at` (or the bot's settings). The test or
+demo drives it through the scripting methods (``inject_message``, ``drop_connections``,
+``fail_next_with_429``) and inspects ``calls``, the record of every REST request.
+
+Status: the core (identify/ready/guild create, heartbeats, message create/fetch/history, CDN,
+429s, call log). Interactions, RESUME replay and the simulated community are still to come.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from aiohttp import BodyPartReader, WSMsgType, web
+
+DISCORD_EPOCH_MS = 1420070400000
+API_PREFIX = "/api/v10"
+HEARTBEAT_INTERVAL_MS = 41250
+
+
+def snowflake(counter: itertools.count) -> int:
+    """A Discord-style id: milliseconds since the Discord epoch, plus a counter."""
+    return ((int(time.time() * 1000) - DISCORD_EPOCH_MS) << 22) | (next(counter) & 0x3FFFFF)
+
+
+def user_payload(user_id: int, name: str, *, bot: bool = False) -> dict[str, Any]:
+    return {
+        "id": str(user_id),
+        "username": name,
+        "discriminator": "0",
+        "global_name": name,
+        "avatar": None,
+        "bot": bot,
+        "flags": 0,
+        "public_flags": 0,
+    }
+
+
+@dataclass
+class RecordedCall:
+    method: str
+    path: str
+    body: Any
+
+
+@dataclass
+class GatewaySession:
+    session_id: str
+    socket: web.WebSocketResponse
+    sequence: int = 0
+
+
+@dataclass
+class DiscordEmulator:
+    """The emulated Discord: one bot, one guild, its channels and users."""
+
+    host: str = "127.0.0.1"
+    port: int = 0
+    bot_name: str = "HPS"
+    guild_name: str = "Generation Lab"
+    channel_names: tuple[str, ...] = ("generations", "midjourney", "general")
+    calls: list[RecordedCall] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self._ids = itertools.count(1)
+        self.application_id = snowflake(self._ids)
+        self.bot_user = user_payload(snowflake(self._ids), self.bot_name, bot=True)
+        self.guild_id = snowflake(self._ids)
+        self.channels = {name: snowflake(self._ids) for name in self.channel_names}
+        self.users: dict[int, dict[str, Any]] = {int(self.bot_user["id"]): self.bot_user}
+        self.messages: dict[int, dict[int, dict[str, Any]]] = {
+            c: {} for c in self.channels.values()
+        }
+        self.files: dict[str, tuple[bytes, str]] = {}
+        self.sessions: list[GatewaySession] = []
+        self._pending_429 = 0
+        self._runner: web.AppRunner | None = None
+
+    # -- lifecycle -----------------------------------------------------------------------
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def api_base(self) -> str:
+        return self.base_url + API_PREFIX
+
+    @property
+    def gateway_url(self) -> str:
+        return f"ws://{self.host}:{self.port}/gateway"
+
+    async def start(self) -> DiscordEmulator:
+        app = web.Application(client_max_size=64 * 1024 * 1024)
+        app.router.add_get("/gateway", self._gateway)
+        app.router.add_get("/cdn/attachments/{key}/{filename}", self._cdn)
+        app.router.add_route("*", API_PREFIX + "/{path:.*}", self._rest)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.host, self.port)
+        await site.start()
+        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        return self
+
+    async def stop(self) -> None:
+        await self.drop_connections(code=1001)
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    # -- scripting -----------------------------------------------------------------------
+    def add_user(self, name: str, *, bot: bool = False) -> int:
+        """A guild member (or another bot); returns its id."""
+        user_id = snowflake(self._ids)
+        self.users[user_id] = user_payload(user_id, name, bot=bot)
+        return user_id
+
+    def fail_next_with_429(self, count: int = 1) -> None:
+        """Answer the next ``count`` REST calls with a rate limit (retry after 0.2 s)."""
+        self._pending_429 += count
+
+    async def drop_connections(self, code: int = 4000) -> None:
+        """Close every gateway connection (4000 is resumable for discord.py)."""
+        for session in list(self.sessions):
+            if not session.socket.closed:
+                await session.socket.close(code=code)
+        self.sessions.clear()
+
+    async def inject_message(
+        self,
+        channel: str,
+        author_id: int,
+        content: str = "",
+        attachments: list[tuple[str, bytes, str]] | None = None,
+    ) -> dict[str, Any]:
+        """A message posted by a user or another bot (attachments: name, bytes, MIME type)."""
+        message = self._store_message(
+            self.channels[channel], self.users[author_id], content, attachments or []
+        )
+        await self.dispatch("MESSAGE_CREATE", message)
+        return message
+
+    async def dispatch(self, event: str, data: dict[str, Any]) -> None:
+        """Send a gateway event to every connected session."""
+        for session in list(self.sessions):
+            session.sequence += 1
+            if not session.socket.closed:
+                await session.socket.send_str(
+                    json.dumps({"op": 0, "t": event, "s": session.sequence, "d": data})
+                )
+
+    def calls_to(self, method: str, fragment: str) -> list[RecordedCall]:
+        """The recorded REST calls of a method whose path contains ``fragment``."""
+        return [c for c in self.calls if c.method == method and fragment in c.path]
+
+    # -- data ----------------------------------------------------------------------------
+    def _store_message(
+        self,
+        channel_id: int,
+        author: dict[str, Any],
+        content: str,
+        attachments: list[tuple[str, bytes, str]],
+        components: list[Any] | None = None,
+    ) -> dict[str, Any]:
+        message_id = snowflake(self._ids)
+        stored_attachments = []
+        for filename, data, content_type in attachments:
+            attachment_id = snowflake(self._ids)
+            key = f"{channel_id}-{attachment_id}"
+            self.files[key] = (data, content_type)
+            url = f"{self.base_url}/cdn/attachments/{key}/{filename}"
+            stored_attachments.append(
+                {
+                    "id": str(attachment_id),
+                    "filename": filename,
+                    "size": len(data),
+                    "url": url,
+                    "proxy_url": url,
+                    "content_type": content_type,
+                }
+            )
+        message = {
+            "id": str(message_id),
+            "channel_id": str(channel_id),
+            "guild_id": str(self.guild_id),
+            "author": author,
+            "content": content,
+            "timestamp": datetime.now(UTC).isoformat(),
+            "edited_timestamp": None,
+            "tts": False,
+            "mention_everyone": False,
+            "mentions": [],
+            "mention_roles": [],
+            "attachments": stored_attachments,
+            "embeds": [],
+            "pinned": False,
+            "type": 0,
+            "components": components or [],
+            "flags": 0,
+        }
+        self.messages[channel_id][message_id] = message
+        return message
+
+    def _guild_payload(self) -> dict[str, Any]:
+        channels: list[dict[str, Any]] = [
+            {
+                "id": str(cid),
+                "type": 0,
+                "name": name,
+                "position": i,
+                "guild_id": str(self.guild_id),
+                "permission_overwrites": [],
+                "nsfw": False,
+                "parent_id": None,
+            }
+            for i, (name, cid) in enumerate(self.channels.items())
+        ]
+        members = [
+            {
+                "user": u,
+                "roles": [],
+                "joined_at": datetime.now(UTC).isoformat(),
+                "deaf": False,
+                "mute": False,
+                "flags": 0,
+            }
+            for u in self.users.values()
+        ]
+        return {
+            "id": str(self.guild_id),
+            "name": self.guild_name,
+            "owner_id": self.bot_user["id"],
+            "roles": [
+                {
+                    "id": str(self.guild_id),
+                    "name": "@everyone",
+                    "permissions": "1071698660929",
+                    "position": 0,
+                    "color": 0,
+                    "hoist": False,
+                    "managed": False,
+                    "mentionable": False,
+                }
+            ],
+            "channels": channels,
+            "members": members,
+            "member_count": len(members),
+            "threads": [],
+            "emojis": [],
+            "stickers": [],
+            "features": [],
+            "large": False,
+            "unavailable": False,
+            "joined_at": datetime.now(UTC).isoformat(),
+            "presences": [],
+            "voice_states": [],
+        }
+
+    # -- HTTP ----------------------------------------------------------------------------
+    @staticmethod
+    def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+        # discord.py parses JSON only when the Content-Type is exactly application/json.
+        return web.Response(
+            body=json.dumps(data).encode(),
+            status=status,
+            headers={"Content-Type": "application/json", **(headers or {})},
+        )
+
+    async def _cdn(self, request: web.Request) -> web.Response:
+        entry = self.files.get(request.match_info["key"])
+        if entry is None:
+            return web.Response(status=404)
+        data, content_type = entry
+        return web.Response(body=data, headers={"Content-Type": content_type})
+
+    async def _rest(self, request: web.Request) -> web.Response:
+        path = "/" + request.match_info["path"]
+        body: Any = None
+        files: list[tuple[str, bytes, str]] = []
+        if request.content_type == "application/json":
+            body = await request.json()
+        elif request.content_type.startswith("multipart/"):
+            body, files = await self._multipart(request)
+        self.calls.append(RecordedCall(request.method, path, body))
+        if self._pending_429:
+            self._pending_429 -= 1
+            return self._json(
+                {"message": "You are being rate limited.", "retry_after": 0.2, "global": False},
+                status=429,
+                headers={"Via": "1.1 google", "Retry-After": "1", "X-RateLimit-Scope": "user"},
+            )
+        return await self._route(request.method, path, body, files, request)
+
+    async def _multipart(self, request: web.Request) -> tuple[Any, list[tuple[str, bytes, str]]]:
+        body: Any = None
+        files: list[tuple[str, bytes, str]] = []
+        reader = await request.multipart()
+        while (part := await reader.next()) is not None:
+            if not isinstance(part, BodyPartReader):
+                continue
+            if part.name == "payload_json":
+                body = json.loads(await part.text())
+            elif part.filename:
+                content_type = part.headers.get("Content-Type", "application/octet-stream")
+                files.append((part.filename, bytes(await part.read()), content_type))
+        return body, files
+
+    async def _route(
+        self,
+        method: str,
+        path: str,
+        body: Any,
+        files: list[tuple[str, bytes, str]],
+        request: web.Request,
+    ) -> web.Response:
+        parts = path.strip("/").split("/")
+        if path == "/users/@me" and method == "GET":
+            return self._json(self.bot_user)
+        if path == "/gateway/bot":
+            return self._json(
+                {
+                    "url": self.gateway_url,
+                    "shards": 1,
+                    "session_start_limit": {
+                        "total": 1000,
+                        "remaining": 1000,
+                        "reset_after": 0,
+                        "max_concurrency": 1,
+                    },
+                }
+            )
+        if path == "/oauth2/applications/@me":
+            return self._json(
+                {
+                    "id": str(self.application_id),
+                    "name": self.bot_name,
+                    "icon": None,
+                    "description": "",
+                    "bot_public": True,
+                    "bot_require_code_grant": False,
+                    "verify_key": "0" * 64,
+                    "flags": 0,
+                    "owner": self.bot_user,
+                }
+            )
+        if parts[0] == "applications" and "commands" in parts and method == "PUT":
+            return self._json(
+                [
+                    {
+                        **command,
+                        "id": str(snowflake(self._ids)),
+                        "application_id": str(self.application_id),
+                        "version": "1",
+                    }
+                    for command in body or []
+                ]
+            )
+        if parts[0] == "channels" and len(parts) >= 3 and parts[2] == "messages":
+            return await self._messages(method, parts, body, files, request)
+        return self._json({"message": f"emulator: no route {method} {path}", "code": 0}, status=404)
+
+    async def _messages(
+        self,
+        method: str,
+        parts: list[str],
+        body: Any,
+        files: list[tuple[str, bytes, str]],
+        request: web.Request,
+    ) -> web.Response:
+        channel_id = int(parts[1])
+        channel = self.messages.get(channel_id)
+        if channel is None:
+            return self._json({"message": "Unknown Channel", "code": 10003}, status=404)
+        if len(parts) == 3 and method == "POST":
+            message = self._store_message(
+                channel_id,
+                self.bot_user,
+                (body or {}).get("content") or "",
+                files,
+                (body or {}).get("components"),
+            )
+            message["embeds"] = (body or {}).get("embeds") or []
+            await self.dispatch("MESSAGE_CREATE", message)
+            return self._json(message)
+        if len(parts) == 3 and method == "GET":
+            limit = int(request.query.get("limit", 50))
+            ordered = sorted(channel, reverse=True)
+            if "before" in request.query:
+                ordered = [m for m in ordered if m < int(request.query["before"])]
+            if "after" in request.query:
+                ordered = sorted(m for m in ordered if m > int(request.query["after"]))
+            return self._json([channel[m] for m in ordered[:limit]])
+        message_id = int(parts[3])
+        if message_id not in channel:
+            return self._json({"message": "Unknown Message", "code": 10008}, status=404)
+        if method == "GET":
+            return self._json(channel[message_id])
+        if method == "PATCH":
+            channel[message_id].update(
+                {k: v for k, v in (body or {}).items() if k in ("content", "embeds", "components")}
+            )
+            channel[message_id]["edited_timestamp"] = datetime.now(UTC).isoformat()
+            await self.dispatch("MESSAGE_UPDATE", channel[message_id])
+            return self._json(channel[message_id])
+        if method == "DELETE":
+            del channel[message_id]
+            await self.dispatch(
+                "MESSAGE_DELETE",
+                {
+                    "id": str(message_id),
+                    "channel_id": str(channel_id),
+                    "guild_id": str(self.guild_id),
+                },
+            )
+            return web.Response(status=204)
+        return self._json({"message": "Method Not Allowed", "code": 0}, status=405)
+
+    # -- gateway -------------------------------------------------------------------------
+    async def _gateway(self, request: web.Request) -> web.WebSocketResponse:
+        socket = web.WebSocketResponse(max_msg_size=0)
+        await socket.prepare(request)
+        await socket.send_str(
+            json.dumps({"op": 10, "d": {"heartbeat_interval": HEARTBEAT_INTERVAL_MS}})
+        )
+        session: GatewaySession | None = None
+        async for message in socket:
+            if message.type != WSMsgType.TEXT:
+                continue
+            payload = json.loads(message.data)
+            op = payload.get("op")
+            if op == 1:  # heartbeat: always acknowledged
+                await socket.send_str(json.dumps({"op": 11}))
+            elif op == 2:  # identify
+                session = GatewaySession(f"session-{snowflake(self._ids)}", socket)
+                self.sessions.append(session)
+                await self._send(
+                    session,
+                    "READY",
+                    {
+                        "v": 10,
+                        "user": self.bot_user,
+                        "guilds": [{"id": str(self.guild_id), "unavailable": True}],
+                        "session_id": session.session_id,
+                        "resume_gateway_url": self.gateway_url,
+                        "application": {"id": str(self.application_id), "flags": 0},
+                        "private_channels": [],
+                        "relationships": [],
+                        "presences": [],
+                    },
+                )
+                await self._send(session, "GUILD_CREATE", self._guild_payload())
+        if session in self.sessions:
+            self.sessions.remove(session)
+        return socket
+
+    async def _send(self, session: GatewaySession, event: str, data: dict[str, Any]) -> None:
+        session.sequence += 1
+        await session.socket.send_str(
+            json.dumps({"op": 0, "t": event, "s": session.sequence, "d": data})
+        )
+
+
+def point_discord_py_at(emulator: DiscordEmulator) -> None:
+    """Make every discord.py client in this process talk to ``emulator``."""
+    import discord.gateway
+    import discord.http
+    import yarl
+
+    discord.http.Route.BASE = emulator.api_base
+    discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(emulator.gateway_url)
+
+
+async def run_forever(emulator: DiscordEmulator) -> None:  # pragma: no cover - manual use
+    await emulator.start()
+    print(f"Discord emulator on {emulator.base_url}")
+    await asyncio.Event().wait()
