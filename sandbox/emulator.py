@@ -5,8 +5,10 @@ Point discord.py at it with :func:`point_discord_py_at` (or the bot's settings).
 demo drives it through the scripting methods (``inject_message``, ``drop_connections``,
 ``fail_next_with_429``) and inspects ``calls``, the record of every REST request.
 
-Status: the core (identify/ready/guild create, heartbeats, message create/fetch/history, CDN,
-429s, call log). Interactions, RESUME replay and the simulated community are still to come.
+Status: gateway (identify, ready, guild create, heartbeats, RESUME with replay of what was
+missed, INVALID_SESSION), messages (create, fetch, edit, delete, history), reactions, slash
+commands with attachment options, button clicks, interaction callbacks and webhook follow-ups,
+CDN, 429s, the call log. The simulated community is still to come.
 """
 
 from __future__ import annotations
@@ -24,6 +26,34 @@ from aiohttp import BodyPartReader, WSMsgType, web
 DISCORD_EPOCH_MS = 1420070400000
 API_PREFIX = "/api/v10"
 HEARTBEAT_INTERVAL_MS = 41250
+REPLAY_BUFFER = 1000
+ADMIN_PERMISSIONS = "2199023255551"  # every permission bit, ADMINISTRATOR included
+MEMBER_PERMISSIONS = "1071698660929"  # a regular member: no ADMINISTRATOR, no MANAGE_GUILD
+ATTACHMENT_SIZE_LIMIT = 10 * 1024 * 1024
+EPHEMERAL = 1 << 6
+
+
+def _replace_attachment_indexes(options: list[dict[str, Any]], ids: list[str]) -> None:
+    for option in options:
+        if option.get("type") == 11 and isinstance(option.get("value"), int):
+            option["value"] = ids[option["value"]]
+        _replace_attachment_indexes(option.get("options", []), ids)
+
+
+@dataclass
+class InteractionRecord:
+    """What the bot did with one interaction."""
+
+    interaction_id: int
+    token: str
+    channel_id: int
+    user_id: int
+    kind: int
+    callbacks: list[int] = field(default_factory=list)  # response types, in order
+    original: dict[str, Any] | None = None
+    followups: list[dict[str, Any]] = field(default_factory=list)
+    acknowledged_at: float | None = None
+    created_at: float = field(default_factory=time.monotonic)
 
 
 def snowflake(counter: itertools.count) -> int:
@@ -53,9 +83,28 @@ class RecordedCall:
 
 @dataclass
 class GatewaySession:
+    """One identified client. It outlives its socket so that a RESUME can replay what was
+    dispatched while the client was away."""
+
     session_id: str
-    socket: web.WebSocketResponse
+    socket: web.WebSocketResponse | None
     sequence: int = 0
+    sent: list[tuple[int, str]] = field(default_factory=list)  # (seq, raw payload), for replay
+    identifies: int = 1
+    resumes: int = 0
+
+    @property
+    def connected(self) -> bool:
+        return self.socket is not None and not self.socket.closed
+
+    async def send(self, event: str, data: dict[str, Any]) -> None:
+        self.sequence += 1
+        raw = json.dumps({"op": 0, "t": event, "s": self.sequence, "d": data})
+        self.sent.append((self.sequence, raw))
+        del self.sent[:-REPLAY_BUFFER]
+        if self.connected:
+            assert self.socket is not None
+            await self.socket.send_str(raw)
 
 
 @dataclass
@@ -80,7 +129,9 @@ class DiscordEmulator:
             c: {} for c in self.channels.values()
         }
         self.files: dict[str, tuple[bytes, str]] = {}
-        self.sessions: list[GatewaySession] = []
+        self.sessions: dict[str, GatewaySession] = {}
+        self.admins: set[int] = set()
+        self.interactions: dict[str, InteractionRecord] = {}
         self._pending_429 = 0
         self._runner: web.AppRunner | None = None
 
@@ -115,22 +166,151 @@ class DiscordEmulator:
             await self._runner.cleanup()
 
     # -- scripting -----------------------------------------------------------------------
-    def add_user(self, name: str, *, bot: bool = False) -> int:
+    def add_user(self, name: str, *, bot: bool = False, admin: bool = False) -> int:
         """A guild member (or another bot); returns its id."""
         user_id = snowflake(self._ids)
         self.users[user_id] = user_payload(user_id, name, bot=bot)
+        if admin:
+            self.admins.add(user_id)
         return user_id
+
+    def _member(self, user_id: int) -> dict[str, Any]:
+        return {
+            "user": self.users[user_id],
+            "roles": [],
+            "joined_at": datetime.now(UTC).isoformat(),
+            "deaf": False,
+            "mute": False,
+            "flags": 0,
+            "permissions": ADMIN_PERMISSIONS if user_id in self.admins else MEMBER_PERMISSIONS,
+        }
+
+    async def inject_slash_command(
+        self,
+        user_id: int,
+        channel: str,
+        name: str,
+        options: list[dict[str, Any]] | None = None,
+        attachments: list[tuple[str, bytes, str]] | None = None,
+    ) -> str:
+        """A user runs ``/name`` with ``options`` (ready-made Discord option dicts; an
+        attachment option's value is the index into ``attachments``). Returns the token."""
+        channel_id = self.channels[channel]
+        resolved: dict[str, Any] = {}
+        options = [dict(option) for option in options or []]
+        if attachments:
+            stored = self._store_attachments(channel_id, attachments)
+            resolved["attachments"] = {a["id"]: a for a in stored}
+            _replace_attachment_indexes(options, [a["id"] for a in stored])
+        data = {
+            "id": str(snowflake(self._ids)),
+            "name": name,
+            "type": 1,
+            "options": options,
+            "resolved": resolved,
+        }
+        return await self._interaction(user_id, channel_id, 2, data)
+
+    async def click_button(self, user_id: int, message: dict[str, Any], custom_id: str) -> str:
+        """A user presses the button ``custom_id`` on ``message``. Returns the token."""
+        data = {"custom_id": custom_id, "component_type": 2}
+        return await self._interaction(user_id, int(message["channel_id"]), 3, data, message)
+
+    async def _interaction(
+        self,
+        user_id: int,
+        channel_id: int,
+        kind: int,
+        data: dict[str, Any],
+        message: dict[str, Any] | None = None,
+    ) -> str:
+        interaction_id = snowflake(self._ids)
+        token = f"token-{interaction_id}"
+        payload: dict[str, Any] = {
+            "id": str(interaction_id),
+            "application_id": str(self.application_id),
+            "type": kind,
+            "token": token,
+            "version": 1,
+            "guild_id": str(self.guild_id),
+            "channel_id": str(channel_id),
+            "channel": {
+                "id": str(channel_id),
+                "type": 0,
+                "guild_id": str(self.guild_id),
+                "name": self._channel_name(channel_id),
+                "position": 0,
+                "nsfw": False,
+                "permission_overwrites": [],
+                "parent_id": None,
+            },
+            "member": self._member(user_id),
+            "data": data,
+            "app_permissions": ADMIN_PERMISSIONS,
+            "locale": "en-US",
+            "guild_locale": "en-US",
+            "entitlements": [],
+            "authorizing_integration_owners": {"0": str(self.guild_id)},
+            "context": 0,
+            "attachment_size_limit": ATTACHMENT_SIZE_LIMIT,
+        }
+        if message is not None:
+            payload["message"] = message
+        self.interactions[token] = InteractionRecord(
+            interaction_id, token, channel_id, user_id, kind
+        )
+        await self.dispatch("INTERACTION_CREATE", payload)
+        return token
+
+    def _channel_name(self, channel_id: int) -> str:
+        return next(name for name, cid in self.channels.items() if cid == channel_id)
+
+    async def inject_reaction(self, user_id: int, message: dict[str, Any], emoji: str) -> None:
+        """A user reacts to ``message`` with a unicode ``emoji``."""
+        await self.dispatch(
+            "MESSAGE_REACTION_ADD",
+            {
+                "user_id": str(user_id),
+                "channel_id": message["channel_id"],
+                "message_id": message["id"],
+                "guild_id": str(self.guild_id),
+                "emoji": {"id": None, "name": emoji},
+                "member": self._member(user_id),
+                "burst": False,
+                "type": 0,
+            },
+        )
+
+    async def delete_message(self, message: dict[str, Any]) -> None:
+        """A message disappears (deleted by its author or a moderator)."""
+        channel_id, message_id = int(message["channel_id"]), int(message["id"])
+        self.messages[channel_id].pop(message_id, None)
+        await self.dispatch(
+            "MESSAGE_DELETE",
+            {"id": str(message_id), "channel_id": str(channel_id), "guild_id": str(self.guild_id)},
+        )
 
     def fail_next_with_429(self, count: int = 1) -> None:
         """Answer the next ``count`` REST calls with a rate limit (retry after 0.2 s)."""
         self._pending_429 += count
 
     async def drop_connections(self, code: int = 4000) -> None:
-        """Close every gateway connection (4000 is resumable for discord.py)."""
-        for session in list(self.sessions):
-            if not session.socket.closed:
+        """Close every gateway connection. Sessions survive (4000 is resumable: the client
+        RESUMEs and gets what it missed); see ``invalidate_sessions`` to force re-IDENTIFY."""
+        for session in list(self.sessions.values()):
+            if session.connected:
+                assert session.socket is not None
                 await session.socket.close(code=code)
+
+    async def invalidate_sessions(self) -> None:
+        """Forget every session and drop its connection: the RESUME that follows gets
+        INVALID_SESSION and the client must IDENTIFY again; what was dispatched meanwhile is
+        lost to it (a history backfill must recover it)."""
+        sockets = [s.socket for s in self.sessions.values() if s.connected]
         self.sessions.clear()
+        for socket in sockets:
+            assert socket is not None
+            await socket.close(code=4000)
 
     async def inject_message(
         self,
@@ -148,34 +328,24 @@ class DiscordEmulator:
 
     async def dispatch(self, event: str, data: dict[str, Any]) -> None:
         """Send a gateway event to every connected session."""
-        for session in list(self.sessions):
-            session.sequence += 1
-            if not session.socket.closed:
-                await session.socket.send_str(
-                    json.dumps({"op": 0, "t": event, "s": session.sequence, "d": data})
-                )
+        for session in list(self.sessions.values()):
+            await session.send(event, data)
 
     def calls_to(self, method: str, fragment: str) -> list[RecordedCall]:
         """The recorded REST calls of a method whose path contains ``fragment``."""
         return [c for c in self.calls if c.method == method and fragment in c.path]
 
     # -- data ----------------------------------------------------------------------------
-    def _store_message(
-        self,
-        channel_id: int,
-        author: dict[str, Any],
-        content: str,
-        attachments: list[tuple[str, bytes, str]],
-        components: list[Any] | None = None,
-    ) -> dict[str, Any]:
-        message_id = snowflake(self._ids)
-        stored_attachments = []
+    def _store_attachments(
+        self, channel_id: int, attachments: list[tuple[str, bytes, str]]
+    ) -> list[dict[str, Any]]:
+        stored = []
         for filename, data, content_type in attachments:
             attachment_id = snowflake(self._ids)
             key = f"{channel_id}-{attachment_id}"
             self.files[key] = (data, content_type)
             url = f"{self.base_url}/cdn/attachments/{key}/{filename}"
-            stored_attachments.append(
+            stored.append(
                 {
                     "id": str(attachment_id),
                     "filename": filename,
@@ -185,6 +355,18 @@ class DiscordEmulator:
                     "content_type": content_type,
                 }
             )
+        return stored
+
+    def _store_message(
+        self,
+        channel_id: int,
+        author: dict[str, Any],
+        content: str,
+        attachments: list[tuple[str, bytes, str]],
+        components: list[Any] | None = None,
+    ) -> dict[str, Any]:
+        message_id = snowflake(self._ids)
+        stored_attachments = self._store_attachments(channel_id, attachments)
         message = {
             "id": str(message_id),
             "channel_id": str(channel_id),
@@ -361,6 +543,10 @@ class DiscordEmulator:
                     for command in body or []
                 ]
             )
+        if parts[0] == "interactions" and len(parts) == 4 and parts[3] == "callback":
+            return await self._interaction_callback(parts[2], body or {}, files)
+        if parts[0] == "webhooks" and len(parts) >= 3:
+            return await self._webhook(method, parts, body or {}, files)
         if parts[0] == "channels" and len(parts) >= 3 and parts[2] == "messages":
             return await self._messages(method, parts, body, files, request)
         return self._json({"message": f"emulator: no route {method} {path}", "code": 0}, status=404)
@@ -421,6 +607,78 @@ class DiscordEmulator:
             return web.Response(status=204)
         return self._json({"message": "Method Not Allowed", "code": 0}, status=405)
 
+    # -- interactions ----------------------------------------------------------------------
+    async def _bot_message(
+        self, channel_id: int, data: dict[str, Any], files: list[tuple[str, bytes, str]]
+    ) -> dict[str, Any]:
+        message = self._store_message(
+            channel_id, self.bot_user, data.get("content") or "", files, data.get("components")
+        )
+        message["embeds"] = data.get("embeds") or []
+        message["flags"] = int(data.get("flags") or 0)
+        if not message["flags"] & EPHEMERAL:
+            await self.dispatch("MESSAGE_CREATE", message)
+        return message
+
+    async def _interaction_callback(
+        self, token: str, body: dict[str, Any], files: list[tuple[str, bytes, str]]
+    ) -> web.Response:
+        record = self.interactions.get(token)
+        if record is None:
+            return self._json({"message": "Unknown interaction", "code": 10062}, status=404)
+        if record.callbacks:
+            return self._json(
+                {"message": "Interaction has already been acknowledged.", "code": 40060}, status=400
+            )
+        kind = int(body.get("type", 0))
+        record.callbacks.append(kind)
+        record.acknowledged_at = time.monotonic()
+        data = body.get("data") or {}
+        if kind == 4:  # reply with a message
+            record.original = await self._bot_message(record.channel_id, data, files)
+        resource: dict[str, Any] = {"type": kind}
+        if record.original is not None:
+            resource["message"] = record.original
+        return self._json(
+            {
+                "interaction": {
+                    "id": str(record.interaction_id),
+                    "type": record.kind,
+                    "response_message_id": record.original["id"] if record.original else None,
+                    "response_message_loading": kind == 5,
+                    "response_message_ephemeral": bool(int(data.get("flags") or 0) & EPHEMERAL),
+                },
+                "resource": resource,
+            }
+        )
+
+    async def _webhook(
+        self,
+        method: str,
+        parts: list[str],
+        body: dict[str, Any],
+        files: list[tuple[str, bytes, str]],
+    ) -> web.Response:
+        record = self.interactions.get(parts[2])
+        if record is None:
+            return self._json({"message": "Unknown Webhook", "code": 10015}, status=404)
+        if len(parts) == 3 and method == "POST":  # follow-up message
+            message = await self._bot_message(record.channel_id, body, files)
+            record.followups.append(message)
+            return self._json(message)
+        if len(parts) == 5 and parts[3] == "messages":
+            if method == "PATCH":
+                if record.original is None:  # the deferred response gets its content
+                    record.original = await self._bot_message(record.channel_id, body, files)
+                else:
+                    record.original.update(
+                        {k: v for k, v in body.items() if k in ("content", "embeds", "components")}
+                    )
+                return self._json(record.original)
+            if method == "GET" and record.original is not None:
+                return self._json(record.original)
+        return self._json({"message": "Unknown Message", "code": 10008}, status=404)
+
     # -- gateway -------------------------------------------------------------------------
     async def _gateway(self, request: web.Request) -> web.WebSocketResponse:
         socket = web.WebSocketResponse(max_msg_size=0)
@@ -428,7 +686,6 @@ class DiscordEmulator:
         await socket.send_str(
             json.dumps({"op": 10, "d": {"heartbeat_interval": HEARTBEAT_INTERVAL_MS}})
         )
-        session: GatewaySession | None = None
         async for message in socket:
             if message.type != WSMsgType.TEXT:
                 continue
@@ -436,34 +693,46 @@ class DiscordEmulator:
             op = payload.get("op")
             if op == 1:  # heartbeat: always acknowledged
                 await socket.send_str(json.dumps({"op": 11}))
-            elif op == 2:  # identify
-                session = GatewaySession(f"session-{snowflake(self._ids)}", socket)
-                self.sessions.append(session)
-                await self._send(
-                    session,
-                    "READY",
-                    {
-                        "v": 10,
-                        "user": self.bot_user,
-                        "guilds": [{"id": str(self.guild_id), "unavailable": True}],
-                        "session_id": session.session_id,
-                        "resume_gateway_url": self.gateway_url,
-                        "application": {"id": str(self.application_id), "flags": 0},
-                        "private_channels": [],
-                        "relationships": [],
-                        "presences": [],
-                    },
-                )
-                await self._send(session, "GUILD_CREATE", self._guild_payload())
-        if session in self.sessions:
-            self.sessions.remove(session)
+            elif op == 2:
+                await self._identify(socket)
+            elif op == 6:
+                await self._resume(socket, payload.get("d") or {})
+        for session in self.sessions.values():
+            if session.socket is socket:
+                session.socket = None
         return socket
 
-    async def _send(self, session: GatewaySession, event: str, data: dict[str, Any]) -> None:
-        session.sequence += 1
-        await session.socket.send_str(
-            json.dumps({"op": 0, "t": event, "s": session.sequence, "d": data})
+    async def _identify(self, socket: web.WebSocketResponse) -> None:
+        session = GatewaySession(f"session-{snowflake(self._ids)}", socket)
+        self.sessions[session.session_id] = session
+        await session.send(
+            "READY",
+            {
+                "v": 10,
+                "user": self.bot_user,
+                "guilds": [{"id": str(self.guild_id), "unavailable": True}],
+                "session_id": session.session_id,
+                "resume_gateway_url": self.gateway_url,
+                "application": {"id": str(self.application_id), "flags": 0},
+                "private_channels": [],
+                "relationships": [],
+                "presences": [],
+            },
         )
+        await session.send("GUILD_CREATE", self._guild_payload())
+
+    async def _resume(self, socket: web.WebSocketResponse, data: dict[str, Any]) -> None:
+        session = self.sessions.get(str(data.get("session_id")))
+        if session is None:
+            await socket.send_str(json.dumps({"op": 9, "d": False}))  # not resumable
+            return
+        session.socket = socket
+        session.resumes += 1
+        last_seen = int(data.get("seq") or 0)
+        for sequence, raw in session.sent:
+            if sequence > last_seen:
+                await socket.send_str(raw)
+        await session.send("RESUMED", {})
 
 
 def point_discord_py_at(emulator: DiscordEmulator) -> None:

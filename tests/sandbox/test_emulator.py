@@ -73,3 +73,104 @@ async def test_client_connects_receives_messages_and_posts(emulator: DiscordEmul
     finally:
         await client.close()
         await asyncio.wait_for(runner, 10)
+
+
+class CommandBot(discord.Client):
+    """A client with one slash command (defer, then follow up) and one persistent button."""
+
+    def __init__(self) -> None:
+        super().__init__(intents=discord.Intents.default())
+        self.tree = discord.app_commands.CommandTree(self)
+        self.ready = asyncio.Event()
+        self.clicks: list[int] = []
+        self.attachment_sizes: list[int] = []
+        self.seen: list[str] = []
+
+        @self.tree.command(name="measure", description="size of an attachment")
+        async def measure(interaction: discord.Interaction, image: discord.Attachment) -> None:
+            await interaction.response.defer(thinking=True)
+            self.attachment_sizes.append(len(await image.read()))
+            await interaction.followup.send(f"{image.filename}: {image.size} bytes")
+
+    async def setup_hook(self) -> None:
+        bot = self
+
+        class Pick(discord.ui.View):
+            def __init__(self) -> None:
+                super().__init__(timeout=None)
+
+            @discord.ui.button(label="1", custom_id="pick:1")
+            async def one(
+                self, interaction: discord.Interaction, _button: discord.ui.Button
+            ) -> None:  # type: ignore[type-arg]
+                bot.clicks.append(interaction.user.id)
+                await interaction.response.send_message("recorded", ephemeral=True)
+
+        self.add_view(Pick())
+        await self.tree.sync()
+
+    async def on_ready(self) -> None:
+        self.ready.set()
+
+    async def on_message(self, message: discord.Message) -> None:
+        self.seen.append(message.content)
+
+
+async def wait_until(condition, timeout: float = 10.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not condition():
+        if asyncio.get_running_loop().time() > deadline:
+            raise TimeoutError("condition not met")
+        await asyncio.sleep(0.02)
+
+
+async def test_slash_commands_buttons_and_resume(emulator: DiscordEmulator) -> None:
+    bot = CommandBot()
+    runner = asyncio.create_task(bot.start("emulator-token"))
+    try:
+        await asyncio.wait_for(bot.ready.wait(), 20)
+        assert emulator.calls_to("PUT", "/commands")  # the tree was synced
+        user = emulator.add_user("alice")
+        token = await emulator.inject_slash_command(
+            user,
+            "general",
+            "measure",
+            [{"name": "image", "type": 11, "value": 0}],
+            attachments=[("cat.png", b"x" * 1234, "image/png")],
+        )
+        record = emulator.interactions[token]
+        await wait_until(lambda: bool(record.followups))
+        assert record.callbacks == [5]  # deferred with "thinking"
+        assert record.followups[0]["content"] == "cat.png: 1234 bytes"
+        assert bot.attachment_sizes == [1234]
+
+        message = await emulator.inject_message(
+            "generations", emulator.add_user("gen", bot=True), "x"
+        )
+        message["components"] = [
+            {
+                "type": 1,
+                "components": [{"type": 2, "style": 2, "label": "1", "custom_id": "pick:1"}],
+            }
+        ]
+        click = await emulator.click_button(user, message, "pick:1")
+        await wait_until(lambda: bool(emulator.interactions[click].callbacks))
+        assert bot.clicks == [user]
+        assert emulator.interactions[click].original["flags"] & 64  # ephemeral
+
+        # A dropped connection: discord.py RESUMEs and receives what was sent meanwhile, once.
+        [session] = emulator.sessions.values()
+        seen = bot.seen
+        await emulator.drop_connections()
+        await emulator.inject_message("general", user, "while you were away")
+        await wait_until(lambda: session.resumes >= 1 and "while you were away" in seen, 30)
+        await asyncio.sleep(0.3)
+        assert seen.count("while you were away") == 1
+
+        # An invalidated session: the client identifies again.
+        await emulator.invalidate_sessions()
+        await wait_until(lambda: len(emulator.sessions) == 1, 30)
+        assert session.session_id not in emulator.sessions
+    finally:
+        await bot.close()
+        await asyncio.wait_for(runner, 10)
