@@ -50,6 +50,12 @@ class Settings(BaseSettings):
     storage_url: str = Field(default="", description="file:///path or s3://bucket/prefix")
     s3_endpoint_url: str | None = Field(default=None, description="S3-compatible endpoint")
     discord_token: SecretStr | None = Field(default=None, description="Bot token (secret)")
+    discord_api_base: str = Field(
+        default="https://discord.com/api/v10", description="Discord REST base (or the emulator)"
+    )
+    discord_gateway_url: str = Field(
+        default="wss://gateway.discord.gg/", description="Discord gateway (or the emulator)"
+    )
     allowed_cdn_hosts: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: list(DEFAULT_CDN_HOSTS),
         description="Hosts attachments may be downloaded from (comma-separated)",

@@ -134,6 +134,20 @@ def ensure_user_may_be_stored(session: Session, user_id: int, guild_id: int | No
         raise ConsentRequired(user_id, guild_id)
 
 
+def may_be_stored(session: Session, user_id: int, guild_id: int | None) -> bool:
+    """A read-only pre-check (nothing written): False for a user who opted out, or who never
+    opted in to an opt-in guild. ``record_generation`` enforces the same rule under lock."""
+    row = session.execute(
+        select(DiscordUser.opted_out, DiscordUser.opted_in_at).where(DiscordUser.id == user_id)
+    ).one_or_none()
+    if row is not None and row.opted_out:
+        return False
+    if guild_id is None or (row is not None and row.opted_in_at is not None):
+        return True
+    mode = session.scalar(select(GuildConfig.consent_mode).where(GuildConfig.guild_id == guild_id))
+    return mode != ConsentMode.opt_in
+
+
 def upsert_prompt(session: Session, text: str) -> int:
     """The id of the prompt row for ``text`` (normalised), creating it if needed."""
     if not text.strip():

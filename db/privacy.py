@@ -97,6 +97,11 @@ def delete_by_message_ids(session: Session, message_ids: Iterable[int]) -> list[
     return _unreferenced(session, shas)
 
 
+def blob_in_use(session: Session, sha256: str) -> bool:
+    """Whether any image row still references the blob."""
+    return session.scalar(select(Image.id).where(Image.sha256 == sha256).limit(1)) is not None
+
+
 def purge_orphan_blobs(
     factory: sessionmaker[Session], store: ImageStore, shas: Iterable[str]
 ) -> int:
@@ -105,7 +110,7 @@ def purge_orphan_blobs(
     removed = 0
     for sha in shas:
         with factory() as session:
-            if session.scalar(select(Image.id).where(Image.sha256 == sha).limit(1)) is not None:
+            if blob_in_use(session, sha):
                 continue
         removed += int(store.delete(sha))
     return removed

@@ -1,0 +1,69 @@
+"""Safe download of Discord attachments: only from allowlisted CDN hosts, https (http only
+when explicitly allowed, for the local emulator), a size cap checked before and while reading,
+a total deadline, and no redirect to another host."""
+
+from __future__ import annotations
+
+import asyncio
+from urllib.parse import urlsplit
+
+import aiohttp
+
+
+class DownloadRefused(ValueError):
+    """The attachment was not downloaded; the message says why (safe to show users)."""
+
+
+def check_url(url: str, allowed_hosts: list[str], *, allow_insecure: bool = False) -> None:
+    """Raise DownloadRefused unless ``url`` is on an allowed host with an allowed scheme."""
+    parts = urlsplit(url)
+    schemes = {"https", "http"} if allow_insecure else {"https"}
+    if parts.scheme not in schemes:
+        raise DownloadRefused(f"refused {parts.scheme or 'schemeless'} URL: only https downloads")
+    host = parts.hostname or ""
+    if parts.port is not None:
+        host_port = f"{host}:{parts.port}"
+        if host not in allowed_hosts and host_port not in allowed_hosts:
+            raise DownloadRefused(f"refused download from {host_port}: not an allowed CDN host")
+    elif host not in allowed_hosts:
+        raise DownloadRefused(f"refused download from {host or 'nowhere'}: not an allowed CDN host")
+
+
+async def download(
+    session: aiohttp.ClientSession,
+    url: str,
+    *,
+    allowed_hosts: list[str],
+    max_bytes: int,
+    timeout_s: float,
+    allow_insecure: bool = False,
+    declared_size: int | None = None,
+) -> bytes:
+    """The bytes at ``url``, or DownloadRefused (bad host, too large, timed out, HTTP error)."""
+    check_url(url, allowed_hosts, allow_insecure=allow_insecure)
+    if declared_size is not None and declared_size > max_bytes:
+        raise DownloadRefused(f"the file is {declared_size:,} bytes; the limit is {max_bytes:,}")
+    try:
+        async with asyncio.timeout(timeout_s):
+            async with session.get(url, allow_redirects=False) as response:
+                if response.status in (301, 302, 303, 307, 308):
+                    raise DownloadRefused("refused a redirect away from the CDN")
+                if response.status != 200:
+                    raise DownloadRefused(f"the CDN answered HTTP {response.status}")
+                if (response.content_length or 0) > max_bytes:
+                    raise DownloadRefused(
+                        f"the file is {response.content_length:,} bytes; the limit is {max_bytes:,}"
+                    )
+                chunks, total = [], 0
+                async for chunk in response.content.iter_chunked(1 << 16):
+                    total += len(chunk)
+                    if total > max_bytes:
+                        raise DownloadRefused(
+                            f"the file is larger than the limit of {max_bytes:,} bytes"
+                        )
+                    chunks.append(chunk)
+                return b"".join(chunks)
+    except TimeoutError:
+        raise DownloadRefused(f"the download took longer than {timeout_s:g} s") from None
+    except aiohttp.ClientError as exc:
+        raise DownloadRefused(f"the download failed ({type(exc).__name__})") from None

@@ -1,0 +1,164 @@
+"""From a parsed generator message to stored rows: download the attachments safely, run the
+image intake (off the event loop), store blobs, record the generation idempotently."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from functools import partial
+
+import aiohttp
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from bot.adapters.base import ParsedChoice, ParsedGeneration
+from bot.downloads import DownloadRefused, download
+from config import Settings
+from db.engine import run_transaction_async
+from db.errors import DomainError
+from db.ingest import (
+    ChoiceIn,
+    GenerationIn,
+    ImageIn,
+    may_be_stored,
+    record_choice,
+    record_generation,
+)
+from db.models import ChoiceMethod
+from db.privacy import blob_in_use, delete_by_message_ids
+from media.intake import ImageRejected, IntakeResult, decode_image, encode_canonical, split_grid
+from media.store import ImageStore, key_for
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class HarvestOutcome:
+    stored: bool
+    reason: str = ""
+    generation_id: int | None = None
+
+
+class Harvester:
+    def __init__(
+        self,
+        settings: Settings,
+        factory: async_sessionmaker[AsyncSession],
+        store: ImageStore,
+        http: aiohttp.ClientSession,
+    ) -> None:
+        self.settings = settings
+        self.factory = factory
+        self.store = store
+        self.http = http
+
+    async def _images(self, parsed: ParsedGeneration) -> list[ImageIn]:
+        settings = self.settings
+        raws = [
+            await download(
+                self.http,
+                attachment.url,
+                allowed_hosts=settings.allowed_cdn_hosts,
+                max_bytes=settings.max_image_bytes,
+                timeout_s=settings.download_timeout_s,
+                allow_insecure=settings.allow_insecure_cdn,
+                declared_size=attachment.size,
+            )
+            for attachment in parsed.attachments
+        ]
+        loop = asyncio.get_running_loop()
+        results: list[IntakeResult] = await loop.run_in_executor(
+            None, partial(self._intake, raws, parsed.split_grid)
+        )
+        return [ImageIn(r.sha256, key_for(r.sha256), r.width, r.height, r.phash) for r in results]
+
+    def _intake(self, raws: list[bytes], grid: bool) -> list[IntakeResult]:
+        limits = {
+            "max_bytes": self.settings.max_image_bytes,
+            "max_pixels": self.settings.max_image_pixels,
+        }
+        results = []
+        for raw in raws:
+            decoded = decode_image(raw, **limits)
+            tiles = split_grid(decoded.image) if grid else [decoded.image]
+            results += [
+                encode_canonical(tile, source_format=decoded.source_format) for tile in tiles
+            ]
+        for result in results:  # only once every image passed: nothing stored on refusal
+            self.store.put(result.data, result.sha256)
+        return results
+
+    async def generation(
+        self,
+        parsed: ParsedGeneration,
+        *,
+        message_id: int,
+        channel_id: int,
+        guild_id: int | None,
+        generator: str,
+    ) -> HarvestOutcome:
+        """Store one generation; refusals are reported, never raised."""
+        requester = parsed.requester_id
+        if requester is not None and not await run_transaction_async(
+            self.factory, partial(may_be_stored, user_id=requester, guild_id=guild_id)
+        ):
+            return HarvestOutcome(False, "the requester did not consent to harvesting")
+        images: list[ImageIn] = []
+        try:
+            images = await self._images(parsed)
+            recorded = await run_transaction_async(
+                self.factory,
+                lambda session: record_generation(
+                    session,
+                    GenerationIn(
+                        source_message_id=message_id,
+                        channel_id=channel_id,
+                        guild_id=guild_id,
+                        prompt=parsed.prompt,
+                        generator=generator,
+                        images=images,
+                        requester_id=parsed.requester_id,
+                        params=parsed.params,
+                    ),
+                ),
+            )
+        except (DownloadRefused, ImageRejected, DomainError) as exc:
+            log.info("message %s not harvested: %s", message_id, exc)
+            await self._purge([image.sha256 for image in images])  # e.g. opted out meanwhile
+            return HarvestOutcome(False, str(exc))
+        return HarvestOutcome(True, generation_id=recorded.generation_id)
+
+    async def choice(self, parsed: ParsedChoice, method: ChoiceMethod) -> bool:
+        """Record a pick; False when it was refused (unknown generation, opted out, ...)."""
+        try:
+            await run_transaction_async(
+                self.factory,
+                lambda session: record_choice(
+                    session,
+                    ChoiceIn(
+                        user_id=parsed.user_id,
+                        position=parsed.position,
+                        method=method,
+                        generation_message_id=parsed.generation_message_id,
+                    ),
+                ),
+            )
+        except DomainError as exc:
+            log.info("choice on %s not recorded: %s", parsed.generation_message_id, exc)
+            return False
+        return True
+
+    async def deleted(self, message_ids: list[int]) -> None:
+        """Remove what deleted messages held, then the blobs nothing else needs (re-checked
+        after the commit, in case the same bytes arrived again meanwhile)."""
+        orphans = await run_transaction_async(
+            self.factory, lambda session: delete_by_message_ids(session, message_ids)
+        )
+        await self._purge(orphans)
+
+    async def _purge(self, shas: list[str]) -> None:
+        loop = asyncio.get_running_loop()
+        for sha in shas:
+            in_use = await run_transaction_async(self.factory, partial(blob_in_use, sha256=sha))
+            if not in_use:
+                await loop.run_in_executor(None, self.store.delete, sha)

@@ -1,0 +1,43 @@
+"""Which channels are harvested, by which adapter (set by admins)."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from db.models import GuildConfig, HarvestChannel, utcnow
+from db.upsert import insert_for
+
+
+def enable_channel(
+    session: Session, guild_id: int, channel_id: int, adapter: str, enabled_by: int | None = None
+) -> None:
+    """Harvest ``channel_id`` with ``adapter`` (creating the guild's config if needed)."""
+    now = utcnow()
+    guild = insert_for(session, GuildConfig).values(
+        guild_id=guild_id, admin_role_ids=[], created_at=now, updated_at=now
+    )
+    session.execute(guild.on_conflict_do_nothing(index_elements=["guild_id"]))
+    channel = insert_for(session, HarvestChannel).values(
+        channel_id=channel_id,
+        guild_id=guild_id,
+        adapter=adapter,
+        enabled=True,
+        enabled_by=enabled_by,
+        created_at=now,
+    )
+    session.execute(
+        channel.on_conflict_do_update(
+            index_elements=["channel_id"],
+            set_={"adapter": adapter, "enabled": True, "enabled_by": enabled_by},
+        )
+    )
+
+
+def harvest_adapter(session: Session, channel_id: int) -> str | None:
+    """The adapter harvesting ``channel_id``, or None when the channel is not enabled."""
+    return session.scalar(
+        select(HarvestChannel.adapter).where(
+            HarvestChannel.channel_id == channel_id, HarvestChannel.enabled.is_(True)
+        )
+    )

@@ -1,0 +1,175 @@
+"""The bot harvests a generator's multi-image messages and the requester's number-emoji pick,
+over a real discord.py connection to the emulator, into the real test PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from PIL import Image
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from bot.client import HpsBot
+from bot.downloads import DownloadRefused, check_url
+from config import load_settings
+from db.channels import enable_channel
+from db.models import Choice, Generation
+from db.models import Image as ImageRow
+from db.privacy import opt_out
+from media.store import LocalImageStore
+from sandbox.emulator import DiscordEmulator
+
+
+def png(color: tuple[int, int, int], size: int = 64) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (size, size), color).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+async def eventually(check: Callable[[], bool], timeout: float = 15.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not check():
+        if asyncio.get_running_loop().time() > deadline:
+            raise TimeoutError("condition not met in time")
+        await asyncio.sleep(0.05)
+
+
+def count(factory: sessionmaker[Session], model: type, *conditions: Any) -> int:
+    with factory() as session:
+        return int(session.scalar(select(func.count()).select_from(model).where(*conditions)) or 0)
+
+
+@pytest.fixture
+async def world(
+    pg_url: str, pg_factory: sessionmaker[Session], tmp_path: Path
+) -> AsyncIterator[dict[str, Any]]:
+    emulator = await DiscordEmulator().start()
+    settings = load_settings(
+        database_url=pg_url,
+        storage_url=(tmp_path / "images").as_uri(),
+        hps_data_dir=tmp_path,
+        discord_token="emulator-token",
+        discord_api_base=emulator.api_base,
+        discord_gateway_url=emulator.gateway_url,
+        allowed_cdn_hosts=f"127.0.0.1:{emulator.port}",
+        allow_insecure_cdn=True,
+        max_image_bytes=200_000,
+    )
+    with pg_factory() as session, session.begin():
+        enable_channel(
+            session, emulator.guild_id, emulator.channels["generations"], "multi_attachment"
+        )
+    bot = HpsBot(settings)
+    runner = asyncio.create_task(bot.start("emulator-token"))
+    await asyncio.wait_for(bot.wait_until_ready(), 20)
+    yield {
+        "emulator": emulator,
+        "bot": bot,
+        "store": LocalImageStore(tmp_path / "images"),
+        "generator": emulator.add_user("ImageGen", bot=True),
+        "alice": emulator.add_user("alice"),
+        "bob": emulator.add_user("bob"),
+    }
+    await bot.close()
+    await asyncio.wait_for(runner, 10)
+    await emulator.stop()
+
+
+async def test_generation_pick_replay_and_deletion(
+    world: dict[str, Any], pg_factory: sessionmaker[Session]
+) -> None:
+    emulator: DiscordEmulator = world["emulator"]
+    colors = [(255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0)]
+    message = await emulator.inject_message(
+        "generations",
+        world["generator"],
+        f"**a red fox in the snow** - <@{world['alice']}>",
+        [(f"{i}.png", png(c), "image/png") for i, c in enumerate(colors)],
+    )
+    await eventually(lambda: count(pg_factory, Generation) == 1)
+    with pg_factory() as session:
+        generation = session.scalars(select(Generation)).one()
+        assert generation.prompt.text == "a red fox in the snow"
+        assert generation.requester_id == world["alice"]
+        shas = [image.sha256 for image in generation.images]
+    assert len(shas) == 4 and all(world["store"].exists(sha) for sha in shas)
+
+    await emulator.dispatch("MESSAGE_CREATE", message)  # a replayed event
+    await emulator.inject_reaction(world["alice"], message, "3\ufe0f\u20e3")
+    await eventually(lambda: count(pg_factory, Choice) == 1)
+    await emulator.inject_reaction(world["bob"], message, "2\ufe0f\u20e3")  # not the requester
+    await emulator.inject_reaction(world["alice"], message, "1\ufe0f\u20e3")  # changed her mind
+    position_of_pick = lambda: _picked_position(pg_factory)  # noqa: E731
+    await eventually(lambda: position_of_pick() == 0)
+    assert count(pg_factory, Generation) == 1 and count(pg_factory, Choice) == 1
+
+    await emulator.delete_message(message)
+    await eventually(lambda: count(pg_factory, Generation) == 0)
+    await eventually(lambda: not any(world["store"].exists(sha) for sha in shas))
+    assert count(pg_factory, ImageRow) == 0 and count(pg_factory, Choice) == 0
+
+
+def _picked_position(factory: sessionmaker[Session]) -> int | None:
+    with factory() as session:
+        choice = session.scalars(select(Choice)).one_or_none()
+        if choice is None or choice.chosen_image_id is None:
+            return None
+        return session.get_one(ImageRow, choice.chosen_image_id).position
+
+
+async def test_bad_attachments_and_opted_out_users_store_nothing(
+    world: dict[str, Any], pg_factory: sessionmaker[Session]
+) -> None:
+    emulator: DiscordEmulator = world["emulator"]
+    generator, alice = world["generator"], world["alice"]
+    await emulator.inject_message(  # one "image" is text renamed .png
+        "generations",
+        generator,
+        f"**broken** <@{alice}>",
+        [("a.png", png((1, 2, 3)), "image/png"), ("b.png", b"just text" * 20, "image/png")],
+    )
+    await emulator.inject_message(  # 300 kB of noise, over the 200 kB limit
+        "generations",
+        generator,
+        f"**huge** <@{alice}>",
+        [
+            ("a.png", png((1, 2, 3)), "image/png"),
+            ("big.png", b"\x89PNG\r\n\x1a\n" + bytes(300_000), "image/png"),
+        ],
+    )
+    with pg_factory() as session, session.begin():
+        opt_out(session, world["bob"])
+    await emulator.inject_message(
+        "generations",
+        generator,
+        f"**private** <@{world['bob']}>",
+        [("a.png", png((9, 9, 9)), "image/png"), ("b.png", png((8, 8, 8)), "image/png")],
+    )
+    await emulator.inject_message(  # a good one afterwards: the bot kept running
+        "generations",
+        generator,
+        f"**fine** <@{alice}>",
+        [("a.png", png((5, 5, 5)), "image/png"), ("b.png", png((6, 6, 6)), "image/png")],
+    )
+    await eventually(lambda: count(pg_factory, Generation) == 1)
+    await asyncio.sleep(0.5)
+    with pg_factory() as session:
+        assert [g.prompt.text for g in session.scalars(select(Generation))] == ["fine"]
+    stored = [p for p in world["store"].root.rglob("*.png")]
+    assert len(stored) == 2  # only the good generation's two images
+
+
+def test_urls_outside_the_allowlist_are_refused() -> None:
+    allowed = ["cdn.discordapp.com", "media.discordapp.net"]
+    check_url("https://cdn.discordapp.com/attachments/1/2/a.png", allowed)
+    with pytest.raises(DownloadRefused, match=r"evil\.example: not an allowed CDN host"):
+        check_url("https://evil.example/a.png", allowed)
+    with pytest.raises(DownloadRefused, match="only https"):
+        check_url("http://cdn.discordapp.com/a.png", allowed)
+    with pytest.raises(DownloadRefused, match=r"127\.0\.0\.1:80: not an allowed"):
+        check_url("https://127.0.0.1:80/a.png", allowed)
