@@ -3,14 +3,24 @@ job queue (by task name only; the bot process never loads torch)."""
 
 from __future__ import annotations
 
+import asyncio
+
 import aiohttp
 import discord
 from discord.ext import commands
 
+from bot.cogs.commands import HpsCommands
 from bot.cogs.harvest import HarvestCog
+from bot.delivery import OutboxDelivery
 from bot.harvest import Harvester
 from config import Settings
-from db.engine import make_async_engine, make_async_session_factory
+from db.engine import (
+    make_async_engine,
+    make_async_session_factory,
+    make_engine,
+    make_session_factory,
+)
+from jobqueue.app import make_celery
 from media.store import open_store
 
 
@@ -34,15 +44,24 @@ class HpsBot(commands.Bot):
         point_at(settings)
         self.engine = make_async_engine(settings.database_url)
         self.factory = make_async_session_factory(self.engine)
+        self.sync_factory = make_session_factory(make_engine(settings.database_url))
         self.store = open_store(settings.storage_url, s3_endpoint_url=settings.s3_endpoint_url)
+        self.celery = make_celery(settings)  # a client: tasks are sent by name
         self.http_session: aiohttp.ClientSession | None = None
+        self.delivery = OutboxDelivery(self)
+        self._delivery_task: asyncio.Task[None] | None = None
 
     async def setup_hook(self) -> None:
         self.http_session = aiohttp.ClientSession()
         harvester = Harvester(self.settings, self.factory, self.store, self.http_session)
         await self.add_cog(HarvestCog(self, harvester))
+        await self.add_cog(HpsCommands(self))
+        await self.tree.sync()
+        self._delivery_task = asyncio.create_task(self.delivery.run(), name="outbox-delivery")
 
     async def close(self) -> None:
+        if self._delivery_task is not None:
+            self._delivery_task.cancel()
         await super().close()
         if self.http_session is not None:
             await self.http_session.close()

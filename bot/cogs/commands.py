@@ -1,0 +1,80 @@
+"""Slash commands. Each one acknowledges within Discord's 3 seconds (defer), then does the slow
+part; errors reach the user as one short ephemeral line."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import UTC, datetime, timedelta
+from functools import partial
+from typing import Any
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from bot.downloads import DownloadRefused, download
+from jobqueue.submit import EnqueueError, submit_job
+from media.intake import ImageRejected, intake_and_store
+
+log = logging.getLogger(__name__)
+INTERACTION_TOKEN_LIFETIME = timedelta(minutes=15)
+
+
+class HpsCommands(commands.Cog):
+    hps = app_commands.Group(name="hps", description="Human Preference Score")
+
+    def __init__(self, bot: Any) -> None:
+        self.bot = bot
+
+    async def _fetch_image(self, attachment: discord.Attachment) -> str:
+        settings = self.bot.settings
+        raw = await download(
+            self.bot.http_session,
+            attachment.url,
+            allowed_hosts=settings.allowed_cdn_hosts,
+            max_bytes=settings.max_image_bytes,
+            timeout_s=settings.download_timeout_s,
+            allow_insecure=settings.allow_insecure_cdn,
+            declared_size=attachment.size,
+        )
+        result = await asyncio.get_running_loop().run_in_executor(
+            None,
+            partial(
+                intake_and_store,
+                raw,
+                self.bot.store,
+                max_bytes=settings.max_image_bytes,
+                max_pixels=settings.max_image_pixels,
+            ),
+        )
+        return result.sha256
+
+    async def _submit(
+        self, interaction: discord.Interaction, kind: str, params: dict[str, Any]
+    ) -> None:
+        job = partial(
+            submit_job,
+            self.bot.celery,
+            self.bot.sync_factory,
+            kind,
+            params,
+            requested_by=interaction.user.id,
+            guild_id=interaction.guild_id,
+            channel_id=interaction.channel_id,
+            interaction_token=interaction.token,
+            interaction_expires_at=datetime.now(UTC) + INTERACTION_TOKEN_LIFETIME,
+        )
+        await asyncio.get_running_loop().run_in_executor(None, job)
+
+    @hps.command(name="score", description="Score an image against the prompt it was made for")
+    @app_commands.describe(image="the image", prompt="the prompt it was generated from")
+    async def score(
+        self, interaction: discord.Interaction, image: discord.Attachment, prompt: str
+    ) -> None:
+        await interaction.response.defer(thinking=True)
+        try:
+            sha = await self._fetch_image(image)
+            await self._submit(interaction, "score", {"prompt": prompt, "images": [sha]})
+        except (DownloadRefused, ImageRejected, EnqueueError) as exc:
+            await interaction.followup.send(f"Sorry, I can't score that: {exc}", ephemeral=True)
