@@ -140,6 +140,7 @@ class Harvester:
                         position=parsed.position,
                         method=method,
                         generation_message_id=parsed.generation_message_id,
+                        choice_message_id=parsed.choice_message_id,
                     ),
                 ),
             )

@@ -318,11 +318,24 @@ class DiscordEmulator:
         author_id: int,
         content: str = "",
         attachments: list[tuple[str, bytes, str]] | None = None,
+        *,
+        reply_to: dict[str, Any] | None = None,
+        components: list[Any] | None = None,
     ) -> dict[str, Any]:
-        """A message posted by a user or another bot (attachments: name, bytes, MIME type)."""
+        """A message posted by a user or another bot (attachments: name, bytes, MIME type),
+        optionally as a reply to another message and with buttons."""
         message = self._store_message(
-            self.channels[channel], self.users[author_id], content, attachments or []
+            self.channels[channel], self.users[author_id], content, attachments or [], components
         )
+        if reply_to is not None:
+            message["type"] = 19
+            message["message_reference"] = {
+                "type": 0,
+                "message_id": reply_to["id"],
+                "channel_id": reply_to["channel_id"],
+                "guild_id": str(self.guild_id),
+            }
+            message["referenced_message"] = reply_to
         await self.dispatch("MESSAGE_CREATE", message)
         return message
 

@@ -33,6 +33,7 @@ class ParsedChoice:
     generation_message_id: int
     user_id: int
     position: int | None
+    choice_message_id: int | None = None  # the message that expresses it (an upscale)
 
 
 def first_mention(content: str) -> int | None:

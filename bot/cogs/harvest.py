@@ -9,7 +9,7 @@ import time
 import discord
 from discord.ext import commands
 
-from bot.adapters import multi_attachment
+from bot.adapters import midjourney, multi_attachment
 from bot.adapters.base import AttachmentRef, ParsedChoice
 from bot.harvest import Harvester
 from db.channels import harvest_adapter
@@ -47,14 +47,28 @@ class HarvestCog(commands.Cog):
         if message.guild is None or message.author == self.bot.user:
             return
         adapter = await self.adapter_for(message.channel.id)
-        if adapter != multi_attachment.NAME:
+        if adapter not in (multi_attachment.NAME, midjourney.NAME):
             return
         attachments = [
             AttachmentRef(a.url, a.filename, a.size, a.content_type) for a in message.attachments
         ]
-        parsed = multi_attachment.parse_message(
-            message.content, attachments, author_is_bot=message.author.bot
-        )
+        bot_author = message.author.bot
+        if adapter == midjourney.NAME:
+            reference = message.reference.message_id if message.reference else None
+            choice = midjourney.parse_upscale(
+                message.content,
+                author_is_bot=bot_author,
+                message_id=message.id,
+                referenced_message_id=reference,
+            )
+            if choice is not None:
+                await self.harvester.choice(choice, ChoiceMethod.upscale)
+                return
+            parsed = midjourney.parse_grid(message.content, attachments, author_is_bot=bot_author)
+        else:
+            parsed = multi_attachment.parse_message(
+                message.content, attachments, author_is_bot=bot_author
+            )
         if parsed is None:
             return
         await self.harvester.generation(

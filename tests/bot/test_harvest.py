@@ -173,3 +173,57 @@ def test_urls_outside_the_allowlist_are_refused() -> None:
         check_url("http://cdn.discordapp.com/a.png", allowed)
     with pytest.raises(DownloadRefused, match=r"127\.0\.0\.1:80: not an allowed"):
         check_url("https://127.0.0.1:80/a.png", allowed)
+
+
+async def test_midjourney_grid_and_upscale(
+    world: dict[str, Any], pg_factory: sessionmaker[Session]
+) -> None:
+    emulator: DiscordEmulator = world["emulator"]
+    with pg_factory() as session, session.begin():
+        enable_channel(session, emulator.guild_id, emulator.channels["midjourney"], "midjourney")
+    world["bot"].get_cog("HarvestCog").forget_channel_config()
+    grid = Image.new("RGB", (128, 128))
+    for index, color in enumerate([(255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0)]):
+        grid.paste(
+            color,
+            ((index % 2) * 64, (index // 2) * 64, (index % 2 + 1) * 64, (index // 2 + 1) * 64),
+        )
+    buffer = io.BytesIO()
+    grid.save(buffer, format="PNG")
+    alice, midjourney = world["alice"], world["generator"]
+    buttons = [
+        {
+            "type": 1,
+            "components": [
+                {"type": 2, "style": 2, "label": f"U{n}", "custom_id": f"MJ::JOB::upsample::{n}::x"}
+                for n in range(1, 5)
+            ],
+        }
+    ]
+    message = await emulator.inject_message(
+        "midjourney",
+        midjourney,
+        f"**a lighthouse at night --ar 1:1** - <@{alice}> (fast)",
+        [("grid.png", buffer.getvalue(), "image/png")],
+        components=buttons,
+    )
+    await eventually(lambda: count(pg_factory, Generation) == 1)
+    with pg_factory() as session:
+        generation = session.scalars(select(Generation)).one()
+        assert generation.prompt.text == "a lighthouse at night --ar 1:1"
+        assert [(i.width, i.height) for i in generation.images] == [(64, 64)] * 4
+        top_right = world["store"].get(generation.images[1].sha256)
+    assert Image.open(io.BytesIO(top_right)).getpixel((5, 5)) == (0, 255, 0)
+
+    upscale = await emulator.inject_message(
+        "midjourney",
+        midjourney,
+        f"**a lighthouse at night --ar 1:1** - Image #3 <@{alice}>",
+        [("up.png", png((0, 0, 255), 128), "image/png")],
+        reply_to=message,
+    )
+    await eventually(lambda: _picked_position(pg_factory) == 2)
+    assert count(pg_factory, Generation) == 1  # the upscale is a choice, not a generation
+    await emulator.delete_message(upscale)  # deleting the upscale withdraws the pick
+    await eventually(lambda: count(pg_factory, Choice) == 0)
+    assert count(pg_factory, Generation) == 1

@@ -1,0 +1,47 @@
+"""Midjourney-style generator: a 2x2 grid image per prompt (split into its four images), then,
+when the requester picks, an upscale message ``**<prompt>** - Image #N <@user>`` that replies to
+the grid. The upscale is the choice (image N of the grid, by that user)."""
+
+from __future__ import annotations
+
+import re
+
+from bot.adapters.base import (
+    AttachmentRef,
+    ParsedChoice,
+    ParsedGeneration,
+    first_mention,
+    is_image,
+    prompt_from,
+)
+
+NAME = "midjourney"
+UPSCALE = re.compile(r"\bImage #([1-4])\b")
+
+
+def parse_grid(
+    content: str, attachments: list[AttachmentRef], *, author_is_bot: bool
+) -> ParsedGeneration | None:
+    """A generation for a grid message (one image, a bold prompt), else None."""
+    images = [a for a in attachments if is_image(a)]
+    if not author_is_bot or len(images) != 1 or UPSCALE.search(content):
+        return None
+    prompt = prompt_from(content)
+    if not prompt:
+        return None
+    return ParsedGeneration(
+        prompt, first_mention(content), images, split_grid=True, params={"layout": "2x2 grid"}
+    )
+
+
+def parse_upscale(
+    content: str, *, author_is_bot: bool, message_id: int, referenced_message_id: int | None
+) -> ParsedChoice | None:
+    """The pick an upscale message stands for, else None."""
+    match = UPSCALE.search(content)
+    user = first_mention(content)
+    if not author_is_bot or match is None or user is None or referenced_message_id is None:
+        return None
+    return ParsedChoice(
+        referenced_message_id, user, int(match.group(1)) - 1, choice_message_id=message_id
+    )
