@@ -12,7 +12,7 @@ from discord.ext import commands
 from bot.cogs.commands import HpsCommands
 from bot.cogs.harvest import HarvestCog
 from bot.delivery import OutboxDelivery
-from bot.harvest import Harvester
+from bot.harvest import Harvester, purge_unreferenced
 from config import Settings
 from db.engine import (
     make_async_engine,
@@ -58,6 +58,10 @@ class HpsBot(commands.Bot):
         await self.add_cog(HpsCommands(self))
         await self.tree.sync()
         self._delivery_task = asyncio.create_task(self.delivery.run(), name="outbox-delivery")
+
+    async def purge_blobs(self, shas: list[str]) -> int:
+        """Delete blobs no image row references any more; return the count."""
+        return await purge_unreferenced(self.factory, self.store, shas)
 
     async def close(self) -> None:
         if self._delivery_task is not None:

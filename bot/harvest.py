@@ -158,8 +158,17 @@ class Harvester:
         await self._purge(orphans)
 
     async def _purge(self, shas: list[str]) -> None:
-        loop = asyncio.get_running_loop()
-        for sha in shas:
-            in_use = await run_transaction_async(self.factory, partial(blob_in_use, sha256=sha))
-            if not in_use:
-                await loop.run_in_executor(None, self.store.delete, sha)
+        await purge_unreferenced(self.factory, self.store, shas)
+
+
+async def purge_unreferenced(
+    factory: async_sessionmaker[AsyncSession], store: ImageStore, shas: list[str]
+) -> int:
+    """Delete the blobs no image row references now (re-checked after the deleting commit);
+    return how many were removed."""
+    removed = 0
+    loop = asyncio.get_running_loop()
+    for sha in shas:
+        if not await run_transaction_async(factory, partial(blob_in_use, sha256=sha)):
+            removed += int(await loop.run_in_executor(None, store.delete, sha))
+    return removed

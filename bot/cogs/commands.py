@@ -14,6 +14,8 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.downloads import DownloadRefused, download
+from db.engine import run_transaction_async
+from db.privacy import forget_user, opt_in, opt_out
 from jobqueue.submit import EnqueueError, submit_job
 from media.intake import ImageRejected, intake_and_store
 
@@ -23,6 +25,9 @@ INTERACTION_TOKEN_LIFETIME = timedelta(minutes=15)
 
 class HpsCommands(commands.Cog):
     hps = app_commands.Group(name="hps", description="Human Preference Score")
+    privacy = app_commands.Group(
+        name="privacy", description="Your data in this community's dataset", parent=hps
+    )
 
     def __init__(self, bot: Any) -> None:
         self.bot = bot
@@ -78,3 +83,33 @@ class HpsCommands(commands.Cog):
             await self._submit(interaction, "score", {"prompt": prompt, "images": [sha]})
         except (DownloadRefused, ImageRejected, EnqueueError) as exc:
             await interaction.followup.send(f"Sorry, I can't score that: {exc}", ephemeral=True)
+
+    @privacy.command(name="optout", description="Stop storing anything of mine")
+    async def optout(self, interaction: discord.Interaction) -> None:
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        await run_transaction_async(self.bot.factory, partial(opt_out, user_id=interaction.user.id))
+        await interaction.followup.send(
+            "Opted out: nothing of yours is stored from now on. "
+            "`/hps privacy forget-me` also deletes what was stored before.",
+            ephemeral=True,
+        )
+
+    @privacy.command(name="optin", description="Allow storing my generations and picks")
+    async def optin(self, interaction: discord.Interaction) -> None:
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        await run_transaction_async(self.bot.factory, partial(opt_in, user_id=interaction.user.id))
+        await interaction.followup.send("Opted in: thank you.", ephemeral=True)
+
+    @privacy.command(name="forget-me", description="Delete everything stored about me")
+    async def forget_me(self, interaction: discord.Interaction) -> None:
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        user_id = interaction.user.id
+        orphans = await run_transaction_async(
+            self.bot.factory, partial(forget_user, user_id=user_id, keep_opt_out=True)
+        )
+        removed = await self.bot.purge_blobs(orphans)
+        await interaction.followup.send(
+            f"Done: your generations, picks and jobs are deleted ({removed} images removed), "
+            "and you stay opted out. `/hps privacy optin` to take part again.",
+            ephemeral=True,
+        )

@@ -227,3 +227,42 @@ async def test_midjourney_grid_and_upscale(
     await emulator.delete_message(upscale)  # deleting the upscale withdraws the pick
     await eventually(lambda: count(pg_factory, Choice) == 0)
     assert count(pg_factory, Generation) == 1
+
+
+async def test_forget_me_deletes_everything_and_stops_harvesting(
+    world: dict[str, Any], pg_factory: sessionmaker[Session]
+) -> None:
+    emulator: DiscordEmulator = world["emulator"]
+    alice = world["alice"]
+    message = await emulator.inject_message(
+        "generations",
+        world["generator"],
+        f"**mine** <@{alice}>",
+        [("a.png", png((10, 20, 30)), "image/png"), ("b.png", png((30, 20, 10)), "image/png")],
+    )
+    await eventually(lambda: count(pg_factory, Generation) == 1)
+    await emulator.inject_reaction(alice, message, "2\ufe0f\u20e3")
+    await eventually(lambda: count(pg_factory, Choice) == 1)
+
+    token = await emulator.inject_slash_command(
+        alice,
+        "general",
+        "hps",
+        [{"name": "privacy", "type": 2, "options": [{"name": "forget-me", "type": 1}]}],
+    )
+    record = emulator.interactions[token]
+    await eventually(lambda: bool(record.followups))
+    assert record.followups[0]["content"].startswith(
+        "Done: your generations, picks and jobs are deleted (2 images"
+    )
+    assert count(pg_factory, Generation) == 0 and count(pg_factory, Choice) == 0
+    assert [p for p in world["store"].root.rglob("*.png")] == []
+
+    await emulator.inject_message(  # still opted out: not stored
+        "generations",
+        world["generator"],
+        f"**again** <@{alice}>",
+        [("a.png", png((1, 1, 1)), "image/png"), ("b.png", png((2, 2, 2)), "image/png")],
+    )
+    await asyncio.sleep(1.0)
+    assert count(pg_factory, Generation) == 0
