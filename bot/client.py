@@ -13,6 +13,7 @@ from bot.cogs.commands import HpsCommands
 from bot.cogs.harvest import HarvestCog
 from bot.delivery import OutboxDelivery
 from bot.harvest import Harvester, purge_unreferenced
+from bot.picks import PickButton
 from config import Settings
 from db.engine import (
     make_async_engine,
@@ -56,6 +57,7 @@ class HpsBot(commands.Bot):
         harvester = Harvester(self.settings, self.factory, self.store, self.http_session)
         await self.add_cog(HarvestCog(self, harvester))
         await self.add_cog(HpsCommands(self))
+        self.add_dynamic_items(PickButton)  # pick buttons keep working across restarts
         await self.tree.sync()
         self._delivery_task = asyncio.create_task(self.delivery.run(), name="outbox-delivery")
 

@@ -18,7 +18,10 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
 from bot.formatting import render_result
+from bot.picks import pick_view
 from db.engine import run_transaction_async
+from db.errors import DomainError
+from db.ingest import GenerationIn, ImageIn, record_generation
 from db.jobs import get_job
 from db.outbox import (
     OUTBOX_CHANNEL,
@@ -26,6 +29,7 @@ from db.outbox import (
     mark_outbox_delivered,
     record_outbox_failure,
 )
+from media.store import key_for
 
 log = logging.getLogger(__name__)
 POLL_INTERVAL_S = 5.0
@@ -113,15 +117,57 @@ class OutboxDelivery:
 
     async def _post(self, row: dict[str, Any]) -> None:
         content, files = render_result(row["kind"], row["payload"], self.bot.store)
+        is_generation = row["kind"] == "generate_result"
+        extra: dict[str, Any] = {}
+        if is_generation:
+            extra["view"] = pick_view(len(files))
         token, expires = row["token"], row["expires"]
+        posted: Any = None
         if token and expires and expires > datetime.now(UTC):
             webhook = discord.Webhook.partial(
                 self.bot.application_id, token, session=self.bot.http_session, client=self.bot
             )
-            await webhook.send(content, files=files)
-            return
-        channel = self.bot.get_channel(row["channel_id"]) if row["channel_id"] else None
-        if channel is None and row["channel_id"]:
-            channel = await self.bot.fetch_channel(row["channel_id"])
-        if channel is not None:
-            await channel.send(content, files=files)
+            posted = await webhook.send(content, files=files, wait=True, **extra)
+        else:
+            channel = self.bot.get_channel(row["channel_id"]) if row["channel_id"] else None
+            if channel is None and row["channel_id"]:
+                channel = await self.bot.fetch_channel(row["channel_id"])
+            if channel is not None:
+                posted = await channel.send(content, files=files, **extra)
+        if is_generation and posted is not None:
+            await self._record_generation(row["payload"], posted)
+
+    async def _record_generation(self, payload: dict[str, Any], posted: Any) -> None:
+        """The bot's own generation becomes harvestable once it is posted: its message id is
+        the one the pick buttons refer to."""
+        images = [
+            ImageIn(
+                i["sha256"],
+                key_for(i["sha256"]),
+                i["width"],
+                i["height"],
+                i.get("phash", ""),
+                i.get("seed"),
+            )
+            for i in payload.get("images", [])
+        ]
+        lora = payload.get("lora_version")
+        generation = GenerationIn(
+            source_message_id=posted.id,
+            channel_id=posted.channel.id,
+            guild_id=posted.guild.id if posted.guild else None,
+            prompt=payload["prompt"],
+            generator=f"hps-sd{'+' + lora['name'] if lora else ''}",
+            images=images,
+            requester_id=payload.get("requested_by"),
+            params={
+                "steps": payload.get("steps"),
+                "negative_prompt": payload.get("negative_prompt"),
+            },
+        )
+        try:
+            await run_transaction_async(
+                self.bot.factory, partial(record_generation, generation=generation)
+            )
+        except DomainError as exc:  # e.g. the requester opted out meanwhile
+            log.info("generation %s not recorded: %s", posted.id, exc)

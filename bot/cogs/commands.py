@@ -84,6 +84,17 @@ class HpsCommands(commands.Cog):
         except (DownloadRefused, ImageRejected, EnqueueError) as exc:
             await interaction.followup.send(f"Sorry, I can't score that: {exc}", ephemeral=True)
 
+    @hps.command(name="generate", description="Generate images; pick the one you like best")
+    @app_commands.describe(prompt="what to draw", n="how many images (1-10)")
+    async def generate(
+        self, interaction: discord.Interaction, prompt: str, n: app_commands.Range[int, 1, 10] = 4
+    ) -> None:
+        await interaction.response.defer(thinking=True)
+        try:
+            await self._submit(interaction, "generate", {"prompt": prompt, "n": n})
+        except EnqueueError as exc:
+            await interaction.followup.send(f"Sorry: {exc}", ephemeral=True)
+
     @privacy.command(name="optout", description="Stop storing anything of mine")
     async def optout(self, interaction: discord.Interaction) -> None:
         await interaction.response.defer(ephemeral=True, thinking=True)

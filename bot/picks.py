@@ -1,0 +1,62 @@
+"""Persistent pick buttons under the bot's own generations. The state lives in the custom_id
+(``hps:pick:<position>``) and the message id, so a click works after any restart."""
+
+from __future__ import annotations
+
+import re
+from functools import partial
+from typing import Any
+
+import discord
+
+from db.engine import run_transaction_async
+from db.errors import DomainError
+from db.ingest import ChoiceIn, record_choice
+from db.models import ChoiceMethod
+
+CUSTOM_ID = re.compile(r"hps:pick:(?P<position>[0-9])")
+
+
+class PickButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=CUSTOM_ID.pattern):
+    def __init__(self, position: int) -> None:
+        super().__init__(
+            discord.ui.Button(
+                label=f"#{position + 1}",
+                style=discord.ButtonStyle.secondary,
+                custom_id=f"hps:pick:{position}",
+            )
+        )
+        self.position = position
+
+    @classmethod
+    async def from_custom_id(
+        cls, interaction: discord.Interaction, item: discord.ui.Item[Any], match: re.Match[str]
+    ) -> PickButton:
+        return cls(int(match["position"]))
+
+    async def callback(self, interaction: discord.Interaction) -> None:
+        bot: Any = interaction.client
+        assert interaction.message is not None
+        choice = ChoiceIn(
+            user_id=interaction.user.id,
+            position=self.position,
+            method=ChoiceMethod.button,
+            generation_message_id=interaction.message.id,
+        )
+        try:
+            await run_transaction_async(bot.factory, partial(record_choice, choice=choice))
+        except DomainError as exc:
+            await interaction.response.send_message(f"Not recorded: {exc}", ephemeral=True)
+            return
+        await interaction.response.send_message(
+            f"Recorded your pick: image #{self.position + 1}. Click another to change it.",
+            ephemeral=True,
+        )
+
+
+def pick_view(count: int) -> discord.ui.View:
+    """A persistent view with one pick button per image."""
+    view = discord.ui.View(timeout=None)
+    for position in range(count):
+        view.add_item(PickButton(position))
+    return view

@@ -1,0 +1,130 @@
+"""`/hps score` end to end: emulator -> bot (defer) -> job queue -> worker -> outbox -> bot ->
+follow-up in the channel. Real discord.py, PostgreSQL, Redis and a worker process."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+from typing import Any
+
+from PIL import Image
+
+from sandbox.emulator import DiscordEmulator
+from tests.bot.test_harvest import eventually
+
+
+def png_bytes() -> bytes:
+    buffer = io.BytesIO()
+    Image.effect_noise((80, 60), 50).convert("RGB").save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def score_options(prompt: str) -> list[dict[str, Any]]:
+    return [
+        {
+            "name": "score",
+            "type": 1,
+            "options": [
+                {"name": "image", "type": 11, "value": 0},
+                {"name": "prompt", "type": 3, "value": prompt},
+            ],
+        }
+    ]
+
+
+async def test_score_an_uploaded_image(live: dict[str, Any]) -> None:
+    emulator: DiscordEmulator = live["emulator"]
+    alice = emulator.add_user("alice")
+    token = await emulator.inject_slash_command(
+        alice,
+        "general",
+        "hps",
+        score_options("a red fox"),
+        attachments=[("fox.png", png_bytes(), "image/png")],
+    )
+    record = emulator.interactions[token]
+    await eventually(lambda: bool(record.callbacks), 5)
+    assert record.callbacks == [5]  # deferred
+    assert record.acknowledged_at is not None and record.acknowledged_at - record.created_at < 3.0
+    await eventually(lambda: bool(record.followups), 60)
+    answer = record.followups[0]["content"]
+    assert answer.startswith(f"<@{alice}> HPS ") and "model bot-score" in answer
+
+
+async def test_a_non_image_gets_a_short_private_answer(live: dict[str, Any]) -> None:
+    emulator: DiscordEmulator = live["emulator"]
+    token = await emulator.inject_slash_command(
+        emulator.add_user("bob"),
+        "general",
+        "hps",
+        score_options("x"),
+        attachments=[("notes.png", b"not an image at all" * 10, "image/png")],
+    )
+    record = emulator.interactions[token]
+    await eventually(lambda: bool(record.followups), 20)
+    reply = record.followups[0]
+    assert reply["flags"] & 64
+    assert reply["content"].startswith("Sorry, I can't score that: not a recognised image")
+
+
+async def test_generate_then_pick_with_buttons_that_survive_a_restart(
+    live: dict[str, Any], pg_factory: Any
+) -> None:
+    from sqlalchemy import select
+
+    from bot.client import HpsBot
+    from db.models import Choice, Generation
+    from tests.bot.test_harvest import _picked_position, count
+
+    emulator: DiscordEmulator = live["emulator"]
+    alice, bob = emulator.add_user("alice"), emulator.add_user("bob")
+    token = await emulator.inject_slash_command(
+        alice,
+        "generations",
+        "hps",
+        [
+            {
+                "name": "generate",
+                "type": 1,
+                "options": [
+                    {"name": "prompt", "type": 3, "value": "a red fox"},
+                    {"name": "n", "type": 4, "value": 2},
+                ],
+            }
+        ],
+    )
+    record = emulator.interactions[token]
+    await eventually(lambda: bool(record.followups), 120)
+    posted = record.followups[0]
+    assert len(posted["attachments"]) == 2
+    buttons = posted["components"][0]["components"]
+    assert [b["custom_id"] for b in buttons] == ["hps:pick:0", "hps:pick:1"]
+    await eventually(lambda: count(pg_factory, Generation) == 1)
+    with pg_factory() as session:
+        generation = session.scalars(select(Generation)).one()
+        assert generation.source_message_id == int(posted["id"])
+        assert generation.requester_id == alice and generation.generator == "hps-sd"
+        assert all(image.seed is not None for image in generation.images)
+
+    click = await emulator.click_button(bob, posted, "hps:pick:1")
+    await eventually(lambda: _picked_position(pg_factory) == 1)
+    assert (
+        emulator.interactions[click].original["content"].startswith("Recorded your pick: image #2")
+    )
+    await emulator.click_button(bob, posted, "hps:pick:0")  # a second click changes it
+    await eventually(lambda: _picked_position(pg_factory) == 0)
+    assert count(pg_factory, Choice) == 1
+
+    # The bot restarts: the old buttons still record picks.
+    await live["bot"].close()
+    restarted = HpsBot(live["settings"])
+    runner = asyncio.create_task(restarted.start("t"))
+    try:
+        await asyncio.wait_for(restarted.wait_until_ready(), 20)
+        carol = emulator.add_user("carol")
+        click = await emulator.click_button(carol, posted, "hps:pick:1")
+        await eventually(lambda: count(pg_factory, Choice) == 2)
+        assert emulator.interactions[click].callbacks == [4]
+    finally:
+        await restarted.close()
+        await asyncio.wait_for(runner, 10)
