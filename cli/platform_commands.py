@@ -112,5 +112,29 @@ def cmd_run(_args: argparse.Namespace) -> int:
     store.delete(probe)
     print(f"  image store writable ({type(store).__name__})")
     print("  data: " + ", ".join(f"{k}={v}" for k, v in collect_stats(settings).items()))
-    print("hps: ready")
+    if settings.discord_token is None or not settings.discord_token.get_secret_value():
+        print("hps: ready (no DISCORD_TOKEN: nothing to connect to; set it to run the bot)")
+        return 0
+    return run_bot_and_worker(settings)
+
+
+def run_bot_and_worker(settings: Settings) -> int:
+    """The bot against Discord (or DISCORD_API_BASE) plus one worker process beside it."""
+    import os
+    import sys
+    from pathlib import Path
+
+    from bot.client import HpsBot
+    from worker.process import WorkerProcess
+
+    log_path = settings.hps_data_dir / "worker.log"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+    print(f"hps: starting a worker (log: {log_path})")
+    worker = WorkerProcess(env, log_path, name="hps-run", pool="prefork", cwd=Path.cwd())
+    try:
+        print("hps: connecting the bot (Ctrl-C to stop)")
+        assert settings.discord_token is not None
+        HpsBot(settings).run(settings.discord_token.get_secret_value(), log_handler=None)
+    finally:
+        worker.stop()
     return 0

@@ -41,3 +41,20 @@ def harvest_adapter(session: Session, channel_id: int) -> str | None:
             HarvestChannel.channel_id == channel_id, HarvestChannel.enabled.is_(True)
         )
     )
+
+
+def disable_channel(session: Session, channel_id: int) -> bool:
+    """Stop harvesting ``channel_id``; return whether it was enabled."""
+    channel = session.get(HarvestChannel, channel_id)
+    if channel is None or not channel.enabled:
+        return False
+    channel.enabled = False
+    return True
+
+
+def admin_role_ids(session: Session, guild_id: int) -> list[int]:
+    """Roles whose members may use the admin commands (besides Administrator/Manage Server)."""
+    return list(
+        session.scalar(select(GuildConfig.admin_role_ids).where(GuildConfig.guild_id == guild_id))
+        or []
+    )

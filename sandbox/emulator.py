@@ -33,6 +33,15 @@ ATTACHMENT_SIZE_LIMIT = 10 * 1024 * 1024
 EPHEMERAL = 1 << 6
 
 
+def _option_values(options: list[dict[str, Any]], option_type: int) -> list[Any]:
+    found = []
+    for option in options:
+        if option.get("type") == option_type:
+            found.append(option["value"])
+        found += _option_values(option.get("options", []), option_type)
+    return found
+
+
 def _replace_attachment_indexes(options: list[dict[str, Any]], ids: list[str]) -> None:
     for option in options:
         if option.get("type") == 11 and isinstance(option.get("value"), int):
@@ -202,6 +211,12 @@ class DiscordEmulator:
             stored = self._store_attachments(channel_id, attachments)
             resolved["attachments"] = {a["id"]: a for a in stored}
             _replace_attachment_indexes(options, [a["id"] for a in stored])
+        channel_ids = _option_values(options, 7)
+        if channel_ids:
+            resolved["channels"] = {
+                str(cid): {**self._channel_payload(int(cid)), "permissions": ADMIN_PERMISSIONS}
+                for cid in channel_ids
+            }
         data = {
             "id": str(snowflake(self._ids)),
             "name": name,
@@ -261,6 +276,18 @@ class DiscordEmulator:
         )
         await self.dispatch("INTERACTION_CREATE", payload)
         return token
+
+    def _channel_payload(self, channel_id: int) -> dict[str, Any]:
+        return {
+            "id": str(channel_id),
+            "type": 0,
+            "guild_id": str(self.guild_id),
+            "name": self._channel_name(channel_id),
+            "position": 0,
+            "nsfw": False,
+            "permission_overwrites": [],
+            "parent_id": None,
+        }
 
     def _channel_name(self, channel_id: int) -> str:
         return next(name for name, cid in self.channels.items() if cid == channel_id)

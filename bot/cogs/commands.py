@@ -4,6 +4,7 @@ part; errors reach the user as one short ephemeral line."""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from datetime import UTC, datetime, timedelta
 from functools import partial
@@ -13,9 +14,12 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from bot.cogs.admin import ADAPTERS, dataset_counts, is_admin
 from bot.downloads import DownloadRefused, download
+from db.channels import disable_channel, enable_channel
 from db.engine import run_transaction_async
 from db.privacy import forget_user, opt_in, opt_out
+from db.registry import promote_model_version
 from jobqueue.submit import EnqueueError, submit_job
 from media.intake import ImageRejected, intake_and_store
 
@@ -28,6 +32,7 @@ class HpsCommands(commands.Cog):
     privacy = app_commands.Group(
         name="privacy", description="Your data in this community's dataset", parent=hps
     )
+    admin = app_commands.Group(name="admin", description="Administer the HPS platform", parent=hps)
 
     def __init__(self, bot: Any) -> None:
         self.bot = bot
@@ -123,4 +128,86 @@ class HpsCommands(commands.Cog):
             f"Done: your generations, picks and jobs are deleted ({removed} images removed), "
             "and you stay opted out. `/hps privacy optin` to take part again.",
             ephemeral=True,
+        )
+
+    # -- admin (checked server-side in each command) ---------------------------------
+    async def _refuse_non_admins(self, interaction: discord.Interaction) -> bool:
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        if await is_admin(self.bot, interaction):
+            return False
+        await interaction.followup.send("Only server admins can use this command.", ephemeral=True)
+        return True
+
+    @admin.command(name="channels", description="Harvest (or stop harvesting) a channel")
+    async def channels(
+        self,
+        interaction: discord.Interaction,
+        channel: discord.TextChannel,
+        adapter: ADAPTERS | None = None,
+    ) -> None:
+        if await self._refuse_non_admins(interaction):
+            return
+        assert interaction.guild_id is not None
+        if adapter is None:
+            was = await run_transaction_async(
+                self.bot.factory, partial(disable_channel, channel_id=channel.id)
+            )
+            text = (
+                f"Stopped harvesting {channel.mention}."
+                if was
+                else f"{channel.mention} was not harvested."
+            )
+        else:
+            await run_transaction_async(
+                self.bot.factory,
+                partial(
+                    enable_channel,
+                    guild_id=interaction.guild_id,
+                    channel_id=channel.id,
+                    adapter=adapter,
+                    enabled_by=interaction.user.id,
+                ),
+            )
+            text = f"Harvesting {channel.mention} with the {adapter} adapter."
+        harvest = self.bot.get_cog("HarvestCog")
+        if harvest is not None:
+            harvest.forget_channel_config()
+        await interaction.followup.send(text, ephemeral=True)
+
+    @admin.command(name="train", description="Train a candidate HPS model on the choices so far")
+    async def train(self, interaction: discord.Interaction, force: bool = False) -> None:
+        if await self._refuse_non_admins(interaction):
+            return
+        try:
+            await self._submit(interaction, "train", {"force": force})
+        except EnqueueError as exc:
+            await interaction.followup.send(f"Sorry: {exc}", ephemeral=True)
+            return
+        await interaction.followup.send(
+            "Training queued; the report will be posted here.", ephemeral=True
+        )
+
+    @admin.command(name="promote", description="Make a model version the active one")
+    async def promote(self, interaction: discord.Interaction, version_id: int) -> None:
+        if await self._refuse_non_admins(interaction):
+            return
+        try:
+            name = await run_transaction_async(
+                self.bot.factory,
+                lambda session: promote_model_version(session, version_id).name,
+            )
+        except ValueError as exc:
+            await interaction.followup.send(str(exc), ephemeral=True)
+            return
+        await interaction.followup.send(
+            f"Model {name} ({version_id}) is now active.", ephemeral=True
+        )
+
+    @admin.command(name="stats", description="What the dataset holds")
+    async def stats(self, interaction: discord.Interaction) -> None:
+        if await self._refuse_non_admins(interaction):
+            return
+        counts = await run_transaction_async(self.bot.factory, dataset_counts)
+        await interaction.followup.send(
+            f"```json\n{json.dumps(counts, indent=1)}\n```", ephemeral=True
         )

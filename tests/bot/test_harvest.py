@@ -266,3 +266,51 @@ async def test_forget_me_deletes_everything_and_stops_harvesting(
     )
     await asyncio.sleep(1.0)
     assert count(pg_factory, Generation) == 0
+
+
+def admin_call(name: str, **options: Any) -> list[dict[str, Any]]:
+    types = {"channel": 7, "adapter": 3, "version_id": 4, "force": 5}
+    sub = [{"name": key, "type": types[key], "value": value} for key, value in options.items()]
+    return [{"name": "admin", "type": 2, "options": [{"name": name, "type": 1, "options": sub}]}]
+
+
+async def test_admin_commands_are_checked_server_side(
+    world: dict[str, Any], pg_factory: sessionmaker[Session]
+) -> None:
+    from db.channels import harvest_adapter
+
+    emulator: DiscordEmulator = world["emulator"]
+    general = emulator.channels["general"]
+    calls = [
+        admin_call("channels", channel=str(general), adapter="multi_attachment"),
+        admin_call("stats"),
+        admin_call("promote", version_id=1),
+        admin_call("train"),
+    ]
+    for options in calls:
+        token = await emulator.inject_slash_command(world["bob"], "general", "hps", options)
+        record = emulator.interactions[token]
+        await eventually(lambda record=record: bool(record.followups))
+        reply = record.followups[0]
+        assert (
+            reply["content"] == "Only server admins can use this command." and reply["flags"] & 64
+        )
+    with pg_factory() as session:
+        assert harvest_adapter(session, general) is None
+
+    admin = emulator.add_user("mod", admin=True)
+    token = await emulator.inject_slash_command(admin, "general", "hps", calls[0])
+    await eventually(lambda: bool(emulator.interactions[token].followups))
+    assert emulator.interactions[token].followups[0]["content"].startswith("Harvesting <#")
+    with pg_factory() as session:
+        assert harvest_adapter(session, general) == "multi_attachment"
+    await emulator.inject_message(
+        "general",
+        world["generator"],
+        f"**now harvested** <@{world['alice']}>",
+        [("a.png", png((1, 2, 3)), "image/png"), ("b.png", png((3, 2, 1)), "image/png")],
+    )
+    await eventually(lambda: count(pg_factory, Generation) == 1)
+    token = await emulator.inject_slash_command(admin, "general", "hps", calls[1])
+    await eventually(lambda: bool(emulator.interactions[token].followups))
+    assert '"generations": 1' in emulator.interactions[token].followups[0]["content"]
