@@ -15,6 +15,19 @@ from jobqueue.names import DEFAULT_QUEUE, GPU_QUEUE, LONGEST_HARD_LIMIT_S, TASK_
 DEFAULT_VISIBILITY_TIMEOUT_S = LONGEST_HARD_LIMIT_S + 900
 
 
+def transport_options(broker_url: str, visibility_timeout_s: int) -> dict[str, int]:
+    """Redelivery settings where the transport has them (Redis); the embedded SQLAlchemy
+    transport takes none (it hands every option to ``create_engine``)."""
+    if not broker_url.startswith(("redis", "rediss")):
+        return {}
+    return {
+        "visibility_timeout": visibility_timeout_s,
+        # Look for unacknowledged messages of dead workers often enough to matter.
+        "unacked_restore_interval": max(1, min(10, visibility_timeout_s // 4)),
+        "unacked_restore_throttle": 1,
+    }
+
+
 def make_celery(settings: Settings, *, include: Sequence[str] = ()) -> Celery:
     """A Celery app on ``settings.broker_url`` with the platform's reliability settings."""
     visibility = settings.task_visibility_timeout_s or DEFAULT_VISIBILITY_TIMEOUT_S
@@ -38,12 +51,7 @@ def make_celery(settings: Settings, *, include: Sequence[str] = ()) -> Celery:
             }
             for kind in TASK_KINDS.values()
         },
-        broker_transport_options={
-            "visibility_timeout": visibility,
-            # Look for unacknowledged messages of dead workers often enough to matter.
-            "unacked_restore_interval": max(1, min(10, visibility // 4)),
-            "unacked_restore_throttle": 1,
-        },
+        broker_transport_options=transport_options(settings.broker_url, visibility),
         broker_connection_retry_on_startup=True,
         worker_max_tasks_per_child=settings.worker_max_tasks_per_child,
         worker_max_memory_per_child=settings.worker_max_memory_mb * 1024,

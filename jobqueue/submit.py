@@ -14,7 +14,7 @@ from db.jobs import create_job, fail_job
 from jobqueue.names import task_kind
 
 
-class EnqueueError(RuntimeError):
+class EnqueueError(ConnectionError):
     """The job row exists but the broker refused the message; the job is marked failed."""
 
 
