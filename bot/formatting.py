@@ -34,4 +34,27 @@ def render_result(
             for n, image in enumerate(payload.get("images", []))
         ]
         return f"{user}**{payload.get('prompt', '')}**", files
+    if kind == "rank_result":
+        ranking = ", ".join(
+            f"#{entry['position'] + 1}: {entry['score']:.2f}"
+            for entry in payload.get("ranking", [])
+        )
+        model = payload.get("model_version", {}).get("name", "?")
+        return f"{user}ranking by HPS ({model}): {ranking}", []
+    if kind == "regenerate_result":
+        redone = payload.get("regenerated", {})
+        original = payload.get("original", {})
+        best = original.get("best_score")
+        before = f"best original {best:.2f}" if best is not None else "no original"
+        files = []
+        if redone.get("sha256"):
+            files.append(
+                discord.File(io.BytesIO(store.get(redone["sha256"])), filename="regenerated.png")
+            )
+        candidates = redone.get("candidates", "?")
+        return (
+            f"{user}**{payload.get('prompt', '')}** regenerated (best of {candidates}): "
+            f"HPS {redone.get('score', 0):.2f} vs {before}",
+            files,
+        )
     return f"{user}{kind.replace('_', ' ')} finished", []

@@ -58,3 +58,10 @@ def admin_role_ids(session: Session, guild_id: int) -> list[int]:
         session.scalar(select(GuildConfig.admin_role_ids).where(GuildConfig.guild_id == guild_id))
         or []
     )
+
+
+def generation_for_message(session: Session, message_id: int) -> int | None:
+    """The generation posted in a Discord message, if it was harvested."""
+    from db.models import Generation
+
+    return session.scalar(select(Generation.id).where(Generation.source_message_id == message_id))

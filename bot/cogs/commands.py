@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any
@@ -16,7 +17,7 @@ from discord.ext import commands
 
 from bot.cogs.admin import ADAPTERS, dataset_counts, is_admin
 from bot.downloads import DownloadRefused, download
-from db.channels import disable_channel, enable_channel
+from db.channels import disable_channel, enable_channel, generation_for_message
 from db.engine import run_transaction_async
 from db.privacy import forget_user, opt_in, opt_out
 from db.registry import promote_model_version
@@ -25,6 +26,7 @@ from media.intake import ImageRejected, intake_and_store
 
 log = logging.getLogger(__name__)
 INTERACTION_TOKEN_LIFETIME = timedelta(minutes=15)
+MESSAGE_LINK = re.compile(r"/channels/\d+/\d+/(\d+)")
 
 
 class HpsCommands(commands.Cog):
@@ -97,6 +99,50 @@ class HpsCommands(commands.Cog):
         await interaction.response.defer(thinking=True)
         try:
             await self._submit(interaction, "generate", {"prompt": prompt, "n": n})
+        except EnqueueError as exc:
+            await interaction.followup.send(f"Sorry: {exc}", ephemeral=True)
+
+    async def _generation_from(self, interaction: discord.Interaction, target: str) -> int | None:
+        """A generation id from a message link, a message id or a generation id."""
+        match = MESSAGE_LINK.search(target)
+        message_id = int(match.group(1)) if match else int(target) if target.isdigit() else None
+        if message_id is None:
+            return None
+        return await run_transaction_async(
+            self.bot.factory, partial(generation_for_message, message_id=message_id)
+        )
+
+    @hps.command(name="rank", description="Rank the images of a generation by HPS")
+    @app_commands.describe(message="a link to the message with the images (or its id)")
+    async def rank(self, interaction: discord.Interaction, message: str) -> None:
+        await interaction.response.defer(thinking=True)
+        generation_id = await self._generation_from(interaction, message.strip())
+        if generation_id is None:
+            await interaction.followup.send(
+                "I have no generation for that message (is the channel harvested?)", ephemeral=True
+            )
+            return
+        try:
+            await self._submit(interaction, "rank", {"generation_id": generation_id})
+        except EnqueueError as exc:
+            await interaction.followup.send(f"Sorry: {exc}", ephemeral=True)
+
+    @hps.command(name="regenerate", description="Redo a generation with the community's taste")
+    @app_commands.describe(
+        message="a link to the message with the images (or its id)", n="best of n"
+    )
+    async def regenerate(
+        self, interaction: discord.Interaction, message: str, n: app_commands.Range[int, 1, 16] = 4
+    ) -> None:
+        await interaction.response.defer(thinking=True)
+        generation_id = await self._generation_from(interaction, message.strip())
+        if generation_id is None:
+            await interaction.followup.send(
+                "I have no generation for that message (is the channel harvested?)", ephemeral=True
+            )
+            return
+        try:
+            await self._submit(interaction, "regenerate", {"generation_id": generation_id, "n": n})
         except EnqueueError as exc:
             await interaction.followup.send(f"Sorry: {exc}", ephemeral=True)
 

@@ -128,3 +128,75 @@ async def test_generate_then_pick_with_buttons_that_survive_a_restart(
     finally:
         await restarted.close()
         await asyncio.wait_for(runner, 10)
+
+
+async def test_rank_and_regenerate_a_harvested_generation(
+    live: dict[str, Any], pg_factory: Any
+) -> None:
+    from db.channels import enable_channel
+    from tests.bot.test_harvest import count, png
+
+    emulator: DiscordEmulator = live["emulator"]
+    with pg_factory() as session, session.begin():
+        enable_channel(
+            session, emulator.guild_id, emulator.channels["generations"], "multi_attachment"
+        )
+    generator, alice = emulator.add_user("gen", bot=True), emulator.add_user("alice")
+    message = await emulator.inject_message(
+        "generations",
+        generator,
+        f"**a quiet harbour** <@{alice}>",
+        [(f"{i}.png", png((40 * i, 90, 200 - 40 * i)), "image/png") for i in range(3)],
+    )
+    from db.models import Generation
+
+    await eventually(lambda: count(pg_factory, Generation) == 1, 20)
+    link = (
+        f"https://discord.com/channels/{emulator.guild_id}/{message['channel_id']}/{message['id']}"
+    )
+    token = await emulator.inject_slash_command(
+        alice,
+        "generations",
+        "hps",
+        [{"name": "rank", "type": 1, "options": [{"name": "message", "type": 3, "value": link}]}],
+    )
+    record = emulator.interactions[token]
+    await eventually(lambda: bool(record.followups), 60)
+    assert record.followups[0]["content"].startswith(f"<@{alice}> ranking by HPS (bot-score): #")
+
+    token = await emulator.inject_slash_command(
+        alice,
+        "generations",
+        "hps",
+        [
+            {
+                "name": "regenerate",
+                "type": 1,
+                "options": [
+                    {"name": "message", "type": 3, "value": message["id"]},
+                    {"name": "n", "type": 4, "value": 2},
+                ],
+            }
+        ],
+    )
+    record = emulator.interactions[token]
+    await eventually(lambda: bool(record.followups), 120)
+    answer = record.followups[0]
+    assert "**a quiet harbour** regenerated (best of 2): HPS" in answer["content"]
+    assert "vs best original" in answer["content"]
+    assert answer["attachments"][0]["filename"] == "regenerated.png"
+
+    token = await emulator.inject_slash_command(
+        alice,
+        "generations",
+        "hps",
+        [
+            {
+                "name": "rank",
+                "type": 1,
+                "options": [{"name": "message", "type": 3, "value": "12345"}],
+            }
+        ],
+    )
+    await eventually(lambda: bool(emulator.interactions[token].followups), 20)
+    assert emulator.interactions[token].followups[0]["content"].startswith("I have no generation")
