@@ -4,6 +4,9 @@ job queue (by task name only; the bot process never loads torch)."""
 from __future__ import annotations
 
 import asyncio
+import multiprocessing
+import os
+from concurrent.futures import ProcessPoolExecutor
 
 import aiohttp
 import discord
@@ -51,10 +54,20 @@ class HpsBot(commands.Bot):
         self.http_session: aiohttp.ClientSession | None = None
         self.delivery = OutboxDelivery(self)
         self._delivery_task: asyncio.Task[None] | None = None
+        self.intake_pool: ProcessPoolExecutor | None = None
 
     async def setup_hook(self) -> None:
         self.http_session = aiohttp.ClientSession()
         harvester = Harvester(self.settings, self.factory, self.store, self.http_session)
+        harvester.intake_pool = self.intake_pool = ProcessPoolExecutor(
+            max_workers=max(1, min(4, os.cpu_count() or 1)),
+            mp_context=multiprocessing.get_context("spawn"),
+        )
+        # Start the intake processes now, not on the first message (spawning takes seconds).
+        loop = asyncio.get_running_loop()
+        await asyncio.gather(
+            *(loop.run_in_executor(self.intake_pool, os.getpid) for _ in range(os.cpu_count() or 1))
+        )
         await self.add_cog(HarvestCog(self, harvester))
         await self.add_cog(HpsCommands(self))
         self.add_dynamic_items(PickButton)  # pick buttons keep working across restarts
@@ -68,6 +81,8 @@ class HpsBot(commands.Bot):
     async def close(self) -> None:
         if self._delivery_task is not None:
             self._delivery_task.cancel()
+        if self.intake_pool is not None:
+            self.intake_pool.shutdown(wait=False, cancel_futures=True)
         await super().close()
         if self.http_session is not None:
             await self.http_session.close()

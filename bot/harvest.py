@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from functools import partial
 
@@ -27,7 +28,7 @@ from db.ingest import (
 from db.models import ChoiceMethod
 from db.privacy import blob_in_use, delete_by_message_ids
 from media.intake import ImageRejected, IntakeResult, decode_image, encode_canonical, split_grid
-from media.store import ImageStore, key_for
+from media.store import ImageStore, key_for, open_store
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +38,34 @@ class HarvestOutcome:
     stored: bool
     reason: str = ""
     generation_id: int | None = None
+
+
+_stores: dict[tuple[str, str | None], ImageStore] = {}
+
+
+def intake_set(
+    raws: list[bytes],
+    *,
+    grid: bool,
+    max_bytes: int,
+    max_pixels: int,
+    storage_url: str,
+    s3_endpoint_url: str | None,
+) -> list[tuple[str, str, int, int, str]]:
+    """Check and normalise every image of one generation (grids split into tiles) and store
+    them, all or nothing; return (sha256, key, width, height, phash) per image. Runs in an
+    intake process (it opens the store itself, once per process)."""
+    results: list[IntakeResult] = []
+    for raw in raws:
+        decoded = decode_image(raw, max_bytes=max_bytes, max_pixels=max_pixels)
+        tiles = split_grid(decoded.image) if grid else [decoded.image]
+        results += [encode_canonical(tile, source_format=decoded.source_format) for tile in tiles]
+    key = (storage_url, s3_endpoint_url)
+    if key not in _stores:
+        _stores[key] = open_store(storage_url, s3_endpoint_url=s3_endpoint_url)
+    for result in results:  # only once every image passed: nothing stored on refusal
+        _stores[key].put(result.data, result.sha256)
+    return [(r.sha256, key_for(r.sha256), r.width, r.height, r.phash) for r in results]
 
 
 class Harvester:
@@ -51,42 +80,36 @@ class Harvester:
         self.factory = factory
         self.store = store
         self.http = http
+        # Decoding is CPU work that holds the GIL for much of its time: processes, not threads.
+        self.intake_pool: Executor | None = None
 
     async def _images(self, parsed: ParsedGeneration) -> list[ImageIn]:
         settings = self.settings
-        raws = [
-            await download(
-                self.http,
-                attachment.url,
-                allowed_hosts=settings.allowed_cdn_hosts,
-                max_bytes=settings.max_image_bytes,
-                timeout_s=settings.download_timeout_s,
-                allow_insecure=settings.allow_insecure_cdn,
-                declared_size=attachment.size,
+        raws = await asyncio.gather(
+            *(
+                download(
+                    self.http,
+                    attachment.url,
+                    allowed_hosts=settings.allowed_cdn_hosts,
+                    max_bytes=settings.max_image_bytes,
+                    timeout_s=settings.download_timeout_s,
+                    allow_insecure=settings.allow_insecure_cdn,
+                    declared_size=attachment.size,
+                )
+                for attachment in parsed.attachments
             )
-            for attachment in parsed.attachments
-        ]
-        loop = asyncio.get_running_loop()
-        results: list[IntakeResult] = await loop.run_in_executor(
-            None, partial(self._intake, raws, parsed.split_grid)
         )
-        return [ImageIn(r.sha256, key_for(r.sha256), r.width, r.height, r.phash) for r in results]
-
-    def _intake(self, raws: list[bytes], grid: bool) -> list[IntakeResult]:
-        limits = {
-            "max_bytes": self.settings.max_image_bytes,
-            "max_pixels": self.settings.max_image_pixels,
-        }
-        results = []
-        for raw in raws:
-            decoded = decode_image(raw, **limits)
-            tiles = split_grid(decoded.image) if grid else [decoded.image]
-            results += [
-                encode_canonical(tile, source_format=decoded.source_format) for tile in tiles
-            ]
-        for result in results:  # only once every image passed: nothing stored on refusal
-            self.store.put(result.data, result.sha256)
-        return results
+        job = partial(
+            intake_set,
+            list(raws),
+            grid=parsed.split_grid,
+            max_bytes=settings.max_image_bytes,
+            max_pixels=settings.max_image_pixels,
+            storage_url=settings.storage_url,
+            s3_endpoint_url=settings.s3_endpoint_url,
+        )
+        described = await asyncio.get_running_loop().run_in_executor(self.intake_pool, job)
+        return [ImageIn(*fields) for fields in described]
 
     async def generation(
         self,
