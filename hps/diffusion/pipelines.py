@@ -27,9 +27,11 @@ class GeneratedImage:
     seed: int
 
 
-def build_tiny_pipeline(seed: int = 0, image_size: int = 64) -> Any:
-    """A complete, randomly initialised StableDiffusionPipeline small enough for CPU tests:
-    real classes and real tokenizer, a few thousand parameters per part."""
+def assemble_pipeline(
+    *, unet: dict[str, Any], vae: dict[str, Any], text: dict[str, Any], seed: int = 0
+) -> Any:
+    """A randomly initialised StableDiffusionPipeline from component configurations (seeded),
+    with a DDIM scheduler and the offline CLIP tokenizer."""
     from diffusers import (
         AutoencoderKL,
         DDIMScheduler,
@@ -41,39 +43,13 @@ def build_tiny_pipeline(seed: int = 0, image_size: int = 64) -> Any:
     from hps.diffusion.tokenizer import offline_clip_tokenizer
 
     torch.manual_seed(seed)
-    unet = UNet2DConditionModel(
-        sample_size=image_size // 2,
-        in_channels=4,
-        out_channels=4,
-        layers_per_block=1,
-        block_out_channels=(32, 64),
-        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
-        cross_attention_dim=32,
-        attention_head_dim=8,
-        norm_num_groups=16,
-    )
-    vae = AutoencoderKL(
-        in_channels=3,
-        out_channels=3,
-        down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
-        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
-        block_out_channels=(32, 64),
-        latent_channels=4,
-        norm_num_groups=16,
-    )
-    text_encoder = CLIPTextModel(
-        CLIPTextConfig(
-            bos_token_id=49406,
-            eos_token_id=49407,
-            pad_token_id=49407,
-            hidden_size=32,
-            intermediate_size=64,
-            num_attention_heads=4,
-            num_hidden_layers=2,
-            vocab_size=49408,
-            max_position_embeddings=77,
-        )
+    text_config = CLIPTextConfig(
+        vocab_size=49408,
+        max_position_embeddings=77,
+        bos_token_id=49406,
+        eos_token_id=49407,
+        pad_token_id=49407,
+        **text,
     )
     scheduler = DDIMScheduler(
         beta_start=0.00085,
@@ -84,10 +60,10 @@ def build_tiny_pipeline(seed: int = 0, image_size: int = 64) -> Any:
         steps_offset=1,
     )
     pipe: Any = StableDiffusionPipeline(
-        vae=vae,
-        text_encoder=text_encoder,
+        vae=AutoencoderKL(**vae),
+        text_encoder=CLIPTextModel(text_config),
         tokenizer=offline_clip_tokenizer(),
-        unet=unet,
+        unet=UNet2DConditionModel(**unet),
         scheduler=scheduler,
         safety_checker=None,
         feature_extractor=None,
@@ -95,6 +71,64 @@ def build_tiny_pipeline(seed: int = 0, image_size: int = 64) -> Any:
     )
     pipe.set_progress_bar_config(disable=True)
     return pipe
+
+
+def build_tiny_pipeline(seed: int = 0, image_size: int = 64) -> Any:
+    """A complete, randomly initialised pipeline small enough for CPU tests: real classes and
+    the real tokenizer, a few thousand parameters per part."""
+    return assemble_pipeline(
+        seed=seed,
+        unet={
+            "sample_size": image_size // 2,
+            "in_channels": 4,
+            "out_channels": 4,
+            "layers_per_block": 1,
+            "block_out_channels": (32, 64),
+            "down_block_types": ("CrossAttnDownBlock2D", "DownBlock2D"),
+            "up_block_types": ("UpBlock2D", "CrossAttnUpBlock2D"),
+            "cross_attention_dim": 32,
+            "attention_head_dim": 8,
+            "norm_num_groups": 16,
+        },
+        vae={
+            "in_channels": 3,
+            "out_channels": 3,
+            "down_block_types": ("DownEncoderBlock2D", "DownEncoderBlock2D"),
+            "up_block_types": ("UpDecoderBlock2D", "UpDecoderBlock2D"),
+            "block_out_channels": (32, 64),
+            "latent_channels": 4,
+            "norm_num_groups": 16,
+        },
+        text={
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_attention_heads": 4,
+            "num_hidden_layers": 2,
+        },
+    )
+
+
+def build_sd15_sized_pipeline(seed: int = 0) -> Any:
+    """Stable Diffusion 1.5's architecture (860M UNet, VAE, CLIP ViT-L/14 text encoder) with
+    random weights: for timing on a GPU without downloading anything."""
+    return assemble_pipeline(
+        seed=seed,
+        unet={"sample_size": 64, "cross_attention_dim": 768, "attention_head_dim": 8},
+        vae={
+            "block_out_channels": (128, 256, 512, 512),
+            "down_block_types": ("DownEncoderBlock2D",) * 4,
+            "up_block_types": ("UpDecoderBlock2D",) * 4,
+            "layers_per_block": 2,
+            "latent_channels": 4,
+            "sample_size": 512,
+        },
+        text={
+            "hidden_size": 768,
+            "intermediate_size": 3072,
+            "num_attention_heads": 12,
+            "num_hidden_layers": 12,
+        },
+    )
 
 
 def load_pipeline(
