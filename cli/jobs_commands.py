@@ -142,26 +142,15 @@ def cmd_jobs(args: argparse.Namespace) -> int:
 
 def worker_argv(args: argparse.Namespace) -> list[str]:
     """The celery command line ``hps worker`` runs."""
-    queues = args.queues
-    hostname = args.hostname or f"hps-{queues.replace(',', '-')}@%h"
-    return [
-        "celery",
-        "-A",
-        "worker.app",
-        "worker",
-        "--queues",
-        queues,
-        "--pool",
-        args.pool,
-        "--concurrency",
-        str(args.concurrency),
-        "--loglevel",
-        args.loglevel,
-        "--hostname",
-        hostname,
-        "--without-gossip",
-        "--without-mingle",
-    ]
+    from worker.process import worker_argv as celery_worker_argv
+
+    return celery_worker_argv(
+        queues=args.queues,
+        pool=args.pool,
+        concurrency=args.concurrency,
+        loglevel=args.loglevel,
+        hostname=args.hostname,
+    )
 
 
 def cmd_worker(args: argparse.Namespace) -> int:

@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 
 from db.engine import run_transaction
 from db.errors import DomainError, JobStateError
-from db.jobs import fail_job, finish_job, get_job, mark_cancelled, start_job, update_job_progress
+from db.jobs import fail_job, finish_job, mark_cancelled, start_job, update_job_progress
 from worker.runtime import Runtime, runtime
 
 log = logging.getLogger(__name__)
@@ -152,8 +152,3 @@ def _start(session: Session, job_id: uuid.UUID) -> dict[str, Any]:
 
 def _fail(rt: Runtime, job_id: uuid.UUID, message: str) -> None:
     run_transaction(rt.factory, lambda session: fail_job(session, job_id, message))
-
-
-def job_status(rt: Runtime, job_id: uuid.UUID) -> str:
-    """The stored status of a job (for tests and the CLI)."""
-    return str(run_transaction(rt.factory, lambda session: get_job(session, job_id).status.value))

@@ -13,6 +13,38 @@ from pathlib import Path
 READY_MARKER = b" ready."
 
 
+def worker_argv(
+    *,
+    queues: str,
+    pool: str,
+    concurrency: int = 1,
+    loglevel: str = "INFO",
+    hostname: str | None = None,
+    quiet: bool = False,
+) -> list[str]:
+    """The ``celery worker`` command line of a platform worker (``quiet``: no gossip,
+    mingle or heartbeat traffic, for single-worker setups)."""
+    argv = [
+        "celery",
+        "-A",
+        "worker.app",
+        "worker",
+        "--queues",
+        queues,
+        "--pool",
+        pool,
+        "--concurrency",
+        str(concurrency),
+        "--loglevel",
+        loglevel,
+        "--hostname",
+        hostname or f"hps-{queues.replace(',', '-')}@%h",
+        "--without-gossip",
+        "--without-mingle",
+    ]
+    return [*argv, "--without-heartbeat"] if quiet else argv
+
+
 class WorkerProcess:
     """``celery -A worker.app worker`` in a subprocess with its own session (process group),
     logging to ``log_path``; returns once the worker reports ready."""
@@ -35,23 +67,12 @@ class WorkerProcess:
             [
                 sys.executable,
                 "-m",
-                "celery",
-                "-A",
-                "worker.app",
-                "worker",
-                "--queues",
-                queues,
-                "--pool",
-                pool,
-                "--concurrency",
-                "1",
-                "--loglevel",
-                "INFO",
-                "--hostname",
-                f"{name}-{uuid.uuid4().hex[:6]}@%h",
-                "--without-gossip",
-                "--without-mingle",
-                "--without-heartbeat",
+                *worker_argv(
+                    queues=queues,
+                    pool=pool,
+                    quiet=True,
+                    hostname=f"{name}-{uuid.uuid4().hex[:6]}@%h",
+                ),
             ],
             cwd=cwd,
             env=env,

@@ -97,10 +97,7 @@ class HpsCommands(commands.Cog):
         self, interaction: discord.Interaction, prompt: str, n: app_commands.Range[int, 1, 10] = 4
     ) -> None:
         await interaction.response.defer(thinking=True)
-        try:
-            await self._submit(interaction, "generate", {"prompt": prompt, "n": n})
-        except EnqueueError as exc:
-            await interaction.followup.send(f"Sorry: {exc}", ephemeral=True)
+        await self._submit_or_apologise(interaction, "generate", {"prompt": prompt, "n": n})
 
     async def _generation_from(self, interaction: discord.Interaction, target: str) -> int | None:
         """A generation id from a message link, a message id or a generation id."""
@@ -112,20 +109,35 @@ class HpsCommands(commands.Cog):
             self.bot.factory, partial(generation_for_message, message_id=message_id)
         )
 
-    @hps.command(name="rank", description="Rank the images of a generation by HPS")
-    @app_commands.describe(message="a link to the message with the images (or its id)")
-    async def rank(self, interaction: discord.Interaction, message: str) -> None:
-        await interaction.response.defer(thinking=True)
+    async def _submit_or_apologise(
+        self, interaction: discord.Interaction, kind: str, params: dict[str, Any]
+    ) -> bool:
+        """Queue the job; tell the user (privately) when the queue is unavailable."""
+        try:
+            await self._submit(interaction, kind, params)
+        except EnqueueError as exc:
+            await interaction.followup.send(f"Sorry: {exc}", ephemeral=True)
+            return False
+        return True
+
+    async def _submit_for_generation(
+        self, interaction: discord.Interaction, message: str, kind: str, params: dict[str, Any]
+    ) -> None:
         generation_id = await self._generation_from(interaction, message.strip())
         if generation_id is None:
             await interaction.followup.send(
                 "I have no generation for that message (is the channel harvested?)", ephemeral=True
             )
             return
-        try:
-            await self._submit(interaction, "rank", {"generation_id": generation_id})
-        except EnqueueError as exc:
-            await interaction.followup.send(f"Sorry: {exc}", ephemeral=True)
+        await self._submit_or_apologise(
+            interaction, kind, {"generation_id": generation_id, **params}
+        )
+
+    @hps.command(name="rank", description="Rank the images of a generation by HPS")
+    @app_commands.describe(message="a link to the message with the images (or its id)")
+    async def rank(self, interaction: discord.Interaction, message: str) -> None:
+        await interaction.response.defer(thinking=True)
+        await self._submit_for_generation(interaction, message, "rank", {})
 
     @hps.command(name="regenerate", description="Redo a generation with the community's taste")
     @app_commands.describe(
@@ -135,16 +147,7 @@ class HpsCommands(commands.Cog):
         self, interaction: discord.Interaction, message: str, n: app_commands.Range[int, 1, 16] = 4
     ) -> None:
         await interaction.response.defer(thinking=True)
-        generation_id = await self._generation_from(interaction, message.strip())
-        if generation_id is None:
-            await interaction.followup.send(
-                "I have no generation for that message (is the channel harvested?)", ephemeral=True
-            )
-            return
-        try:
-            await self._submit(interaction, "regenerate", {"generation_id": generation_id, "n": n})
-        except EnqueueError as exc:
-            await interaction.followup.send(f"Sorry: {exc}", ephemeral=True)
+        await self._submit_for_generation(interaction, message, "regenerate", {"n": n})
 
     @privacy.command(name="optout", description="Stop storing anything of mine")
     async def optout(self, interaction: discord.Interaction) -> None:
@@ -224,10 +227,7 @@ class HpsCommands(commands.Cog):
     async def train(self, interaction: discord.Interaction, force: bool = False) -> None:
         if await self._refuse_non_admins(interaction):
             return
-        try:
-            await self._submit(interaction, "train", {"force": force})
-        except EnqueueError as exc:
-            await interaction.followup.send(f"Sorry: {exc}", ephemeral=True)
+        if not await self._submit_or_apologise(interaction, "train", {"force": force}):
             return
         await interaction.followup.send(
             "Training queued; the report will be posted here.", ephemeral=True

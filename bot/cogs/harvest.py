@@ -25,7 +25,6 @@ class HarvestCog(commands.Cog):
         self.bot = bot
         self.harvester = harvester
         self._adapters: dict[int, tuple[float, str | None]] = {}
-        self._requesters: dict[int, int | None] = {}
 
     async def adapter_for(self, channel_id: int) -> str | None:
         """The channel's adapter (cached for a short while), None when not harvested."""
