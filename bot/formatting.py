@@ -57,4 +57,16 @@ def render_result(
             f"HPS {redone.get('score', 0):.2f} vs {before}",
             files,
         )
-    return f"{user}{kind.replace('_', ' ')} finished", []
+    text = payload.get("text") or f"{kind.replace('_', ' ')} finished"
+    return f"{user}{text}", _stored_files(payload, store)
+
+
+def _stored_files(payload: dict[str, Any], store: ImageStore) -> list[discord.File]:
+    """Files a job put in the blob store and listed as ``files: [{sha256, filename}]``.
+
+    This is the generic contract for reports (charts, evaluation plots): any job may write
+    ``text`` and ``files`` into its outbox payload and the bot posts them as they are."""
+    files = []
+    for entry in payload.get("files", [])[:10]:  # Discord allows at most 10 files per message
+        files.append(discord.File(io.BytesIO(store.get(entry["sha256"])), entry["filename"]))
+    return files

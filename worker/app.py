@@ -87,3 +87,19 @@ def adapt(job_id: str) -> str:
     from worker.tasks.generation import adapt as body
 
     return run_job(job_id, body)
+
+
+@app.task(name="hps.export_dataset", **RETRY)
+def export_dataset(job_id: str) -> str:
+    """Export the community's choices (Pick-a-Pic parquet, HPD JSON) with a dataset card."""
+    from worker.tasks.export import export_dataset as body
+
+    return run_job(job_id, body)
+
+
+@app.task(name="hps.stats_report", **RETRY)
+def stats_report(job_id: str) -> str:
+    """Charts and a short summary of what the community collected (``/hps admin stats``)."""
+    from worker.tasks.stats import stats_report as body
+
+    return run_job(job_id, body)
