@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
@@ -84,6 +84,29 @@ class Settings(BaseSettings):
         default=0.01, ge=0, le=1, description="Top-1 gain a candidate needs to be promoted"
     )
     log_level: str = Field(default="INFO")
+    log_format: Literal["text", "json"] = Field(
+        default="text", description="text for people, json for log collectors"
+    )
+    export_user_salt: SecretStr | None = Field(
+        default=None,
+        description="Per-deployment salt hashing user ids in exports; empty = a random salt "
+        "kept in the data directory",
+    )
+    exports_dir: Path | None = Field(
+        default=None, description="Dataset exports; default data/exports"
+    )
+    bot_metrics_port: int = Field(
+        default=0, ge=0, le=65535, description="Prometheus port of the bot; 0 = off"
+    )
+    worker_metrics_port: int = Field(
+        default=0, ge=0, le=65535, description="Prometheus port of a worker; 0 = off"
+    )
+    user_jobs_per_minute: int = Field(
+        default=6, gt=0, description="Slash-command jobs one user may start per minute"
+    )
+    user_max_open_jobs: int = Field(
+        default=3, gt=0, description="Jobs one user may have queued or running at once"
+    )
 
     @field_validator("allowed_cdn_hosts", mode="before")
     @classmethod
@@ -116,6 +139,9 @@ class Settings(BaseSettings):
         if self.models_dir is None:
             self.models_dir = data_dir / "models"
         self.models_dir = self.models_dir.expanduser().resolve()
+        if self.exports_dir is None:
+            self.exports_dir = data_dir / "exports"
+        self.exports_dir = self.exports_dir.expanduser().resolve()
         _check_scheme("DATABASE_URL", self.database_url, DATABASE_SCHEMES)
         _check_scheme("BROKER_URL", self.broker_url, BROKER_SCHEMES)
         _check_scheme("STORAGE_URL", self.storage_url, STORAGE_SCHEMES)
