@@ -17,6 +17,7 @@ from bot.cogs.harvest import HarvestCog
 from bot.delivery import OutboxDelivery
 from bot.harvest import Harvester, purge_unreferenced
 from bot.picks import PickButton
+from bot.progress import JobProgressWatcher
 from config import Settings
 from db.engine import (
     make_async_engine,
@@ -53,6 +54,7 @@ class HpsBot(commands.Bot):
         self.celery = make_celery(settings)  # a client: tasks are sent by name
         self.http_session: aiohttp.ClientSession | None = None
         self.delivery = OutboxDelivery(self)
+        self.job_progress = JobProgressWatcher(self)
         self._delivery_task: asyncio.Task[None] | None = None
         self.intake_pool: ProcessPoolExecutor | None = None
 
@@ -81,6 +83,7 @@ class HpsBot(commands.Bot):
     async def close(self) -> None:
         if self._delivery_task is not None:
             self._delivery_task.cancel()
+        self.job_progress.stop()
         if self.intake_pool is not None:
             self.intake_pool.shutdown(wait=False, cancel_futures=True)
         await super().close()

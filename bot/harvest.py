@@ -21,7 +21,7 @@ from db.ingest import (
     ChoiceIn,
     GenerationIn,
     ImageIn,
-    may_be_stored,
+    harvest_precheck,
     record_choice,
     record_generation,
 )
@@ -38,6 +38,7 @@ class HarvestOutcome:
     stored: bool
     reason: str = ""
     generation_id: int | None = None
+    new: bool = True
 
 
 _stores: dict[tuple[str, str | None], ImageStore] = {}
@@ -121,10 +122,18 @@ class Harvester:
         generator: str,
     ) -> HarvestOutcome:
         """Store one generation; refusals are reported, never raised."""
-        requester = parsed.requester_id
-        if requester is not None and not await run_transaction_async(
-            self.factory, partial(may_be_stored, user_id=requester, guild_id=guild_id)
-        ):
+        existing, allowed = await run_transaction_async(
+            self.factory,
+            partial(
+                harvest_precheck,
+                message_id=message_id,
+                user_id=parsed.requester_id,
+                guild_id=guild_id,
+            ),
+        )
+        if existing is not None:  # a replay, or a backfill over known ground: no download
+            return HarvestOutcome(True, "already stored", existing, new=False)
+        if not allowed:
             return HarvestOutcome(False, "the requester did not consent to harvesting")
         images: list[ImageIn] = []
         try:

@@ -65,3 +65,40 @@ def generation_for_message(session: Session, message_id: int) -> int | None:
     from db.models import Generation
 
     return session.scalar(select(Generation.id).where(Generation.source_message_id == message_id))
+
+
+def harvested_channels(session: Session) -> list[tuple[int, str, int | None]]:
+    """(channel id, adapter, last seen message id) of every enabled channel."""
+    rows = session.execute(
+        select(
+            HarvestChannel.channel_id, HarvestChannel.adapter, HarvestChannel.last_seen_message_id
+        ).where(HarvestChannel.enabled.is_(True))
+    )
+    return [(int(c), str(a), int(s) if s is not None else None) for c, a, s in rows]
+
+
+def last_seen_message(session: Session, channel_id: int) -> int | None:
+    """The newest message id of ``channel_id`` that the bot has processed, if any."""
+    value = session.scalar(
+        select(HarvestChannel.last_seen_message_id).where(HarvestChannel.channel_id == channel_id)
+    )
+    return int(value) if value is not None else None
+
+
+def advance_last_seen(session: Session, seen: dict[int, int]) -> None:
+    """Move each channel's last seen message id forward to the given id (never backwards),
+    so that a backfill after a restart starts where harvesting stopped."""
+    from sqlalchemy import or_, update
+
+    for channel_id, message_id in seen.items():
+        session.execute(
+            update(HarvestChannel)
+            .where(
+                HarvestChannel.channel_id == channel_id,
+                or_(
+                    HarvestChannel.last_seen_message_id.is_(None),
+                    HarvestChannel.last_seen_message_id < message_id,
+                ),
+            )
+            .values(last_seen_message_id=message_id)
+        )

@@ -148,6 +148,19 @@ def may_be_stored(session: Session, user_id: int, guild_id: int | None) -> bool:
     return mode != ConsentMode.opt_in
 
 
+def harvest_precheck(
+    session: Session, message_id: int, user_id: int | None, guild_id: int | None
+) -> tuple[int | None, bool]:
+    """Before downloading a generator message's images: the generation already recorded for
+    ``message_id`` (a replay or a backfill over known ground), and whether the requester may
+    be stored at all. Read-only."""
+    existing = session.scalar(
+        select(Generation.id).where(Generation.source_message_id == message_id)
+    )
+    allowed = user_id is None or may_be_stored(session, user_id, guild_id)
+    return (int(existing) if existing is not None else None), allowed
+
+
 def upsert_prompt(session: Session, text: str) -> int:
     """The id of the prompt row for ``text`` (normalised), creating it if needed."""
     if not text.strip():

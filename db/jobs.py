@@ -177,3 +177,30 @@ def _outbox_payload(job: Job, body: dict[str, Any]) -> dict[str, Any]:
     if job.requested_by is not None:
         payload["requested_by"] = job.requested_by
     return payload
+
+
+def job_progress(
+    session: Session, job_ids: list[uuid.UUID]
+) -> dict[uuid.UUID, tuple[JobStatus, float, str]]:
+    """(status, progress, progress message) of each of ``job_ids`` that exists."""
+    if not job_ids:
+        return {}
+    rows = session.execute(
+        select(Job.id, Job.status, Job.progress, Job.progress_message).where(Job.id.in_(job_ids))
+    )
+    return {job_id: (status, progress, message) for job_id, status, progress, message in rows}
+
+
+def user_job_load(session: Session, user_id: int, since: datetime) -> tuple[int, int]:
+    """How many jobs ``user_id`` started since ``since``, and how many are still open
+    (queued or running): what per-user rate and queue limits are checked against."""
+    from sqlalchemy import case, func, or_
+
+    is_open = Job.status.in_([JobStatus.queued, JobStatus.running])
+    recent, open_jobs = session.execute(
+        select(
+            func.count(case((Job.created_at >= since, 1))),
+            func.count(case((is_open, 1))),
+        ).where(Job.requested_by == user_id, or_(Job.created_at >= since, is_open))
+    ).one()
+    return int(recent), int(open_jobs)

@@ -60,7 +60,9 @@ class InteractionRecord:
     kind: int
     callbacks: list[int] = field(default_factory=list)  # response types, in order
     original: dict[str, Any] | None = None
+    edits: list[str] = field(default_factory=list)  # every content the original showed
     followups: list[dict[str, Any]] = field(default_factory=list)
+    deferred_flags: int = 0
     acknowledged_at: float | None = None
     created_at: float = field(default_factory=time.monotonic)
 
@@ -141,6 +143,7 @@ class DiscordEmulator:
         self.sessions: dict[str, GatewaySession] = {}
         self.admins: set[int] = set()
         self.interactions: dict[str, InteractionRecord] = {}
+        self.reactions: dict[int, dict[str, list[int]]] = {}  # message -> emoji -> user ids
         self._pending_429 = 0
         self._runner: web.AppRunner | None = None
 
@@ -284,7 +287,24 @@ class DiscordEmulator:
         return next(name for name, cid in self.channels.items() if cid == channel_id)
 
     async def inject_reaction(self, user_id: int, message: dict[str, Any], emoji: str) -> None:
-        """A user reacts to ``message`` with a unicode ``emoji``."""
+        """A user reacts to ``message`` with a unicode ``emoji`` (kept on the message, so that
+        history and the reaction-users route show it later)."""
+        stored = self.messages[int(message["channel_id"])].get(int(message["id"]))
+        if stored is not None:
+            users = self.reactions.setdefault(int(message["id"]), {}).setdefault(emoji, [])
+            if user_id not in users:
+                users.append(user_id)
+            stored["reactions"] = [
+                {
+                    "emoji": {"id": None, "name": name},
+                    "count": len(who),
+                    "count_details": {"burst": 0, "normal": len(who)},
+                    "me": int(self.bot_user["id"]) in who,
+                    "me_burst": False,
+                    "burst_colors": [],
+                }
+                for name, who in self.reactions[int(message["id"])].items()
+            ]
         await self.dispatch(
             "MESSAGE_REACTION_ADD",
             {
@@ -611,8 +631,12 @@ class DiscordEmulator:
             if "before" in request.query:
                 ordered = [m for m in ordered if m < int(request.query["before"])]
             if "after" in request.query:
-                ordered = sorted(m for m in ordered if m > int(request.query["after"]))
+                # Discord answers with the oldest `limit` messages after the id, newest first.
+                after = sorted(m for m in ordered if m > int(request.query["after"]))[:limit]
+                return self._json([channel[m] for m in reversed(after)])
             return self._json([channel[m] for m in ordered[:limit]])
+        if len(parts) == 6 and parts[4] == "reactions" and method == "GET":
+            return self._reaction_users(int(parts[3]), parts[5], request)
         message_id = int(parts[3])
         if message_id not in channel:
             return self._json({"message": "Unknown Message", "code": 10008}, status=404)
@@ -638,6 +662,15 @@ class DiscordEmulator:
             return web.Response(status=204)
         return self._json({"message": "Method Not Allowed", "code": 0}, status=405)
 
+    def _reaction_users(self, message_id: int, emoji: str, request: web.Request) -> web.Response:
+        from urllib.parse import unquote
+
+        users = self.reactions.get(message_id, {}).get(unquote(emoji), [])
+        after = int(request.query.get("after", 0))
+        limit = int(request.query.get("limit", 25))
+        chosen = sorted(u for u in users if u > after)[:limit]
+        return self._json([self.users[u] for u in chosen])
+
     # -- interactions ----------------------------------------------------------------------
     async def _bot_message(
         self, channel_id: int, data: dict[str, Any], files: list[tuple[str, bytes, str]]
@@ -647,7 +680,9 @@ class DiscordEmulator:
         )
         message["embeds"] = data.get("embeds") or []
         message["flags"] = int(data.get("flags") or 0)
-        if not message["flags"] & EPHEMERAL:
+        if message["flags"] & EPHEMERAL:  # seen by one user only: not in the channel's history
+            self.messages[channel_id].pop(int(message["id"]))
+        else:
             await self.dispatch("MESSAGE_CREATE", message)
         return message
 
@@ -667,6 +702,9 @@ class DiscordEmulator:
         data = body.get("data") or {}
         if kind == 4:  # reply with a message
             record.original = await self._bot_message(record.channel_id, data, files)
+            record.edits.append(record.original["content"])
+        elif kind == 5:  # deferred: the later edit keeps the ephemerality chosen now
+            record.deferred_flags = int(data.get("flags") or 0)
         resource: dict[str, Any] = {"type": kind}
         if record.original is not None:
             resource["message"] = record.original
@@ -700,11 +738,15 @@ class DiscordEmulator:
         if len(parts) == 5 and parts[3] == "messages":
             if method == "PATCH":
                 if record.original is None:  # the deferred response gets its content
-                    record.original = await self._bot_message(record.channel_id, body, files)
+                    flags = int(body.get("flags") or 0) | record.deferred_flags
+                    record.original = await self._bot_message(
+                        record.channel_id, {**body, "flags": flags}, files
+                    )
                 else:
                     record.original.update(
                         {k: v for k, v in body.items() if k in ("content", "embeds", "components")}
                     )
+                record.edits.append(record.original.get("content") or "")
                 return self._json(record.original)
             if method == "GET" and record.original is not None:
                 return self._json(record.original)

@@ -4,9 +4,9 @@ part; errors reach the user as one short ephemeral line."""
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import re
+import uuid
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any
@@ -17,8 +17,16 @@ from discord.ext import commands
 
 from bot.cogs.admin import ADAPTERS, dataset_counts, is_admin
 from bot.downloads import DownloadRefused, download
-from db.channels import disable_channel, enable_channel, generation_for_message
+from bot.progress import InteractionProgress
+from db.channels import (
+    disable_channel,
+    enable_channel,
+    generation_for_message,
+    harvest_adapter,
+    last_seen_message,
+)
 from db.engine import run_transaction_async
+from db.jobs import user_job_load
 from db.privacy import forget_user, opt_in, opt_out
 from db.registry import promote_model_version
 from jobqueue.submit import EnqueueError, submit_job
@@ -27,6 +35,19 @@ from media.intake import ImageRejected, intake_and_store
 log = logging.getLogger(__name__)
 INTERACTION_TOKEN_LIFETIME = timedelta(minutes=15)
 MESSAGE_LINK = re.compile(r"/channels/\d+/\d+/(\d+)")
+# Jobs whose progress is shown by editing the command's response, with their label.
+LONG_JOBS = {
+    "generate": "Generating",
+    "regenerate": "Regenerating",
+    "train": "Training",
+    "adapt": "Adapting",
+    "export": "Exporting",
+    "score_unscored": "Scoring",
+}
+
+
+class UserLimitReached(Exception):
+    """A user reached their rate or queue limit; the message says which."""
 
 
 class HpsCommands(commands.Cog):
@@ -63,8 +84,17 @@ class HpsCommands(commands.Cog):
         return result.sha256
 
     async def _submit(
-        self, interaction: discord.Interaction, kind: str, params: dict[str, Any]
-    ) -> None:
+        self,
+        interaction: discord.Interaction,
+        kind: str,
+        params: dict[str, Any],
+        *,
+        limited: bool = True,
+    ) -> uuid.UUID:
+        """Queue a job for this interaction (after the user's rate and queue limits, unless
+        ``limited`` is False) and follow its progress when it is a long one."""
+        if limited:
+            await self._check_user_limits(interaction.user.id)
         job = partial(
             submit_job,
             self.bot.celery,
@@ -77,7 +107,27 @@ class HpsCommands(commands.Cog):
             interaction_token=interaction.token,
             interaction_expires_at=datetime.now(UTC) + INTERACTION_TOKEN_LIFETIME,
         )
-        await asyncio.get_running_loop().run_in_executor(None, job)
+        job_id: uuid.UUID = await asyncio.get_running_loop().run_in_executor(None, job)
+        if kind in LONG_JOBS:
+            self.bot.job_progress.follow(job_id, LONG_JOBS[kind], interaction)
+        return job_id
+
+    async def _check_user_limits(self, user_id: int) -> None:
+        settings = self.bot.settings
+        since = datetime.now(UTC) - timedelta(minutes=1)
+        recent, open_jobs = await run_transaction_async(
+            self.bot.factory, partial(user_job_load, user_id=user_id, since=since)
+        )
+        if open_jobs >= settings.user_max_open_jobs:
+            raise UserLimitReached(
+                f"you already have {open_jobs} jobs waiting or running; "
+                "try again when one has finished"
+            )
+        if recent >= settings.user_jobs_per_minute:
+            raise UserLimitReached(
+                f"that is {recent} jobs in the last minute (limit "
+                f"{settings.user_jobs_per_minute}); try again in a minute"
+            )
 
     @hps.command(name="score", description="Score an image against the prompt it was made for")
     @app_commands.describe(image="the image", prompt="the prompt it was generated from")
@@ -88,7 +138,7 @@ class HpsCommands(commands.Cog):
         try:
             sha = await self._fetch_image(image)
             await self._submit(interaction, "score", {"prompt": prompt, "images": [sha]})
-        except (DownloadRefused, ImageRejected, EnqueueError) as exc:
+        except (DownloadRefused, ImageRejected, EnqueueError, UserLimitReached) as exc:
             await interaction.followup.send(f"Sorry, I can't score that: {exc}", ephemeral=True)
 
     @hps.command(name="generate", description="Generate images; pick the one you like best")
@@ -110,12 +160,18 @@ class HpsCommands(commands.Cog):
         )
 
     async def _submit_or_apologise(
-        self, interaction: discord.Interaction, kind: str, params: dict[str, Any]
+        self,
+        interaction: discord.Interaction,
+        kind: str,
+        params: dict[str, Any],
+        *,
+        limited: bool = True,
     ) -> bool:
-        """Queue the job; tell the user (privately) when the queue is unavailable."""
+        """Queue the job; tell the user (privately) when the queue is unavailable or they
+        reached their limits."""
         try:
-            await self._submit(interaction, kind, params)
-        except EnqueueError as exc:
+            await self._submit(interaction, kind, params, limited=limited)
+        except (EnqueueError, UserLimitReached) as exc:
             await interaction.followup.send(f"Sorry: {exc}", ephemeral=True)
             return False
         return True
@@ -227,11 +283,10 @@ class HpsCommands(commands.Cog):
     async def train(self, interaction: discord.Interaction, force: bool = False) -> None:
         if await self._refuse_non_admins(interaction):
             return
-        if not await self._submit_or_apologise(interaction, "train", {"force": force}):
-            return
-        await interaction.followup.send(
-            "Training queued; the report will be posted here.", ephemeral=True
-        )
+        if await self._submit_or_apologise(interaction, "train", {"force": force}, limited=False):
+            await interaction.edit_original_response(
+                content="Training queued; the report will be posted here."
+            )
 
     @admin.command(name="promote", description="Make a model version the active one")
     async def promote(self, interaction: discord.Interaction, version_id: int) -> None:
@@ -249,11 +304,87 @@ class HpsCommands(commands.Cog):
             f"Model {name} ({version_id}) is now active.", ephemeral=True
         )
 
-    @admin.command(name="stats", description="What the dataset holds")
+    @admin.command(name="stats", description="Charts of what the community collected")
     async def stats(self, interaction: discord.Interaction) -> None:
         if await self._refuse_non_admins(interaction):
             return
         counts = await run_transaction_async(self.bot.factory, dataset_counts)
-        await interaction.followup.send(
-            f"```json\n{json.dumps(counts, indent=1)}\n```", ephemeral=True
+        summary = ", ".join(f"{value} {name}" for name, value in counts.items())
+        if await self._submit_or_apologise(interaction, "stats", {}, limited=False):
+            await interaction.edit_original_response(
+                content=f"The dataset holds {summary}. Charts are on their way."
+            )
+
+    @admin.command(name="backfill", description="Harvest a channel's history (idempotent)")
+    @app_commands.describe(
+        channel="a harvested channel",
+        from_start="read the whole history, not only what came after the last seen message",
+        limit="read at most this many messages",
+    )
+    async def backfill(
+        self,
+        interaction: discord.Interaction,
+        channel: discord.TextChannel,
+        from_start: bool = False,
+        limit: app_commands.Range[int, 1, 1_000_000] | None = None,
+    ) -> None:
+        if await self._refuse_non_admins(interaction):
+            return
+        adapter = await run_transaction_async(
+            self.bot.factory, partial(harvest_adapter, channel_id=channel.id)
         )
+        if adapter is None:
+            await interaction.edit_original_response(
+                content=f"{channel.mention} is not harvested: `/hps admin channels` first."
+            )
+            return
+        after = None
+        if not from_start:
+            after = await run_transaction_async(
+                self.bot.factory, partial(last_seen_message, channel_id=channel.id)
+            )
+        progress = InteractionProgress(interaction)
+        harvest = self.bot.get_cog("HarvestCog")
+        report = await harvest.backfiller.channel(
+            channel,
+            after=after,
+            limit=limit,
+            progress=lambda report: progress.update(report.describe()),
+        )
+        await progress.finish(report.describe())
+
+    @admin.command(name="adapt", description="Adapt Stable Diffusion to the community's taste")
+    @app_commands.describe(
+        prompts="how many harvested prompts to adapt on",
+        lora_steps="LoRA training steps",
+        images_per_prompt="images generated per prompt for the selection",
+    )
+    async def adapt(
+        self,
+        interaction: discord.Interaction,
+        prompts: app_commands.Range[int, 4, 100_000] = 500,
+        lora_steps: app_commands.Range[int, 1, 1_000_000] = 1000,
+        images_per_prompt: app_commands.Range[int, 4, 64] = 8,
+    ) -> None:
+        if await self._refuse_non_admins(interaction):
+            return
+        params = {
+            "limit_prompts": prompts,
+            "lora_steps": lora_steps,
+            "images_per_prompt": images_per_prompt,
+        }
+        if await self._submit_or_apologise(interaction, "adapt", params, limited=False):
+            await interaction.edit_original_response(
+                content="Adaptation queued; the evaluation will be posted here."
+            )
+
+    @admin.command(name="export", description="Export the dataset (Pick-a-Pic parquet, HPD)")
+    @app_commands.describe(licence="licence written into the dataset card")
+    async def export(self, interaction: discord.Interaction, licence: str = "cc-by-4.0") -> None:
+        if await self._refuse_non_admins(interaction):
+            return
+        params = {"licence": licence, "guild_id": interaction.guild_id}
+        if await self._submit_or_apologise(interaction, "export", params, limited=False):
+            await interaction.edit_original_response(
+                content="Export queued; the dataset card will be posted here."
+            )

@@ -3,21 +3,37 @@ the requester's number-emoji reaction becomes their pick, deleted messages take 
 
 from __future__ import annotations
 
+import asyncio
+import enum
 import logging
 import time
+from functools import partial
 
 import discord
 from discord.ext import commands
 
 from bot.adapters import midjourney, multi_attachment
 from bot.adapters.base import AttachmentRef, ParsedChoice
+from bot.backfill import Backfiller
 from bot.harvest import Harvester
-from db.channels import harvest_adapter
+from db.channels import advance_last_seen, harvest_adapter
 from db.engine import run_transaction_async
 from db.models import ChoiceMethod
 
 log = logging.getLogger(__name__)
 CONFIG_TTL_S = 30.0
+LAST_SEEN_FLUSH_S = 5.0
+
+
+class MessageOutcome(enum.Enum):
+    """What harvesting did with one message."""
+
+    not_harvested = "channel not harvested"
+    ignored = "not a generation"
+    generation = "generation stored"
+    known = "generation already stored"
+    choice = "choice recorded"
+    refused = "refused"
 
 
 class HarvestCog(commands.Cog):
@@ -25,6 +41,34 @@ class HarvestCog(commands.Cog):
         self.bot = bot
         self.harvester = harvester
         self._adapters: dict[int, tuple[float, str | None]] = {}
+        self.last_seen: dict[int, int] = {}
+        self.backfiller = Backfiller(bot, self)
+        self._flusher: asyncio.Task[None] | None = None
+
+    async def cog_load(self) -> None:
+        self._flusher = asyncio.create_task(self._flush_forever(), name="last-seen-flush")
+
+    async def cog_unload(self) -> None:
+        if self._flusher is not None:
+            self._flusher.cancel()
+        try:
+            await self.flush_last_seen()
+        except Exception as exc:  # shutting down: the next catch-up re-reads a little more
+            log.warning("last seen message ids not saved: %s", exc)
+
+    async def _flush_forever(self) -> None:
+        while True:
+            await asyncio.sleep(LAST_SEEN_FLUSH_S)
+            try:
+                await self.flush_last_seen()
+            except Exception as exc:
+                log.warning("last seen message ids not saved yet: %s", exc)
+
+    @commands.Cog.listener()
+    async def on_ready(self) -> None:
+        # READY follows every IDENTIFY: a first start or a session that could not be resumed.
+        # Either way events were missed that only the channel history still has.
+        self.backfiller.start_catch_up()
 
     async def adapter_for(self, channel_id: int) -> str | None:
         """The channel's adapter (cached for a short while), None when not harvested."""
@@ -45,9 +89,35 @@ class HarvestCog(commands.Cog):
     async def on_message(self, message: discord.Message) -> None:
         if message.guild is None or message.author == self.bot.user:
             return
+        outcome = await self.harvest_message(message)
+        if outcome is not MessageOutcome.not_harvested:
+            self.saw(message.channel.id, message.id)
+
+    def saw(self, channel_id: int, message_id: int) -> None:
+        """Remember the newest message processed in a harvested channel (written to the
+        database in batches: a backfill after a restart starts there)."""
+        if message_id > self.last_seen.get(channel_id, 0):
+            self.last_seen[channel_id] = message_id
+
+    async def flush_last_seen(self) -> None:
+        """Write the remembered last-seen message ids."""
+        if not self.last_seen:
+            return
+        seen, self.last_seen = self.last_seen, {}
+        try:
+            await run_transaction_async(
+                self.harvester.factory, partial(advance_last_seen, seen=seen)
+            )
+        except Exception:
+            for channel_id, message_id in seen.items():  # try again on the next round
+                self.saw(channel_id, message_id)
+            raise
+
+    async def harvest_message(self, message: discord.Message) -> MessageOutcome:
+        """Harvest one message (live or from history) with its channel's adapter."""
         adapter = await self.adapter_for(message.channel.id)
         if adapter not in (multi_attachment.NAME, midjourney.NAME):
-            return
+            return MessageOutcome.not_harvested
         attachments = [
             AttachmentRef(a.url, a.filename, a.size, a.content_type) for a in message.attachments
         ]
@@ -61,22 +131,25 @@ class HarvestCog(commands.Cog):
                 referenced_message_id=reference,
             )
             if choice is not None:
-                await self.harvester.choice(choice, ChoiceMethod.upscale)
-                return
+                recorded = await self.harvester.choice(choice, ChoiceMethod.upscale)
+                return MessageOutcome.choice if recorded else MessageOutcome.refused
             parsed = midjourney.parse_grid(message.content, attachments, author_is_bot=bot_author)
         else:
             parsed = multi_attachment.parse_message(
                 message.content, attachments, author_is_bot=bot_author
             )
         if parsed is None:
-            return
-        await self.harvester.generation(
+            return MessageOutcome.ignored
+        outcome = await self.harvester.generation(
             parsed,
             message_id=message.id,
             channel_id=message.channel.id,
-            guild_id=message.guild.id,
+            guild_id=message.guild.id if message.guild else None,
             generator=f"discord-bot:{message.author.id}",
         )
+        if not outcome.stored:
+            return MessageOutcome.refused
+        return MessageOutcome.generation if outcome.new else MessageOutcome.known
 
     @commands.Cog.listener()
     async def on_raw_reaction_add(self, payload: discord.RawReactionActionEvent) -> None:
@@ -85,14 +158,15 @@ class HarvestCog(commands.Cog):
         position = multi_attachment.position_of(str(payload.emoji))
         if position is None or await self.adapter_for(payload.channel_id) != multi_attachment.NAME:
             return
-        requester = await self._requester(payload.channel_id, payload.message_id)
+        requester = await self.requester(payload.message_id)
         if requester is not None and requester != payload.user_id:
             return  # only the requester's pick counts for this adapter
         await self.harvester.choice(
             ParsedChoice(payload.message_id, payload.user_id, position), ChoiceMethod.reaction
         )
 
-    async def _requester(self, channel_id: int, message_id: int) -> int | None:
+    async def requester(self, message_id: int) -> int | None:
+        """Who asked for the generation posted in ``message_id`` (None if unknown)."""
         from sqlalchemy import select
 
         from db.models import Generation

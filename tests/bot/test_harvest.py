@@ -269,7 +269,16 @@ async def test_forget_me_deletes_everything_and_stops_harvesting(
 
 
 def admin_call(name: str, **options: Any) -> list[dict[str, Any]]:
-    types = {"channel": 7, "adapter": 3, "version_id": 4, "force": 5}
+    types = {
+        "channel": 7,
+        "adapter": 3,
+        "version_id": 4,
+        "force": 5,
+        "from_start": 5,
+        "limit": 4,
+        "licence": 3,
+        "prompts": 4,
+    }
     sub = [{"name": key, "type": types[key], "value": value} for key, value in options.items()]
     return [{"name": "admin", "type": 2, "options": [{"name": name, "type": 1, "options": sub}]}]
 
@@ -286,6 +295,9 @@ async def test_admin_commands_are_checked_server_side(
         admin_call("stats"),
         admin_call("promote", version_id=1),
         admin_call("train"),
+        admin_call("backfill", channel=str(general), from_start=True),
+        admin_call("adapt", prompts=10),
+        admin_call("export"),
     ]
     for options in calls:
         token = await emulator.inject_slash_command(world["bob"], "general", "hps", options)
@@ -312,5 +324,107 @@ async def test_admin_commands_are_checked_server_side(
     )
     await eventually(lambda: count(pg_factory, Generation) == 1)
     token = await emulator.inject_slash_command(admin, "general", "hps", calls[1])
-    await eventually(lambda: bool(emulator.interactions[token].followups))
-    assert '"generations": 1' in emulator.interactions[token].followups[0]["content"]
+    record = emulator.interactions[token]
+    await eventually(lambda: bool(record.edits))
+    assert record.edits[-1].startswith("The dataset holds 1 generations, 2 images, 0 choices")
+    assert record.original is not None and record.original["flags"] & 64  # ephemeral
+
+
+def post_generation(
+    emulator: DiscordEmulator, channel: str, generator: int, user: int, prompt: str, seed: int
+) -> Any:
+    colors = [(seed * 40 % 256, 10 * k, 200 - seed) for k in range(3)]
+    return emulator.inject_message(
+        channel,
+        generator,
+        f"**{prompt}** - <@{user}>",
+        [(f"{k}.png", png(color), "image/png") for k, color in enumerate(colors)],
+    )
+
+
+async def test_after_a_re_identify_the_history_backfill_recovers_missed_messages(
+    world: dict[str, Any], pg_factory: sessionmaker[Session]
+) -> None:
+    emulator: DiscordEmulator = world["emulator"]
+    bot: HpsBot = world["bot"]
+    cog = bot.get_cog("HarvestCog")
+    gen, alice = world["generator"], world["alice"]
+    first = await post_generation(emulator, "generations", gen, alice, "seen live", 1)
+    await eventually(lambda: count(pg_factory, Generation) == 1)
+    await cog.flush_last_seen()  # what the periodic flush does every few seconds
+
+    # Discord refuses to resume: the bot must IDENTIFY again, and the events dispatched
+    # meanwhile are never delivered to it.
+    await emulator.invalidate_sessions()
+    missed = [
+        await post_generation(emulator, "generations", gen, alice, f"missed {n}", 10 + n)
+        for n in range(3)
+    ]
+    await emulator.inject_reaction(alice, missed[1], "2\ufe0f\u20e3")
+    await emulator.inject_reaction(world["bob"], missed[2], "1\ufe0f\u20e3")  # not the requester
+    assert not any(session.connected for session in emulator.sessions.values())
+
+    await eventually(lambda: count(pg_factory, Generation) == 4, timeout=30)
+    reports = await cog.backfiller.wait_for_catch_up()
+    assert [(r.generations, r.choices) for r in reports] == [(3, 1)]
+    with pg_factory() as session:
+        prompts = sorted(g.prompt.text for g in session.scalars(select(Generation)))
+        choice = session.scalars(select(Choice)).one()
+    assert prompts == ["missed 0", "missed 1", "missed 2", "seen live"]
+    assert choice.user_id == alice and _picked_position(pg_factory) == 1
+    # Only messages after the last seen one were read, and nothing was downloaded twice.
+    downloads = [c for c in emulator.calls if c.method == "GET" and "/cdn/" in c.path]
+    assert downloads == []  # the CDN is not part of the REST call log
+    assert int(first["id"]) < min(int(m["id"]) for m in missed)
+    with pg_factory() as session:
+        from db.channels import last_seen_message
+
+        await cog.flush_last_seen()
+        assert last_seen_message(session, emulator.channels["generations"]) == int(missed[-1]["id"])
+
+
+async def test_admin_backfill_reads_a_channels_history_with_progress(
+    world: dict[str, Any], pg_factory: sessionmaker[Session]
+) -> None:
+    emulator: DiscordEmulator = world["emulator"]
+    gen, alice = world["generator"], world["alice"]
+    # History from before the channel was harvested: 120 messages, 2 pages of history.
+    for n in range(118):
+        await emulator.inject_message("general", alice, f"chatter {n}")
+    first = await post_generation(emulator, "general", gen, alice, "old one", 3)
+    await post_generation(emulator, "general", gen, world["bob"], "old two", 4)
+    await emulator.inject_reaction(alice, first, "3\ufe0f\u20e3")
+    admin = emulator.add_user("mod", admin=True)
+    general = emulator.channels["general"]
+    token = await emulator.inject_slash_command(
+        admin, "general", "hps", admin_call("backfill", channel=str(general))
+    )
+    record = emulator.interactions[token]
+    await eventually(lambda: bool(record.edits))
+    assert "is not harvested" in record.edits[-1]
+
+    with pg_factory() as session, session.begin():
+        enable_channel(session, emulator.guild_id, general, "multi_attachment")
+    world["bot"].get_cog("HarvestCog").forget_channel_config()
+    token = await emulator.inject_slash_command(
+        admin, "general", "hps", admin_call("backfill", channel=str(general))
+    )
+    record = emulator.interactions[token]
+    await eventually(lambda: any("finished" in edit for edit in record.edits), timeout=30)
+    assert record.edits[-1] == (
+        f"backfill of <#{general}> finished: 120 messages read, 2 new generations, "
+        "1 picks, 0 already stored, 0 refused"
+    )
+    assert count(pg_factory, Generation) == 2 and count(pg_factory, Choice) == 1
+    assert _picked_position(pg_factory) == 2
+    history_pages = [c for c in emulator.calls_to("GET", f"/channels/{general}/messages")]
+    assert len([c for c in history_pages if c.path.endswith("/messages")]) >= 2
+
+    # Again from the start: everything is known, nothing is stored twice.
+    token = await emulator.inject_slash_command(
+        admin, "general", "hps", admin_call("backfill", channel=str(general), from_start=True)
+    )
+    record = emulator.interactions[token]
+    await eventually(lambda: any("finished" in edit for edit in record.edits), timeout=30)
+    assert "0 new generations, 1 picks, 2 already stored" in record.edits[-1]
+    assert count(pg_factory, Generation) == 2 and count(pg_factory, Choice) == 1

@@ -1,0 +1,161 @@
+"""History backfill: walk a harvested channel's history after the last message the bot
+processed, through the same idempotent harvest as live events.
+
+It runs after every IDENTIFY (a first start, or a session Discord refused to resume, whose
+missed events no RESUME will replay) for each harvested channel that has a last-seen
+message, and on ``/hps admin backfill``. Generations already stored are skipped without a
+download; number-emoji picks are read from the reactions of the history's messages."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import discord
+
+from bot.adapters import multi_attachment
+from bot.adapters.base import ParsedChoice
+from db.channels import harvested_channels
+from db.engine import run_transaction_async
+from db.models import ChoiceMethod
+
+if TYPE_CHECKING:
+    from bot.cogs.harvest import HarvestCog
+
+log = logging.getLogger(__name__)
+PROGRESS_INTERVAL_S = 2.0
+CATCH_UP_LIMIT = 10_000  # messages per channel after a restart; admins can backfill further
+
+
+@dataclass
+class BackfillReport:
+    """Counts of one channel's backfill, updated as it goes."""
+
+    channel_id: int
+    messages: int = 0
+    generations: int = 0
+    known: int = 0
+    choices: int = 0
+    refused: int = 0
+    last_message_id: int | None = None
+    finished: bool = False
+
+    def describe(self) -> str:
+        state = "finished" if self.finished else "in progress"
+        return (
+            f"backfill of <#{self.channel_id}> {state}: {self.messages} messages read, "
+            f"{self.generations} new generations, {self.choices} picks, "
+            f"{self.known} already stored, {self.refused} refused"
+        )
+
+
+ProgressCallback = Callable[[BackfillReport], Awaitable[None]]
+
+
+class Backfiller:
+    def __init__(self, bot: Any, harvest: HarvestCog) -> None:
+        self.bot = bot
+        self.harvest = harvest
+        self._locks: dict[int, asyncio.Lock] = {}
+        self._catch_up: asyncio.Task[list[BackfillReport]] | None = None
+
+    async def channel(
+        self,
+        channel: discord.abc.Messageable,
+        *,
+        after: int | None,
+        limit: int | None = None,
+        progress: ProgressCallback | None = None,
+    ) -> BackfillReport:
+        """Harvest ``channel``'s messages newer than ``after`` (all when None), oldest first,
+        at most ``limit``; ``progress`` is called every few seconds and at the end."""
+        channel_id = int(getattr(channel, "id", 0))
+        report = BackfillReport(channel_id)
+        lock = self._locks.setdefault(channel_id, asyncio.Lock())
+        async with lock:  # one walk per channel at a time (catch-up vs an admin's backfill)
+            last_progress = time.monotonic()
+            start = discord.Object(after) if after is not None else None
+            async for message in channel.history(limit=limit, after=start, oldest_first=True):
+                await self._one(message, report)
+                if progress is not None and time.monotonic() - last_progress > PROGRESS_INTERVAL_S:
+                    last_progress = time.monotonic()
+                    await progress(report)
+            await self.harvest.flush_last_seen()
+        report.finished = True
+        if progress is not None:
+            await progress(report)
+        return report
+
+    async def _one(self, message: discord.Message, report: BackfillReport) -> None:
+        from bot.cogs.harvest import MessageOutcome
+
+        report.messages += 1
+        report.last_message_id = message.id
+        if message.author != self.bot.user:
+            outcome = await self.harvest.harvest_message(message)
+            if outcome is MessageOutcome.generation:
+                report.generations += 1
+            elif outcome is MessageOutcome.known:
+                report.known += 1
+            elif outcome is MessageOutcome.choice:
+                report.choices += 1
+            elif outcome is MessageOutcome.refused:
+                report.refused += 1
+            if outcome in (MessageOutcome.generation, MessageOutcome.known):
+                report.choices += await self._reaction_picks(message)
+        self.harvest.saw(message.channel.id, message.id)
+
+    async def _reaction_picks(self, message: discord.Message) -> int:
+        """The requester's number-emoji pick on a multi-attachment generation."""
+        numbered = [
+            (reaction, position)
+            for reaction in message.reactions
+            if (position := multi_attachment.position_of(str(reaction.emoji))) is not None
+        ]
+        if not numbered:
+            return 0
+        requester = await self.harvest.requester(message.id)
+        if requester is None:
+            return 0
+        picks = 0
+        for reaction, position in numbered:
+            async for user in reaction.users():
+                if user.id == requester:
+                    choice = ParsedChoice(message.id, requester, position)
+                    picks += int(await self.harvest.harvester.choice(choice, ChoiceMethod.reaction))
+        return picks
+
+    def start_catch_up(self) -> None:
+        """Backfill every harvested channel from its last seen message, in the background
+        (called on READY; a catch-up already running is left to finish)."""
+        if self._catch_up is not None and not self._catch_up.done():
+            return
+        self._catch_up = asyncio.create_task(self.catch_up(), name="history-catch-up")
+
+    async def catch_up(self) -> list[BackfillReport]:
+        """Backfill each harvested channel that has a last seen message; return the reports."""
+        channels = await run_transaction_async(self.bot.factory, harvested_channels)
+        reports = []
+        for channel_id, _adapter, last_seen in channels:
+            if last_seen is None:
+                continue  # never harvested yet: an admin decides how far back to go
+            try:
+                channel = self.bot.get_channel(channel_id) or await self.bot.fetch_channel(
+                    channel_id
+                )
+                report = await self.channel(channel, after=last_seen, limit=CATCH_UP_LIMIT)
+            except discord.HTTPException as exc:
+                log.warning("catch-up of channel %s failed: %s", channel_id, exc)
+                continue
+            if report.messages:
+                log.info("%s", report.describe())
+            reports.append(report)
+        return reports
+
+    async def wait_for_catch_up(self) -> list[BackfillReport]:
+        """The reports of the catch-up in progress or last run (tests and the demo)."""
+        return await self._catch_up if self._catch_up is not None else []
