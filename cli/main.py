@@ -7,6 +7,7 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 
+import cli.exchange_commands
 import hps.cli
 from cli import jobs_commands, platform_commands
 
@@ -15,6 +16,7 @@ CommandRegistrar = Callable[[argparse._SubParsersAction], None]
 REGISTRARS: list[CommandRegistrar] = [
     platform_commands.register,
     jobs_commands.register,
+    cli.exchange_commands.register,
     hps.cli.register,
 ]
 

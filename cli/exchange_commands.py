@@ -1,0 +1,180 @@
+"""``hps export`` and ``hps import``: dataset exchange in the Pick-a-Pic and HPD formats."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from config import get_settings
+
+
+def register(subcommands: argparse._SubParsersAction) -> None:
+    """Add ``hps export`` and ``hps import`` to the ``hps`` parser."""
+    export = subcommands.add_parser(
+        "export",
+        help="export the choices as Pick-a-Pic parquet + HPD JSON with a dataset card",
+        description="Export every choice of users who have not opted out (split by prompt) "
+        "into a folder: data/<split>-*.parquet (Pick-a-Pic), hpd/ (HPD v1/v2 JSON + images), "
+        "README.md (dataset card) and histogram.png.",
+    )
+    export.add_argument(
+        "--out", type=Path, help="export folder (default EXPORTS_DIR/export-<time>)"
+    )
+    export.add_argument(
+        "--format",
+        default="pickapic,hpd",
+        help="comma-separated: pickapic, hpd (default both)",
+    )
+    export.add_argument("--license", default=None, help="licence id for the card (cc-by-4.0)")
+    export.add_argument("--name", default=None, help="dataset name for the card")
+    export.add_argument("--until", help="only choices made up to this ISO time (default now)")
+    export.add_argument("--rows-per-shard", type=int, default=None, help="parquet rows per file")
+    export.add_argument("--jpeg-quality", type=int, default=None, help="JPEG quality (95)")
+    export.add_argument("--force", action="store_true", help="replace an existing --out folder")
+    export.add_argument("--no-progress", action="store_true", help="no progress bar")
+    export.set_defaults(handler=cmd_export)
+
+    imp = subcommands.add_parser(
+        "import",
+        help="import HPD v1/v2 JSON or Pick-a-Pic parquet into the database",
+        description="Import preference data: prompts, generations, images (through the safe "
+        "intake) and choices. Idempotent: importing a file again adds nothing. A folder "
+        "written by 'hps export' imports its parquet shards.",
+    )
+    imp.add_argument("paths", nargs="+", type=Path, metavar="PATH")
+    imp.add_argument("--format", choices=["auto", "pickapic", "hpd"], default="auto")
+    imp.add_argument(
+        "--namespace",
+        help="name of the source in imported ids (default: the format); files imported under "
+        "the same namespace share users and generations",
+    )
+    imp.add_argument("--image-root", type=Path, help="folder HPD image paths are relative to")
+    imp.add_argument(
+        "--skip-invalid", action="store_true", help="skip bad records and list them (not stop)"
+    )
+    imp.add_argument("--dry-run", action="store_true", help="check everything, write nothing")
+    imp.add_argument("--no-progress", action="store_true", help="no progress bar")
+    imp.set_defaults(handler=cmd_import)
+
+
+def _resources() -> tuple[Any, Any, Any]:
+    from db.engine import make_engine, make_session_factory
+    from media.store import open_store
+
+    settings = get_settings()
+    engine = make_engine(settings.database_url)
+    store = open_store(settings.storage_url, s3_endpoint_url=settings.s3_endpoint_url)
+    return engine, make_session_factory(engine), store
+
+
+def _bar(enabled: bool, unit: str) -> tuple[Callable[[int, int, str], None], Callable[[], None]]:
+    """A tqdm bar behind the exchange progress callback; a new bar when the file changes."""
+    from tqdm import tqdm
+
+    state: dict[str, Any] = {"bar": None, "label": None}
+
+    def update(done: int, total: int, message: str) -> None:
+        if not enabled:
+            return
+        label = message.split(":", 1)[0] if unit == "record" else "export"
+        bar = state["bar"]
+        if bar is None or state["label"] != label:
+            if bar is not None:
+                bar.close()
+            bar = state["bar"] = tqdm(total=total, unit=unit, desc=label, disable=None)
+            state["label"] = label
+        bar.total = total
+        bar.n = done
+        bar.refresh()
+
+    def close() -> None:
+        if state["bar"] is not None:
+            state["bar"].close()
+
+    return update, close
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from exchange.card import DEFAULT_LICENSE
+    from exchange.export import ExportOptions, export_dataset
+    from exchange.ids import resolve_user_salt
+
+    settings = get_settings()
+    assert settings.exports_dir is not None
+    cutoff = None
+    if args.until:
+        cutoff = datetime.fromisoformat(args.until)
+        cutoff = cutoff if cutoff.tzinfo else cutoff.replace(tzinfo=UTC)
+    secret = settings.export_user_salt.get_secret_value() if settings.export_user_salt else None
+    options = ExportOptions(
+        split_salt=settings.split_salt,
+        user_salt=resolve_user_salt(secret, settings.hps_data_dir),
+        formats=tuple(f.strip() for f in args.format.split(",") if f.strip()),
+        license=args.license or DEFAULT_LICENSE,
+        cutoff=cutoff,
+    )
+    if args.name:
+        options.name = args.name
+    if args.rows_per_shard:
+        options.rows_per_shard = args.rows_per_shard
+    if args.jpeg_quality:
+        if not 1 <= args.jpeg_quality <= 100:
+            raise ValueError("--jpeg-quality must be between 1 and 100")
+        options.jpeg_quality = args.jpeg_quality
+    out = args.out or settings.exports_dir / f"export-{datetime.now(UTC):%Y%m%d-%H%M%S}"
+    engine, factory, store = _resources()
+    progress, close = _bar(not args.no_progress, "choice")
+    try:
+        summary = export_dataset(
+            factory, store, Path(out), options, progress=progress, overwrite=args.force
+        )
+    finally:
+        close()
+        engine.dispose()
+    print(json.dumps(summary.as_dict(), indent=2))
+    return 0
+
+
+def _expand(paths: list[Path]) -> list[Path]:
+    """Files as given; an export folder stands for its parquet shards (or HPD v1 files)."""
+    files: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            found = sorted((path / "data").glob("*.parquet")) or sorted(
+                (path / "hpd").glob("v1_*.json")
+            )
+            if not found:
+                raise FileNotFoundError(f"{path}: no data/*.parquet or hpd/v1_*.json inside")
+            files += found
+        else:
+            files.append(path)
+    return files
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    from exchange.importer import ImportOptions, import_files
+
+    settings = get_settings()
+    options = ImportOptions(
+        max_image_bytes=settings.max_image_bytes,
+        max_image_pixels=settings.max_image_pixels,
+        fmt=args.format,
+        namespace=args.namespace,
+        image_root=args.image_root,
+        skip_invalid=args.skip_invalid,
+        dry_run=args.dry_run,
+    )
+    files = _expand(args.paths)
+    engine, factory, store = _resources()
+    progress, close = _bar(not args.no_progress, "record")
+    try:
+        summary = import_files(factory, store, files, options, progress=progress)
+    finally:
+        close()
+        engine.dispose()
+    print(json.dumps(summary.as_dict(), indent=2))
+    return 0

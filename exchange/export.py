@@ -1,0 +1,280 @@
+"""One export: every exportable choice, in one database snapshot, to Pick-a-Pic parquet and
+HPD JSON + image folders, with a dataset card and a histogram.
+
+The export is written into a hidden ``.<name>.partial`` folder next to the target and renamed
+into place at the end, so a reader never sees half an export, and a failed or cancelled
+export leaves nothing behind. Memory stays bounded: choices are streamed from the database,
+images go through a small cache, parquet is written in row groups.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from db.datasets import SPLITS
+from db.export_queries import (
+    ExportChoice,
+    begin_snapshot,
+    consent_modes,
+    iter_export_choices,
+    opted_out_users,
+    plan_export,
+)
+from exchange.card import DEFAULT_LICENSE, HISTOGRAM_FILE, CardInfo, histogram_png, render_card
+from exchange.export_hpd import HpdWriter
+from exchange.export_pickapic import (
+    DEFAULT_ROW_GROUP_ROWS,
+    DEFAULT_ROWS_PER_SHARD,
+    PairContext,
+    PickAPicWriter,
+)
+from exchange.ids import pseudonym
+from exchange.images import DEFAULT_JPEG_QUALITY, ImageReader
+from media.store import BlobNotFound, ImageStore
+
+FORMATS = ("pickapic", "hpd")
+
+Progress = Callable[[int, int, str], None]
+"""``progress(done, total, message)``: called after each choice; may raise to stop."""
+
+
+@dataclass
+class ExportOptions:
+    """What to export and how."""
+
+    split_salt: str
+    user_salt: str
+    formats: tuple[str, ...] = FORMATS
+    license: str = DEFAULT_LICENSE
+    name: str = "Discord community image preferences"
+    cutoff: datetime | None = None
+    jpeg_quality: int = DEFAULT_JPEG_QUALITY
+    rows_per_shard: int = DEFAULT_ROWS_PER_SHARD
+    row_group_rows: int = DEFAULT_ROW_GROUP_ROWS
+
+
+@dataclass
+class ExportSummary:
+    """What an export wrote (JSON-serialisable through :meth:`as_dict`)."""
+
+    path: Path
+    created_at: datetime
+    cutoff: datetime
+    formats: list[str]
+    license: str
+    counts: dict[str, int]
+    splits: dict[str, dict[str, int]]
+    files: list[str]
+    histogram: Path
+    skipped_missing_images: int = 0
+    card: Path | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain JSON types only."""
+        data = asdict(self)
+        data["path"] = str(self.path)
+        data["histogram"] = str(self.histogram)
+        data["card"] = str(self.card) if self.card else None
+        data["created_at"] = self.created_at.isoformat()
+        data["cutoff"] = self.cutoff.isoformat()
+        return data
+
+
+@dataclass
+class _Tally:
+    prompts: set[int] = field(default_factory=set)
+    generations: dict[int, int] = field(default_factory=dict)  # generation -> image count
+    users: set[int] = field(default_factory=set)
+    choices_per_prompt: Counter[int] = field(default_factory=Counter)
+    choices: int = 0
+    picks: int = 0
+    skips: int = 0
+    pairs: int = 0
+    split_prompts: dict[str, set[int]] = field(default_factory=lambda: {s: set() for s in SPLITS})
+    split_generations: dict[str, set[int]] = field(
+        default_factory=lambda: {s: set() for s in SPLITS}
+    )
+    split_choices: Counter[str] = field(default_factory=Counter)
+
+    def add(self, choice: ExportChoice, pairs: int) -> None:
+        self.prompts.add(choice.prompt_id)
+        self.generations[choice.generation_id] = len(choice.images)
+        self.users.add(choice.user_id)
+        self.choices_per_prompt[choice.prompt_id] += 1
+        self.choices += 1
+        self.picks += choice.chosen_index is not None
+        self.skips += choice.chosen_index is None
+        self.pairs += pairs
+        self.split_prompts[choice.split].add(choice.prompt_id)
+        self.split_generations[choice.split].add(choice.generation_id)
+        self.split_choices[choice.split] += 1
+
+    def counts(self) -> dict[str, int]:
+        return {
+            "prompts": len(self.prompts),
+            "generations": len(self.generations),
+            "images": sum(self.generations.values()),
+            "choices": self.choices,
+            "picks": self.picks,
+            "skips": self.skips,
+            "users": len(self.users),
+            "pairs": self.pairs,
+        }
+
+
+def export_dataset(
+    factory: sessionmaker[Session],
+    store: ImageStore,
+    out_dir: Path,
+    options: ExportOptions,
+    *,
+    progress: Progress | None = None,
+    overwrite: bool = False,
+) -> ExportSummary:
+    """Export every exportable choice (see :mod:`db.export_queries`) into ``out_dir``.
+
+    Raises FileExistsError when ``out_dir`` exists and ``overwrite`` is false, ValueError for
+    an unknown format. Whatever ``progress`` raises (a cancel) stops the export and removes
+    what was written.
+    """
+    formats = [f for f in FORMATS if f in options.formats]
+    unknown = sorted(set(options.formats) - set(FORMATS))
+    if unknown or not formats:
+        raise ValueError(
+            f"unknown export format(s) {', '.join(unknown) or '(none given)'}; "
+            f"use {', '.join(FORMATS)}"
+        )
+    out_dir = out_dir.expanduser().resolve()
+    if out_dir.exists() and not overwrite and any(out_dir.iterdir()):
+        raise FileExistsError(f"{out_dir} exists and is not empty")
+    partial = out_dir.parent / f".{out_dir.name}.partial"
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    created_at = datetime.now(UTC)
+    cutoff = options.cutoff or created_at
+    with_skips = "pickapic" in formats  # HPD has no way to say "no preference"
+    reader = ImageReader(store, jpeg_quality=options.jpeg_quality)
+    pickapic = (
+        PickAPicWriter(
+            partial, rows_per_shard=options.rows_per_shard, row_group_rows=options.row_group_rows
+        )
+        if "pickapic" in formats
+        else None
+    )
+    hpd = HpdWriter(partial) if "hpd" in formats else None
+    tally = _Tally()
+    skipped = 0
+    try:
+        with factory() as session:
+            begin_snapshot(session)
+            plan = plan_export(session, cutoff=cutoff, include_skips=with_skips)
+            modes = consent_modes(session)
+            opted_out = opted_out_users(session)
+            total = plan.choices
+            done = 0
+            if progress is not None:
+                progress(0, total, f"exporting {total:,} choices")
+            for choice in iter_export_choices(
+                session, split_salt=options.split_salt, cutoff=cutoff, include_skips=with_skips
+            ):
+                done += 1
+                try:  # read every image first: a choice is written whole or not at all
+                    pngs = {image.sha256: reader.png(image.sha256) for image in choice.images}
+                    jpegs = {sha: reader.jpeg(sha) for sha in pngs} if pickapic is not None else {}
+                except BlobNotFound:
+                    skipped += 1  # deleted while we were exporting (a forget-me, a deletion)
+                    continue
+                user_uid = pseudonym(options.user_salt, "user", choice.user_id)
+                generation_uid = pseudonym(options.user_salt, "generation", choice.generation_id)
+                pairs = 0
+                if pickapic is not None:
+                    stats = plan.prompts.get(choice.prompt_id)
+                    pairs = pickapic.add_choice(
+                        choice,
+                        jpegs.__getitem__,
+                        PairContext(user_uid, generation_uid, stats.pair_rows if stats else 0),
+                    )
+                if hpd is not None:
+                    hpd.add_choice(
+                        choice, pngs.__getitem__, user_uid=user_uid, generation_uid=generation_uid
+                    )
+                tally.add(choice, pairs)
+                if progress is not None:
+                    progress(done, total, f"{done:,}/{total:,} choices")
+        files: list[str] = []
+        if pickapic is not None:
+            for shards in pickapic.close().values():
+                files += [str(path.relative_to(partial)) for path in shards]
+        if hpd is not None:
+            files += [str(path.relative_to(partial)) for path in hpd.close()]
+            files.append(f"hpd/images/ ({hpd.images_written:,} PNG files)")
+        counts = tally.counts()
+        splits = _split_table(tally, pickapic, hpd)
+        png = histogram_png(tally.choices_per_prompt.values(), list(tally.generations.values()))
+        (partial / HISTOGRAM_FILE).write_bytes(png)
+        files += [HISTOGRAM_FILE, "README.md"]
+        card = CardInfo(
+            name=options.name,
+            license=options.license,
+            created_at=created_at,
+            cutoff=cutoff,
+            formats=formats,
+            counts=counts,
+            splits=splits,
+            consent_modes=modes,
+            opted_out_users=opted_out,
+            files=sorted(files),
+        )
+        (partial / "README.md").write_text(render_card(card), encoding="utf-8")
+    except BaseException:
+        if pickapic is not None:
+            pickapic.abort()
+        if hpd is not None:
+            hpd.abort()
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    partial.rename(out_dir)
+    if progress is not None:
+        progress(tally.choices + skipped, tally.choices + skipped, "export written")
+    return ExportSummary(
+        path=out_dir,
+        created_at=created_at,
+        cutoff=cutoff,
+        formats=formats,
+        license=options.license,
+        counts=counts,
+        splits=splits,
+        files=sorted(files),
+        histogram=out_dir / HISTOGRAM_FILE,
+        skipped_missing_images=skipped,
+        card=out_dir / "README.md",
+    )
+
+
+def _split_table(
+    tally: _Tally, pickapic: PickAPicWriter | None, hpd: HpdWriter | None
+) -> dict[str, dict[str, int]]:
+    rows = pickapic.rows_per_split() if pickapic is not None else {}
+    hpd_counts = hpd.counts() if hpd is not None else {"v1": {}, "v2": {}}
+    return {
+        split: {
+            "prompts": len(tally.split_prompts[split]),
+            "generations": len(tally.split_generations[split]),
+            "choices": tally.split_choices[split],
+            "pairs": rows.get(split, 0),
+            "hpd_v1": hpd_counts["v1"].get(split, 0),
+            "hpd_v2": hpd_counts["v2"].get(split, 0),
+        }
+        for split in SPLITS
+    }

@@ -1,0 +1,245 @@
+"""Pick-a-Pic-compatible parquet: one row per pair of images, written streaming.
+
+How pairs are built from one choice among n images (positions 0..n-1):
+
+- a pick of image c makes n - 1 rows, c against each other image j, labels 1 / 0;
+- a skip (the user preferred none) makes n(n-1)/2 tie rows, labels 0.5 / 0.5, empty
+  ``best_image_uid`` (Pick-a-Pic's encoding of a tie).
+
+In every row the two images are in position order (``image_0`` has the lower position), so the
+label side is not correlated with the pick. Columns are Pick-a-Pic's (``caption``, ``jpg_0``,
+``jpg_1``, ``label_0``, ``label_1``, ``best_image_uid``, ``image_0_uid``, ``image_1_uid``,
+``model_0``, ``model_1``, ``user_id``, ``ranking_id``, ``created_at``,
+``num_example_per_prompt``, ``has_label``, ``are_different``) plus ``generation_uid``,
+``image_0_position`` and ``image_1_position``, which let an import rebuild the image sets
+exactly. ``user_id`` and ``generation_uid`` are salted pseudonyms; ``image_*_uid`` is the
+sha256 of the stored PNG (the same name as the HPD folder's file).
+
+Files are ``data/<split>-<k>-of-<n>.parquet`` (``n`` known at the end: shards are written
+under temporary names and renamed), each written in row groups with
+``pyarrow.parquet.ParquetWriter`` so only one row group per split is held in memory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from db.datasets import SPLITS
+from db.export_queries import ExportChoice
+
+DEFAULT_ROWS_PER_SHARD = 20_000
+DEFAULT_ROW_GROUP_ROWS = 256
+PARTIAL_SUFFIX = ".parquet.partial"
+
+
+def pickapic_schema() -> Any:
+    """The arrow schema of the exported parquet files."""
+    import pyarrow as pa
+
+    return pa.schema(
+        [
+            ("caption", pa.string()),
+            ("jpg_0", pa.binary()),
+            ("jpg_1", pa.binary()),
+            ("label_0", pa.float64()),
+            ("label_1", pa.float64()),
+            ("best_image_uid", pa.string()),
+            ("image_0_uid", pa.string()),
+            ("image_1_uid", pa.string()),
+            ("model_0", pa.string()),
+            ("model_1", pa.string()),
+            ("user_id", pa.string()),
+            ("ranking_id", pa.int64()),
+            ("created_at", pa.timestamp("us", tz="UTC")),
+            ("num_example_per_prompt", pa.int64()),
+            ("has_label", pa.bool_()),
+            ("are_different", pa.bool_()),
+            ("generation_uid", pa.string()),
+            ("image_0_position", pa.int16()),
+            ("image_1_position", pa.int16()),
+        ]
+    )
+
+
+def pairs_for_choice(size: int, chosen: int | None) -> list[tuple[int, int, float, float]]:
+    """The pairs ``(i, j, label_i, label_j)`` (``i < j``) one choice among ``size`` images
+    makes: the chosen image against every other one, or every pair tied for a skip."""
+    if size < 2:
+        return []
+    if chosen is None:
+        return [(i, j, 0.5, 0.5) for i in range(size) for j in range(i + 1, size)]
+    if not 0 <= chosen < size:
+        raise ValueError(f"chosen index {chosen} outside 0..{size - 1}")
+    return [
+        (min(chosen, j), max(chosen, j), *((1.0, 0.0) if chosen < j else (0.0, 1.0)))
+        for j in range(size)
+        if j != chosen
+    ]
+
+
+def image_models(choice: ExportChoice) -> list[str]:
+    """The generator of each image: ``params["models"]`` when an import recorded one per
+    image (Pick-a-Pic pairs of two models), else the generation's generator."""
+    models = choice.generation_params.get("models")
+    if isinstance(models, list) and len(models) == len(choice.images):
+        return [str(model) for model in models]
+    return [choice.generator] * len(choice.images)
+
+
+@dataclass(frozen=True)
+class PairContext:
+    """What the rows of one choice need beyond the choice itself."""
+
+    user_uid: str
+    generation_uid: str
+    num_example_per_prompt: int
+
+
+def rows_for_choice(
+    choice: ExportChoice, jpegs: list[bytes], context: PairContext
+) -> list[dict[str, Any]]:
+    """The Pick-a-Pic rows of one choice (``jpegs`` in position order)."""
+    models = image_models(choice)
+    uids = [image.sha256 for image in choice.images]
+    best = uids[choice.chosen_index] if choice.chosen_index is not None else ""
+    rows = []
+    for i, j, label_i, label_j in pairs_for_choice(len(uids), choice.chosen_index):
+        rows.append(
+            {
+                "caption": choice.prompt,
+                "jpg_0": jpegs[i],
+                "jpg_1": jpegs[j],
+                "label_0": label_i,
+                "label_1": label_j,
+                "best_image_uid": best,
+                "image_0_uid": uids[i],
+                "image_1_uid": uids[j],
+                "model_0": models[i],
+                "model_1": models[j],
+                "user_id": context.user_uid,
+                "ranking_id": choice.choice_id,
+                "created_at": choice.chosen_at,
+                "num_example_per_prompt": context.num_example_per_prompt,
+                "has_label": True,
+                "are_different": uids[i] != uids[j],
+                "generation_uid": context.generation_uid,
+                "image_0_position": choice.images[i].position,
+                "image_1_position": choice.images[j].position,
+            }
+        )
+    return rows
+
+
+class _SplitShards:
+    """The shards of one split: an open ParquetWriter and the rows of its next row group."""
+
+    def __init__(self, folder: Path, split: str, schema: Any, rows_per_shard: int) -> None:
+        self.folder = folder
+        self.split = split
+        self.schema = schema
+        self.rows_per_shard = rows_per_shard
+        self.shards: list[Path] = []
+        self.writer: Any = None
+        self.rows_in_shard = 0
+        self.rows = 0
+        self.buffer: list[dict[str, Any]] = []
+
+    def _open(self) -> None:
+        import pyarrow.parquet as pq
+
+        path = self.folder / f"{self.split}-{len(self.shards):05d}{PARTIAL_SUFFIX}"
+        self.shards.append(path)
+        self.writer = pq.ParquetWriter(path, self.schema, compression="snappy")
+        self.rows_in_shard = 0
+
+    def add(self, row: dict[str, Any], row_group_rows: int) -> None:
+        self.buffer.append(row)
+        if len(self.buffer) >= row_group_rows:
+            self.flush()
+
+    def flush(self) -> None:
+        import pyarrow as pa
+
+        while self.buffer:
+            if self.writer is None or self.rows_in_shard >= self.rows_per_shard:
+                self.close_writer()
+                self._open()
+            room = self.rows_per_shard - self.rows_in_shard
+            chunk, self.buffer = self.buffer[:room], self.buffer[room:]
+            self.writer.write_table(pa.Table.from_pylist(chunk, schema=self.schema))
+            self.rows_in_shard += len(chunk)
+            self.rows += len(chunk)
+
+    def close_writer(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
+
+    def finish(self) -> list[Path]:
+        self.flush()
+        if not self.shards:  # an empty split still gets a file (schema only)
+            self._open()
+        self.close_writer()
+        total = len(self.shards)
+        final = []
+        for index, partial in enumerate(self.shards):
+            target = self.folder / f"{self.split}-{index:05d}-of-{total:05d}.parquet"
+            partial.rename(target)
+            final.append(target)
+        return final
+
+    def abort(self) -> None:
+        with contextlib.suppress(Exception):
+            self.close_writer()
+        for partial in self.shards:
+            partial.unlink(missing_ok=True)
+
+
+class PickAPicWriter:
+    """Writes Pick-a-Pic rows of every split into ``<root>/data``, streaming."""
+
+    def __init__(
+        self,
+        root: Path,
+        *,
+        rows_per_shard: int = DEFAULT_ROWS_PER_SHARD,
+        row_group_rows: int = DEFAULT_ROW_GROUP_ROWS,
+    ) -> None:
+        if rows_per_shard < 1 or row_group_rows < 1:
+            raise ValueError("rows per shard and per row group must be positive")
+        self.folder = root / "data"
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.row_group_rows = row_group_rows
+        schema = pickapic_schema()
+        self.splits = {
+            split: _SplitShards(self.folder, split, schema, rows_per_shard) for split in SPLITS
+        }
+
+    def add_choice(
+        self, choice: ExportChoice, jpeg: Callable[[str], bytes], context: PairContext
+    ) -> int:
+        """Write the rows of one choice; ``jpeg(sha256)`` supplies image bytes. Returns the
+        number of rows written."""
+        jpegs = [jpeg(image.sha256) for image in choice.images]
+        rows = rows_for_choice(choice, jpegs, context)
+        shards = self.splits[choice.split]
+        for row in rows:
+            shards.add(row, self.row_group_rows)
+        return len(rows)
+
+    def rows_per_split(self) -> dict[str, int]:
+        """Rows written (or buffered) so far, per split."""
+        return {split: s.rows + len(s.buffer) for split, s in self.splits.items()}
+
+    def close(self) -> dict[str, list[Path]]:
+        """Flush, close and give every shard its final ``-of-`` name; return them by split."""
+        return {split: shards.finish() for split, shards in self.splits.items()}
+
+    def abort(self) -> None:
+        """Close and delete everything written (after a failure or a cancel)."""
+        for shards in self.splits.values():
+            shards.abort()
