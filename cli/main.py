@@ -9,13 +9,14 @@ from collections.abc import Callable, Sequence
 
 import cli.exchange_commands
 import hps.cli
-from cli import jobs_commands, platform_commands
+from cli import jobs_commands, ops_commands, platform_commands
 
 CommandRegistrar = Callable[[argparse._SubParsersAction], None]
 
 REGISTRARS: list[CommandRegistrar] = [
     platform_commands.register,
     jobs_commands.register,
+    ops_commands.register,
     cli.exchange_commands.register,
     hps.cli.register,
 ]

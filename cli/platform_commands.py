@@ -28,8 +28,7 @@ def register(subcommands: argparse._SubParsersAction) -> None:
     config = subcommands.add_parser("config", help="print the effective settings (redacted)")
     config.set_defaults(handler=cmd_config)
 
-    stats = subcommands.add_parser("stats", help="counts of harvested data")
-    stats.set_defaults(handler=cmd_stats)
+    # hps stats lives in cli/ops_commands.py (row counts + statistics).
 
 
 def cmd_db_upgrade(args: argparse.Namespace) -> int:
@@ -90,11 +89,6 @@ def collect_stats(settings: Settings) -> dict[str, Any]:
         engine.dispose()
 
 
-def cmd_stats(_args: argparse.Namespace) -> int:
-    print(json.dumps(collect_stats(get_settings()), indent=2))
-    return 0
-
-
 def cmd_run(_args: argparse.Namespace) -> int:
     from media.store import open_store
     from migrations.runner import current_revision, upgrade
@@ -125,6 +119,7 @@ def run_bot_and_worker(settings: Settings) -> int:
     from pathlib import Path
 
     from bot.client import HpsBot
+    from config.logging_setup import configure_logging
     from worker.process import WorkerProcess
 
     log_path = settings.hps_data_dir / "worker.log"
@@ -133,6 +128,7 @@ def run_bot_and_worker(settings: Settings) -> int:
     worker = WorkerProcess(env, log_path, name="hps-run", pool="prefork", cwd=Path.cwd())
     try:
         print("hps: connecting the bot (Ctrl-C to stop)")
+        configure_logging(settings)  # LOG_FORMAT text|json, secrets redacted
         assert settings.discord_token is not None
         HpsBot(settings).run(settings.discord_token.get_secret_value(), log_handler=None)
     finally:

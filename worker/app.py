@@ -12,6 +12,7 @@ from typing import Any
 from celery.signals import worker_process_init
 from sqlalchemy.exc import DBAPIError
 
+import worker.metrics  # noqa: F401  (Celery signal receivers: Prometheus metrics, logging)
 from config import get_settings
 from jobqueue.app import make_celery
 from worker.lifecycle import run_job

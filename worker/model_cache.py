@@ -53,8 +53,10 @@ class ModelCache:
                     f"the checkpoint of model version {version.id} is missing: {path}"
                 )
             from hps.factory import build_scorer
+            from worker.metrics import model_load_timer
 
-            scorer = build_scorer(version.architecture, path, device=self.device)
+            with model_load_timer("hps"):
+                scorer = build_scorer(version.architecture, path, device=self.device)
             self.loads += 1
             self._scorers[key] = scorer
             while len(self._scorers) > self.capacity:

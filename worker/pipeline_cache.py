@@ -39,10 +39,12 @@ class PipelineCache:
     def pipeline(self, lora: ModelRef | None) -> Any:
         """The pipeline with ``lora`` active (None: the base model)."""
         from hps.diffusion.pipelines import unload_loras, use_lora
+        from worker.metrics import model_load_timer
 
         with self._lock:
             if self._pipe is None:
-                self._pipe = load_configured_pipeline(self.source, self.device)
+                with model_load_timer("sd_pipeline"):
+                    self._pipe = load_configured_pipeline(self.source, self.device)
             wanted = f"lora-{lora.id}" if lora else None
             if wanted != self._active:
                 if lora is None:
@@ -54,6 +56,7 @@ class PipelineCache:
                         raise JobFailure(
                             f"the files of LoRA version {lora.id} are missing: {folder}"
                         )
-                    use_lora(self._pipe, folder, wanted or "")
+                    with model_load_timer("lora"):
+                        use_lora(self._pipe, folder, wanted or "")
                 self._active = wanted
             return self._pipe

@@ -1,0 +1,79 @@
+"""``hps stats``: what the community collected (consent applied), as JSON or as charts."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from config import get_settings
+
+
+def register(subcommands: argparse._SubParsersAction) -> None:
+    """Add the operations subcommands to the ``hps`` parser."""
+    stats = subcommands.add_parser(
+        "stats",
+        help="statistics of the harvested data (JSON; --out DIR: charts + summary)",
+        description="Row counts and statistics of the harvested data: choices per day, images "
+        "per generator, score distributions, agreement between users, top prompts. Opted-out "
+        "users are excluded. Prints JSON; with --out, writes PNG charts and stats.json to DIR "
+        "and prints a short summary.",
+    )
+    stats.add_argument("--out", type=Path, help="folder for the PNG charts and stats.json")
+    stats.add_argument(
+        "--days", type=int, default=90, help="days covered by the time series (0: all time)"
+    )
+    stats.add_argument("--top", type=int, default=10, help="number of top prompts")
+    stats.add_argument("--bins", type=int, default=20, help="score histogram bins")
+    stats.set_defaults(handler=cmd_stats)
+
+
+def gather(days: int, top: int, bins: int) -> dict[str, Any]:
+    """Row counts (as ``hps stats`` always printed them) plus the statistics report."""
+    from cli.platform_commands import collect_stats as row_counts
+    from db.engine import make_engine, make_session_factory
+    from db.models import utcnow
+    from db.stats import collect_stats
+
+    if days < 0 or top < 1 or bins < 2:
+        raise ValueError("--days must be >= 0, --top >= 1 and --bins >= 2")
+    settings = get_settings()
+    engine = make_engine(settings.database_url)
+    try:
+        now = utcnow()
+        since = now - timedelta(days=days) if days else None
+        with make_session_factory(engine)() as session, session.begin():
+            report = collect_stats(session, since=since, top=top, bins=bins, now=now)
+    finally:
+        engine.dispose()
+    return {"counts": row_counts(settings), "report": report}
+
+
+def cmd_stats(args: argparse.Namespace) -> int:
+    found = gather(args.days, args.top, args.bins)
+    report = found["report"]
+    if args.out is None:
+        print(json.dumps({**found["counts"], **report.to_dict()}, indent=2, ensure_ascii=False))
+        return 0
+    try:
+        import matplotlib  # noqa: F401  (the ml extra)
+    except ImportError as exc:
+        raise ValueError(f"charts need matplotlib (pip install -e '.[ml]'): {exc}") from None
+    from worker.stats_charts import render_charts, summary_text
+
+    out: Path = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "stats.json").write_text(
+        json.dumps({**found["counts"], **report.to_dict()}, indent=2, ensure_ascii=False) + "\n"
+    )
+    written = [out / "stats.json"]
+    for chart in render_charts(report):
+        (out / chart.filename).write_bytes(chart.png)
+        written.append(out / chart.filename)
+    print(summary_text(report).replace("**", ""))
+    print()
+    for path in written:
+        print(f"wrote {path}")
+    return 0
