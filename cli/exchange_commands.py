@@ -32,6 +32,7 @@ def register(subcommands: argparse._SubParsersAction) -> None:
     export.add_argument("--license", default=None, help="licence id for the card (cc-by-4.0)")
     export.add_argument("--name", default=None, help="dataset name for the card")
     export.add_argument("--until", help="only choices made up to this ISO time (default now)")
+    export.add_argument("--guild", type=int, help="only the generations of this guild id")
     export.add_argument("--rows-per-shard", type=int, default=None, help="parquet rows per file")
     export.add_argument("--jpeg-quality", type=int, default=None, help="JPEG quality (95)")
     export.add_argument("--force", action="store_true", help="replace an existing --out folder")
@@ -116,6 +117,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         formats=tuple(f.strip() for f in args.format.split(",") if f.strip()),
         license=args.license or DEFAULT_LICENSE,
         cutoff=cutoff,
+        guild_id=args.guild,
     )
     if args.name:
         options.name = args.name

@@ -99,7 +99,9 @@ def _image_counts() -> Any:
     )
 
 
-def _exportable(query: Any, cutoff: datetime | None, include_skips: bool) -> Any:
+def _exportable(
+    query: Any, cutoff: datetime | None, include_skips: bool, guild_id: int | None
+) -> Any:
     chooser = aliased(DiscordUser, name="chooser")
     requester = aliased(DiscordUser, name="requester")
     query = (
@@ -115,11 +117,17 @@ def _exportable(query: Any, cutoff: datetime | None, include_skips: bool) -> Any
         query = query.where(Choice.updated_at <= cutoff)
     if not include_skips:
         query = query.where(Choice.chosen_image_id.is_not(None))
+    if guild_id is not None:
+        query = query.where(Generation.guild_id == guild_id)
     return query
 
 
 def plan_export(
-    session: Session, *, cutoff: datetime | None = None, include_skips: bool = True
+    session: Session,
+    *,
+    cutoff: datetime | None = None,
+    include_skips: bool = True,
+    guild_id: int | None = None,
 ) -> ExportPlan:
     """Choices and Pick-a-Pic rows per prompt: a pick among n images makes n - 1 rows
     (chosen vs each other image), a skip makes n(n-1)/2 tie rows."""
@@ -132,6 +140,7 @@ def plan_export(
         ),
         cutoff,
         include_skips,
+        guild_id,
     )
     query = query.join(counts, counts.c.generation_id == Generation.id).where(
         n >= MIN_IMAGES_PER_SET
@@ -148,12 +157,14 @@ def iter_export_choices(
     split_salt: str,
     cutoff: datetime | None = None,
     include_skips: bool = True,
+    guild_id: int | None = None,
     fractions: tuple[float, float, float] = DEFAULT_FRACTIONS,
     batch_size: int = 500,
 ) -> Iterator[ExportChoice]:
     """Stream the exportable choices ordered by generation then choice, each with its split
-    (by prompt, :func:`db.datasets.split_for_prompt`) and its images in position order.
-    Choices on sets of fewer than two images are left out (they carry no preference)."""
+    (by prompt, :func:`db.datasets.split_for_prompt`) and its images in position order,
+    optionally only generations of one guild. Choices on sets of fewer than two images are
+    left out (they carry no preference)."""
     query = _exportable(
         select(
             Choice.id,
@@ -171,6 +182,7 @@ def iter_export_choices(
         ).select_from(Choice),
         cutoff,
         include_skips,
+        guild_id,
     )
     query = (
         query.join(Prompt, Generation.prompt_id == Prompt.id)
@@ -238,11 +250,13 @@ def _with_images(
         )
 
 
-def consent_modes(session: Session) -> dict[str, int]:
-    """How many configured guilds harvest in each consent mode (for the dataset card)."""
-    rows = session.execute(
-        select(GuildConfig.consent_mode, func.count()).group_by(GuildConfig.consent_mode)
-    )
+def consent_modes(session: Session, guild_id: int | None = None) -> dict[str, int]:
+    """How many configured guilds (or just ``guild_id``) harvest in each consent mode (for
+    the dataset card)."""
+    query = select(GuildConfig.consent_mode, func.count()).group_by(GuildConfig.consent_mode)
+    if guild_id is not None:
+        query = query.where(GuildConfig.guild_id == guild_id)
+    rows = session.execute(query)
     return {str(getattr(mode, "value", mode)): int(count) for mode, count in rows}
 
 

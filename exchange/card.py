@@ -27,6 +27,7 @@ class CardInfo:
     splits: dict[str, dict[str, int]]
     consent_modes: dict[str, int] = field(default_factory=dict)
     opted_out_users: int = 0
+    scope: str = "every server where harvesting was enabled"
     files: list[str] = field(default_factory=list)
 
 
@@ -112,6 +113,7 @@ def render_card(info: CardInfo) -> str:
         "the HPS platform (method of *Human Preference Score*, Wu et al., ICCV 2023, "
         "arXiv 2303.14420).",
         "",
+        f"- scope: {info.scope}",
         f"- exported: {info.created_at.isoformat(timespec='seconds')}",
         f"- choices made up to: {info.cutoff.isoformat(timespec='seconds')}",
         f"- licence: `{info.license}` (the images may also be subject to the terms of the "

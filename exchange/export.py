@@ -56,6 +56,7 @@ class ExportOptions:
     license: str = DEFAULT_LICENSE
     name: str = "Discord community image preferences"
     cutoff: datetime | None = None
+    guild_id: int | None = None  # only this guild's generations (a guild admin's export)
     jpeg_quality: int = DEFAULT_JPEG_QUALITY
     rows_per_shard: int = DEFAULT_ROWS_PER_SHARD
     row_group_rows: int = DEFAULT_ROW_GROUP_ROWS
@@ -75,6 +76,7 @@ class ExportSummary:
     files: list[str]
     histogram: Path
     skipped_missing_images: int = 0
+    guild_id: int | None = None
     card: Path | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -176,15 +178,21 @@ def export_dataset(
     try:
         with factory() as session:
             begin_snapshot(session)
-            plan = plan_export(session, cutoff=cutoff, include_skips=with_skips)
-            modes = consent_modes(session)
+            plan = plan_export(
+                session, cutoff=cutoff, include_skips=with_skips, guild_id=options.guild_id
+            )
+            modes = consent_modes(session, options.guild_id)
             opted_out = opted_out_users(session)
             total = plan.choices
             done = 0
             if progress is not None:
                 progress(0, total, f"exporting {total:,} choices")
             for choice in iter_export_choices(
-                session, split_salt=options.split_salt, cutoff=cutoff, include_skips=with_skips
+                session,
+                split_salt=options.split_salt,
+                cutoff=cutoff,
+                include_skips=with_skips,
+                guild_id=options.guild_id,
             ):
                 done += 1
                 try:  # read every image first: a choice is written whole or not at all
@@ -234,6 +242,8 @@ def export_dataset(
             opted_out_users=opted_out,
             files=sorted(files),
         )
+        if options.guild_id is not None:
+            card.scope = "the generations of one Discord server"
         (partial / "README.md").write_text(render_card(card), encoding="utf-8")
     except BaseException:
         if pickapic is not None:
@@ -258,6 +268,7 @@ def export_dataset(
         files=sorted(files),
         histogram=out_dir / HISTOGRAM_FILE,
         skipped_missing_images=skipped,
+        guild_id=options.guild_id,
         card=out_dir / "README.md",
     )
 

@@ -297,3 +297,38 @@ def test_a_blob_deleted_during_the_export_skips_its_choices(
     summary = run_export(pg_factory, store, tmp_path / "export")
     assert summary.skipped_missing_images >= 1
     assert summary.counts["choices"] == community.choices - summary.skipped_missing_images
+
+
+def test_a_guild_export_holds_only_that_guild(
+    pg_factory: sessionmaker[Session],
+    store: LocalImageStore,
+    community: Community,
+    tmp_path: Path,
+) -> None:
+    from db.ingest import ChoiceIn, GenerationIn, record_choice, record_generation
+    from db.models import ChoiceMethod
+    from tests.exchange.conftest import GUILD
+    from tests.factories import stored_images
+
+    with pg_factory() as session, session.begin():
+        other = record_generation(
+            session,
+            GenerationIn(
+                source_message_id=1_400_000_000_000_000_000,
+                channel_id=5,
+                guild_id=GUILD + 1,
+                prompt="a prompt from another server",
+                generator="sdxl-test",
+                images=stored_images(store, [50_001, 50_002]),
+                requester_id=VOTERS[0],
+            ),
+        )
+        record_choice(session, ChoiceIn(VOTERS[1], 0, ChoiceMethod.button, other.generation_id))
+    everyone = run_export(pg_factory, store, tmp_path / "all")
+    ours = run_export(pg_factory, store, tmp_path / "ours", guild_id=GUILD)
+    assert everyone.counts["choices"] == community.choices + 1
+    assert ours.counts["choices"] == community.choices
+    assert "a prompt from another server" not in {
+        row["caption"] for rows in parquet_rows(ours.path).values() for row in rows
+    }
+    assert "the generations of one Discord server" in (ours.path / "README.md").read_text()

@@ -17,7 +17,7 @@ from db.models import JobStatus
 from jobqueue.app import make_celery
 from jobqueue.submit import submit_job
 from media.store import LocalImageStore
-from tests.exchange.conftest import SPLIT_SALT, build_community
+from tests.exchange.conftest import GUILD, SPLIT_SALT, build_community
 from tests.worker.harness import (
     BROKER_URL,
     flush_broker,
@@ -57,7 +57,7 @@ def test_export_job_end_to_end(
         client,
         pg_factory,
         "export",
-        {"license": "cc-by-sa-4.0", "name": "Test community"},
+        {"licence": "cc-by-sa-4.0", "guild_id": GUILD},  # what /hps admin export sends
         requested_by=77,
         channel_id=5,
     )

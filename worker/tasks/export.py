@@ -1,10 +1,12 @@
 """The export job (``/hps admin export``, ``hps jobs submit export``): the community's choices
 as Pick-a-Pic parquet and HPD JSON with a dataset card, in ``EXPORTS_DIR/export-<job id>``.
 
-Parameters (all optional): ``formats`` (list or comma-separated: pickapic, hpd), ``license``,
-``name``, ``cutoff`` (ISO time; default: when the job runs), ``rows_per_shard``,
-``jpeg_quality``. A redelivered job writes the same folder again from scratch (the export is
-assembled in a hidden folder and renamed into place), so it finishes once with one result.
+Parameters (all optional): ``formats`` (list or comma-separated: pickapic, hpd), ``license``
+(or ``licence``), ``name``, ``cutoff`` (ISO time; default: when the job runs), ``guild_id``
+(only that guild's generations: what ``/hps admin export`` sends, so a server's admins export
+their own server's data), ``rows_per_shard``, ``jpeg_quality``. A redelivered job writes the
+same folder again from scratch (the export is assembled in a hidden folder and renamed into
+place), so it finishes once with one result.
 """
 
 from __future__ import annotations
@@ -37,8 +39,9 @@ def _options(params: dict[str, Any], split_salt: str, user_salt: str) -> ExportO
         split_salt=split_salt,
         user_salt=user_salt,
         formats=tuple(formats),
-        license=str(params.get("license") or DEFAULT_LICENSE),
+        license=str(params.get("license") or params.get("licence") or DEFAULT_LICENSE),
         cutoff=cutoff,
+        guild_id=int(params["guild_id"]) if params.get("guild_id") is not None else None,
     )
     if params.get("name"):
         options.name = str(params["name"])
