@@ -444,7 +444,8 @@ def collect_stats(
 ) -> StatsReport:
     """Every statistic at once. ``since`` limits the time series (choices per day, agreement
     per day and week); totals, generators, score distributions, the overall agreement and the
-    top prompts cover all time. Run it in one transaction for consistent numbers."""
+    top prompts cover all time. Run it in one transaction (repeatable read on PostgreSQL if
+    the numbers must agree exactly while data keeps arriving)."""
     from db.models import utcnow
 
     daily_agreement = agreement_per_day(session, since=since)
@@ -455,7 +456,9 @@ def collect_stats(
         choices_per_day=choices_per_day(session, since=since),
         images_per_generator=images_per_generator(session),
         score_distributions=score_distributions(session, bins=bins),
-        agreement=agreement(session)[0],
+        agreement=(
+            merge_agreement(daily_agreement, None) if since is None else agreement(session)[0]
+        ),
         agreement_per_day=daily_agreement,
         agreement_per_week=_weekly(daily_agreement),
         top_prompts=top_prompts(session, limit=top),
