@@ -7,6 +7,7 @@ Nothing here downloads: a diffusers folder or a single-file checkpoint on disk i
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -173,12 +174,26 @@ def generate(
     negative_prompt: str | None = None,
     size: int | None = None,
     batch_size: int = 4,
+    on_progress: Callable[[float], None] | None = None,
 ) -> list[GeneratedImage]:
-    """One image per seed (same seed, same image), in batches."""
+    """One image per seed (same seed, same image), in batches. ``on_progress`` is called
+    with the fraction done after every denoising step (it may raise to stop)."""
     device = pipe.device
     images: list[GeneratedImage] = []
+    batches = max(1, -(-len(seeds) // batch_size))
     for start in range(0, len(seeds), batch_size):
         chunk = seeds[start : start + batch_size]
+        step_callback = None
+        if on_progress is not None:
+            done = start // batch_size
+
+            def step_callback(
+                _pipe: Any, step: int, _timestep: Any, kwargs: dict[str, Any], done: int = done
+            ) -> dict[str, Any]:
+                assert on_progress is not None
+                on_progress((done + (step + 1) / steps) / batches)
+                return kwargs
+
         generators = [torch.Generator(device="cpu").manual_seed(seed) for seed in chunk]
         latents = _initial_latents(pipe, generators, size, device)
         output = pipe(
@@ -190,6 +205,7 @@ def generate(
             height=size,
             width=size,
             output_type="pil",
+            callback_on_step_end=step_callback,
         )
         images += [
             GeneratedImage(image, seed) for image, seed in zip(output.images, chunk, strict=True)

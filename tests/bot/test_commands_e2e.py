@@ -51,6 +51,36 @@ async def test_score_an_uploaded_image(live: dict[str, Any]) -> None:
     assert answer.startswith(f"<@{alice}> HPS ") and "model bot-score" in answer
 
 
+async def test_rate_limits_per_user_and_429s_waited_out(live: dict[str, Any]) -> None:
+    emulator: DiscordEmulator = live["emulator"]
+    live["bot"].settings.user_jobs_per_minute = 1
+    bob, carol = emulator.add_user("bob"), emulator.add_user("carol")
+    attachments = [("fox.png", png_bytes(), "image/png")]
+    first = await emulator.inject_slash_command(
+        bob, "general", "hps", score_options("a fox"), attachments=attachments
+    )
+    record = emulator.interactions[first]
+    await eventually(lambda: record.acknowledged_at is not None)
+    emulator.fail_next_with_429(2)  # the next REST calls are rate limited, then succeed
+    await eventually(lambda: bool(record.followups), 60)
+    assert record.followups[0]["content"].startswith(f"<@{bob}> HPS ")
+    assert len(emulator.calls_to("POST", f"/webhooks/{emulator.application_id}/{first}")) == 3
+
+    second = await emulator.inject_slash_command(
+        bob, "general", "hps", score_options("a fox"), attachments=attachments
+    )
+    await eventually(lambda: bool(emulator.interactions[second].followups))
+    assert emulator.interactions[second].followups[0]["content"] == (
+        "Sorry, I can't score that: that is 1 jobs in the last minute (limit 1); "
+        "try again in a minute"
+    )
+    other = await emulator.inject_slash_command(  # the limit is per user
+        carol, "general", "hps", score_options("a fox"), attachments=attachments
+    )
+    await eventually(lambda: bool(emulator.interactions[other].followups), 60)
+    assert emulator.interactions[other].followups[0]["content"].startswith(f"<@{carol}> HPS ")
+
+
 async def test_a_non_image_gets_a_short_private_answer(live: dict[str, Any]) -> None:
     emulator: DiscordEmulator = live["emulator"]
     token = await emulator.inject_slash_command(
@@ -78,24 +108,33 @@ async def test_generate_then_pick_with_buttons_that_survive_a_restart(
 
     emulator: DiscordEmulator = live["emulator"]
     alice, bob = emulator.add_user("alice"), emulator.add_user("bob")
-    token = await emulator.inject_slash_command(
-        alice,
-        "generations",
-        "hps",
-        [
-            {
-                "name": "generate",
-                "type": 1,
-                "options": [
-                    {"name": "prompt", "type": 3, "value": "a red fox"},
-                    {"name": "n", "type": 4, "value": 2},
-                ],
-            }
-        ],
-    )
+    live["bot"].settings.user_max_open_jobs = 1
+    generate = [
+        {
+            "name": "generate",
+            "type": 1,
+            "options": [
+                {"name": "prompt", "type": 3, "value": "a red fox"},
+                {"name": "n", "type": 4, "value": 2},
+            ],
+        }
+    ]
+    token = await emulator.inject_slash_command(alice, "generations", "hps", generate)
     record = emulator.interactions[token]
+    await eventually(lambda: record.acknowledged_at is not None)
+    await asyncio.sleep(0.5)  # the job row exists once the command has submitted it
+    again = await emulator.inject_slash_command(alice, "generations", "hps", generate)
+    await eventually(lambda: bool(emulator.interactions[again].followups))
+    refusal = emulator.interactions[again].followups[0]
+    assert refusal["flags"] & 64
+    assert refusal["content"] == (
+        "Sorry: you already have 1 jobs waiting or running; try again when one has finished"
+    )
     await eventually(lambda: bool(record.followups), 120)
     posted = record.followups[0]
+    # While it ran, the response showed its progress; then it pointed at the result.
+    assert any(edit.startswith("Generating: ") and "% — 2 images" in edit for edit in record.edits)
+    await eventually(lambda: record.edits[-1] == "Generating: done, the result is posted below.")
     assert len(posted["attachments"]) == 2
     buttons = posted["components"][0]["components"]
     assert [b["custom_id"] for b in buttons] == ["hps:pick:0", "hps:pick:1"]

@@ -78,6 +78,7 @@ def generate_images(context: JobContext) -> JobOutcome:
         _seeds(context.params, count),
         steps=int(context.params.get("steps", DEFAULT_STEPS)),
         negative_prompt=negative,
+        on_progress=lambda fraction: context.progress(fraction, f"{count} images, denoising"),
     )
     return JobOutcome(
         {
@@ -123,7 +124,11 @@ def regenerate(context: JobContext) -> JobOutcome:
         _seeds(context.params, count),
         steps=int(context.params.get("steps", DEFAULT_STEPS)),
         negative_prompt=NEGATIVE_PROMPT if lora else None,
+        on_progress=lambda fraction: context.progress(
+            0.95 * fraction, f"{count} candidates, denoising"
+        ),
     )
+    context.progress(0.95, "scoring the candidates", force=True)
     scores = scorer.score(prompt, [c.image for c in candidates])
     best = max(range(len(candidates)), key=scores.__getitem__)
     [stored] = _store(context, [candidates[best]])
