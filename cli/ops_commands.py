@@ -16,10 +16,10 @@ def register(subcommands: argparse._SubParsersAction) -> None:
     stats = subcommands.add_parser(
         "stats",
         help="statistics of the harvested data (JSON; --out DIR: charts + summary)",
-        description="Row counts and statistics of the harvested data: choices per day, images "
-        "per generator, score distributions, agreement between users, top prompts. Opted-out "
-        "users are excluded. Prints JSON; with --out, writes PNG charts and stats.json to DIR "
-        "and prints a short summary.",
+        description="Table row counts (top level of the JSON) and statistics of the harvested "
+        "data: choices per day, images per generator, score distributions, agreement between "
+        "users, top prompts (these exclude opted-out users and their generations). Prints JSON; "
+        "with --out, writes PNG charts and stats.json to DIR and prints a short summary.",
     )
     stats.add_argument("--out", type=Path, help="folder for the PNG charts and stats.json")
     stats.add_argument(
