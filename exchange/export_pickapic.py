@@ -16,7 +16,9 @@ exactly. ``user_id`` and ``generation_uid`` are salted pseudonyms; ``image_*_uid
 sha256 of the stored PNG (the same name as the HPD folder's file).
 
 Files are ``data/<split>-<k>-of-<n>.parquet`` (``n`` known at the end: shards are written
-under temporary names and renamed), each written in row groups with
+under temporary names and renamed; a shard ends between two choices once it has
+``rows_per_shard`` rows, so the rows of one choice are always in one file), each written in
+row groups with
 ``pyarrow.parquet.ParquetWriter`` so only one row group per split is held in memory.
 """
 
@@ -135,7 +137,10 @@ def rows_for_choice(
 
 
 class _SplitShards:
-    """The shards of one split: an open ParquetWriter and the rows of its next row group."""
+    """The shards of one split: an open ParquetWriter and the rows of its next row group.
+
+    A choice's rows always land in one shard (a shard is closed only between choices, once it
+    holds ``rows_per_shard`` rows), so a reader of one file sees whole choices."""
 
     def __init__(self, folder: Path, split: str, schema: Any, rows_per_shard: int) -> None:
         self.folder = folder
@@ -144,8 +149,8 @@ class _SplitShards:
         self.rows_per_shard = rows_per_shard
         self.shards: list[Path] = []
         self.writer: Any = None
-        self.rows_in_shard = 0
-        self.rows = 0
+        self.rows_in_shard = 0  # written and buffered
+        self.rows = 0  # written and buffered, all shards
         self.buffer: list[dict[str, Any]] = []
 
     def _open(self) -> None:
@@ -154,25 +159,27 @@ class _SplitShards:
         path = self.folder / f"{self.split}-{len(self.shards):05d}{PARTIAL_SUFFIX}"
         self.shards.append(path)
         self.writer = pq.ParquetWriter(path, self.schema, compression="snappy")
-        self.rows_in_shard = 0
 
-    def add(self, row: dict[str, Any], row_group_rows: int) -> None:
-        self.buffer.append(row)
+    def add_choice(self, rows: list[dict[str, Any]], row_group_rows: int) -> None:
+        if self.rows_in_shard >= self.rows_per_shard:
+            self.flush()
+            self.close_writer()
+            self.rows_in_shard = 0
+        self.buffer.extend(rows)
+        self.rows_in_shard += len(rows)
+        self.rows += len(rows)
         if len(self.buffer) >= row_group_rows:
             self.flush()
 
     def flush(self) -> None:
         import pyarrow as pa
 
-        while self.buffer:
-            if self.writer is None or self.rows_in_shard >= self.rows_per_shard:
-                self.close_writer()
-                self._open()
-            room = self.rows_per_shard - self.rows_in_shard
-            chunk, self.buffer = self.buffer[:room], self.buffer[room:]
-            self.writer.write_table(pa.Table.from_pylist(chunk, schema=self.schema))
-            self.rows_in_shard += len(chunk)
-            self.rows += len(chunk)
+        if not self.buffer:
+            return
+        if self.writer is None:
+            self._open()
+        self.writer.write_table(pa.Table.from_pylist(self.buffer, schema=self.schema))
+        self.buffer = []
 
     def close_writer(self) -> None:
         if self.writer is not None:
@@ -226,14 +233,12 @@ class PickAPicWriter:
         number of rows written."""
         jpegs = [jpeg(image.sha256) for image in choice.images]
         rows = rows_for_choice(choice, jpegs, context)
-        shards = self.splits[choice.split]
-        for row in rows:
-            shards.add(row, self.row_group_rows)
+        self.splits[choice.split].add_choice(rows, self.row_group_rows)
         return len(rows)
 
     def rows_per_split(self) -> dict[str, int]:
         """Rows written (or buffered) so far, per split."""
-        return {split: s.rows + len(s.buffer) for split, s in self.splits.items()}
+        return {split: shards.rows for split, shards in self.splits.items()}
 
     def close(self) -> dict[str, list[Path]]:
         """Flush, close and give every shard its final ``-of-`` name; return them by split."""

@@ -16,7 +16,7 @@ DEFAULT_JPEG_QUALITY = 95
 def to_jpeg(png: bytes, quality: int = DEFAULT_JPEG_QUALITY) -> bytes:
     """Re-encode stored (RGB PNG) bytes as a baseline JPEG of the given quality."""
     with Image.open(io.BytesIO(png)) as image:
-        rgb = image.convert("RGB")
+        rgb = image if image.mode == "RGB" else image.convert("RGB")
         buffer = io.BytesIO()
         rgb.save(buffer, format="JPEG", quality=quality)
     return buffer.getvalue()

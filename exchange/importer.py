@@ -14,17 +14,20 @@ twice changes nothing, and imported rows never collide with Discord ids (always 
 
 A record is imported whole or not at all: it is validated and every image passes the intake
 before its transaction starts; blobs stored for a record whose transaction failed are removed
-again unless another row uses them. A bad record stops the import with a message naming it
-(records before it stay imported; run again after fixing the file), or is skipped and listed
-with ``skip_invalid``.
+again unless another row uses them. Records are written in batches (one lookup of the
+existing generations, one transaction per batch); a batch refused by a domain rule is written
+again one record per transaction, so only the offending record is left out. A bad record
+stops the import with a message naming it (records before it stay imported; run again after
+fixing the file), or is skipped and listed with ``skip_invalid``.
 """
 
 from __future__ import annotations
 
 import logging
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -39,15 +42,19 @@ from db.ingest import (
     ImageIn,
     record_choice,
     record_generation,
+    resolve_generation_id,
 )
 from db.models import Choice, ChoiceMethod, Generation, Image
 from db.privacy import purge_orphan_blobs
 from exchange.ids import imported_id
-from exchange.readers import ImportFormatError, ImportRecord, RowNote, open_source
+from exchange.readers import ImportFormatError, ImportRecord, RowNote, Source, open_source
 from media.intake import ImageRejected, IntakeResult, intake_image
 from media.store import ImageStore, key_for
 
 log = logging.getLogger(__name__)
+
+BATCH_RECORDS = 64
+KNOWN_GENERATIONS_CACHE = 50_000
 
 Progress = Callable[[int, int, str], None]
 """``progress(done, total, message)`` per file, in the file's units (records or rows)."""
@@ -96,34 +103,10 @@ def import_files(
 ) -> ImportSummary:
     """Import every record of every file; return the counts. Raises ImportFormatError for a
     bad file, or for a bad record unless ``options.skip_invalid``."""
-    summary = ImportSummary(dry_run=options.dry_run)
+    importer = _Importer(factory, store, options)
     for path in paths:
-        source = open_source(Path(path), options.fmt, options.image_root)
-        namespace = options.namespace or source.format
-        summary.files.append(str(source.path))
-        occurrences: Counter[str] = Counter()
-        if progress is not None:
-            progress(0, source.total, f"{source.path.name}: 0/{source.total} {source.unit}")
-        for done, entry in enumerate(source.records(), start=1):
-            if isinstance(entry, RowNote):
-                summary.unlabeled_rows += entry is RowNote.UNLABELED
-            elif isinstance(entry, ImportFormatError):
-                _refuse(entry, options, summary)
-            else:
-                try:
-                    _import_record(factory, store, entry, namespace, occurrences, options, summary)
-                except ImportFormatError as exc:
-                    _refuse(exc, options, summary)
-            if progress is not None:
-                progress(done, source.total, f"{source.path.name}")
-    return summary
-
-
-def _refuse(error: ImportFormatError, options: ImportOptions, summary: ImportSummary) -> None:
-    if not options.skip_invalid:
-        raise error
-    summary.invalid.append(str(error))
-    log.warning("skipped: %s", error)
+        importer.run(open_source(Path(path), options.fmt, options.image_root), progress)
+    return importer.summary
 
 
 def user_id_for(record: ImportRecord, namespace: str, occurrence: int) -> int:
@@ -134,126 +117,241 @@ def user_id_for(record: ImportRecord, namespace: str, occurrence: int) -> int:
     return imported_id("user", namespace, key)
 
 
-def _existing_generation(session: Session, source_id: int) -> tuple[int, int] | None:
-    row = session.execute(
-        select(Generation.id, func.count(Image.id))
-        .outerjoin(Image, Image.generation_id == Generation.id)
-        .where(Generation.source_message_id == source_id)
-        .group_by(Generation.id)
-    ).one_or_none()
-    return None if row is None else (int(row[0]), int(row[1]))
+@dataclass
+class _Pending:
+    """A checked record waiting for its transaction. ``images`` is None when its generation
+    exists already (or an earlier record of the same batch creates it)."""
+
+    record: ImportRecord
+    namespace: str
+    source_id: int
+    user_id: int
+    images: list[IntakeResult] | None
 
 
-def _intake(record: ImportRecord, options: ImportOptions) -> list[IntakeResult]:
-    results = []
-    for number, image in enumerate(record.images, start=1):
-        try:
-            raw = image.read(options.max_image_bytes)
-            results.append(
-                intake_image(
-                    raw, max_bytes=options.max_image_bytes, max_pixels=options.max_image_pixels
-                )
-            )
-        except ImageRejected as exc:
-            raise ImportFormatError(
-                f"{record.where}: image {number} ({image.key}) refused: {exc}"
-            ) from None
-        except OSError as exc:
-            raise ImportFormatError(
-                f"{record.where}: image {number} ({image.key}) unreadable: {exc}"
-            ) from None
-    return results
+@dataclass(frozen=True)
+class _Written:
+    source_id: int
+    generation_id: int
+    images: int
+    generation_added: bool
+    choice_added: bool
 
 
-def _import_record(
-    factory: sessionmaker[Session],
-    store: ImageStore,
-    record: ImportRecord,
-    namespace: str,
-    occurrences: Counter[str],
-    options: ImportOptions,
-    summary: ImportSummary,
-) -> None:
-    occurrence = 0
-    if record.user_key is None:  # identical records are different anonymous choosers
-        identity = f"{record.generation_key}\x1f{record.chosen_index}"
-        occurrence = occurrences[identity]
-        occurrences[identity] += 1
-    source_id = imported_id("generation", namespace, record.generation_key)
-    user_id = user_id_for(record, namespace, occurrence)
-    existing = run_transaction(factory, lambda session: _existing_generation(session, source_id))
-    if existing is not None and existing[1] != len(record.images):
-        raise ImportFormatError(
-            f"{record.where}: generation {record.generation_key!r} was imported with "
-            f"{existing[1]} images; this record has {len(record.images)}"
+class _Importer:
+    """Records are checked and written in batches: one query finds which generations exist,
+    images are taken in, then one transaction writes the batch. If that transaction is refused
+    by a domain rule, the batch is written again one record per transaction, so that only the
+    offending record is left out."""
+
+    def __init__(
+        self, factory: sessionmaker[Session], store: ImageStore, options: ImportOptions
+    ) -> None:
+        self.factory = factory
+        self.store = store
+        self.options = options
+        self.summary = ImportSummary(dry_run=options.dry_run)
+        self.known: OrderedDict[int, tuple[int, int]] = OrderedDict()  # source id -> (id, n)
+
+    def run(self, source: Source, progress: Progress | None) -> None:
+        namespace = self.options.namespace or source.format
+        self.summary.files.append(str(source.path))
+        occurrences: Counter[str] = Counter()
+        batch: list[tuple[ImportRecord, int, int]] = []
+        name = source.path.name
+        if progress is not None:
+            progress(0, source.total, name)
+        for done, entry in enumerate(source.records(), start=1):
+            if isinstance(entry, RowNote):
+                self.summary.unlabeled_rows += entry is RowNote.UNLABELED
+            elif isinstance(entry, ImportFormatError):
+                self._flush(batch, namespace)  # the records before it are imported first
+                batch = []
+                self._refuse(entry)
+            else:
+                occurrence = 0
+                if entry.user_key is None:  # identical records: different anonymous choosers
+                    identity = f"{entry.generation_key}\x1f{entry.chosen_index}"
+                    occurrence = occurrences[identity]
+                    occurrences[identity] += 1
+                source_id = imported_id("generation", namespace, entry.generation_key)
+                batch.append((entry, source_id, user_id_for(entry, namespace, occurrence)))
+                if len(batch) >= BATCH_RECORDS:
+                    self._flush(batch, namespace)
+                    batch = []
+            if progress is not None:
+                progress(done, source.total, name)
+        self._flush(batch, namespace)
+
+    def _refuse(self, error: ImportFormatError) -> None:
+        if not self.options.skip_invalid:
+            raise error
+        self.summary.invalid.append(str(error))
+        log.warning("skipped: %s", error)
+
+    def _remember(self, source_id: int, generation_id: int, images: int) -> None:
+        self.known[source_id] = (generation_id, images)
+        self.known.move_to_end(source_id)
+        while len(self.known) > KNOWN_GENERATIONS_CACHE:
+            self.known.popitem(last=False)
+
+    def _look_up(self, source_ids: set[int]) -> None:
+        unknown = [source_id for source_id in source_ids if source_id not in self.known]
+        if not unknown:
+            return
+        query = (
+            select(Generation.source_message_id, Generation.id, func.count(Image.id))
+            .outerjoin(Image, Image.generation_id == Generation.id)
+            .where(Generation.source_message_id.in_(unknown))
+            .group_by(Generation.id)
         )
-    stored: list[IntakeResult] = []
-    if existing is None:
-        stored = _intake(record, options)
-        summary.images_checked += len(stored)
-    summary.records += 1
-    summary.ties += record.chosen_index is None
-    if options.dry_run:
-        return
-    new_blobs = set()  # blobs this record added: the only ones to remove if it fails
-    for result in stored:
-        if result.sha256 not in new_blobs and not store.exists(result.sha256):
-            new_blobs.add(result.sha256)
-        store.put(result.data, result.sha256)
+        rows = run_transaction(self.factory, lambda session: session.execute(query).all())
+        for source_id, generation_id, images in rows:
+            self._remember(int(source_id), int(generation_id), int(images))
 
-    def write(session: Session) -> tuple[bool, bool]:
-        generation_added = False
-        if existing is None:
-            before = session.scalar(
-                select(Generation.id).where(Generation.source_message_id == source_id)
+    def _flush(self, batch: list[tuple[ImportRecord, int, int]], namespace: str) -> None:
+        if not batch:
+            return
+        self._look_up({source_id for _, source_id, _ in batch})
+        prepared: list[_Pending] = []
+        creators: dict[int, int] = {}  # source id -> number of images of the record making it
+        for record, source_id, user_id in batch:
+            try:
+                known = self.known.get(source_id)
+                expected = known[1] if known is not None else creators.get(source_id)
+                if expected is not None and expected != len(record.images):
+                    raise ImportFormatError(
+                        f"{record.where}: generation {record.generation_key!r} has {expected} "
+                        f"images; this record has {len(record.images)}"
+                    )
+                images = None
+                if expected is None:
+                    images = self._intake(record)
+                    creators[source_id] = len(images)
+                prepared.append(_Pending(record, namespace, source_id, user_id, images))
+            except ImportFormatError as exc:
+                self._write(prepared)
+                prepared, creators = [], {}
+                self._refuse(exc)
+        self._write(prepared)
+
+    def _intake(self, record: ImportRecord) -> list[IntakeResult]:
+        results = []
+        max_bytes, max_pixels = self.options.max_image_bytes, self.options.max_image_pixels
+        for number, image in enumerate(record.images, start=1):
+            try:
+                raw = image.read(max_bytes)
+                results.append(intake_image(raw, max_bytes=max_bytes, max_pixels=max_pixels))
+            except ImageRejected as exc:
+                raise ImportFormatError(
+                    f"{record.where}: image {number} ({image.key}) refused: {exc}"
+                ) from None
+            except OSError as exc:
+                raise ImportFormatError(
+                    f"{record.where}: image {number} ({image.key}) unreadable: {exc}"
+                ) from None
+        self.summary.images_checked += len(results)
+        return results
+
+    def _write(self, prepared: list[_Pending]) -> None:
+        if not prepared:
+            return
+        if self.options.dry_run:
+            self._count_records(prepared)
+            return
+        new_blobs: dict[int, set[str]] = {}  # per record: blobs it added (removed on failure)
+        for index, pending in enumerate(prepared):
+            for result in pending.images or ():
+                if not self.store.exists(result.sha256):
+                    new_blobs.setdefault(index, set()).add(result.sha256)
+                    self.store.put(result.data, result.sha256)
+        try:
+            written = run_transaction(
+                self.factory, lambda session: self._write_all(session, prepared)
             )
+        except DomainError:
+            self._write_one_by_one(prepared, new_blobs)
+            return
+        except BaseException:
+            purge_orphan_blobs(self.factory, self.store, set().union(*new_blobs.values()))
+            raise
+        self._apply(prepared, written)
+
+    def _write_one_by_one(self, prepared: list[_Pending], new_blobs: dict[int, set[str]]) -> None:
+        for index, pending in enumerate(prepared):
+            try:
+                written = run_transaction(
+                    self.factory, partial(self._write_all, prepared=[pending])
+                )
+            except DomainError as exc:
+                purge_orphan_blobs(self.factory, self.store, new_blobs.get(index, set()))
+                self._refuse(ImportFormatError(f"{pending.record.where}: {exc}"))
+                continue
+            self._apply([pending], written)
+
+    def _write_all(self, session: Session, prepared: list[_Pending]) -> list[_Written]:
+        made: dict[int, int] = {}  # generations made in this transaction: source id -> id
+        return [self._write_record(session, pending, made) for pending in prepared]
+
+    def _write_record(self, session: Session, pending: _Pending, made: dict[int, int]) -> _Written:
+        record = pending.record
+        generation_added = False
+        if pending.images is not None:
             generation_id = record_generation(
                 session,
                 GenerationIn(
-                    source_message_id=source_id,
-                    channel_id=imported_id("channel", namespace, "import"),
+                    source_message_id=pending.source_id,
+                    channel_id=imported_id("channel", pending.namespace, "import"),
                     prompt=record.prompt,
                     generator=record.generator,
                     images=[
                         ImageIn(r.sha256, key_for(r.sha256), r.width, r.height, r.phash)
-                        for r in stored
+                        for r in pending.images
                     ],
-                    params={"imported_from": namespace, **record.params},
+                    params={"imported_from": pending.namespace, **record.params},
                     created_at=record.created_at,
                 ),
             ).generation_id
-            generation_added = before is None
+            generation_added = True  # it did not exist when the batch was looked up
+        elif pending.source_id in made:
+            generation_id = made[pending.source_id]
         else:
-            generation_id = existing[0]
+            generation_id = resolve_generation_id(session, None, pending.source_id)
+        made[pending.source_id] = generation_id
         present = session.scalar(
             select(Choice.id).where(
-                Choice.generation_id == generation_id, Choice.user_id == user_id
+                Choice.generation_id == generation_id, Choice.user_id == pending.user_id
             )
         )
-        if present is not None and record.created_at is None:
-            return generation_added, False  # no time to order by: the stored pick stands
-        record_choice(
-            session,
-            ChoiceIn(
-                user_id=user_id,
-                position=record.chosen_index,
-                method=ChoiceMethod.import_,
-                generation_id=generation_id,
-                at=record.created_at,
-            ),
+        if present is None or record.created_at is not None:  # else the stored pick stands
+            record_choice(
+                session,
+                ChoiceIn(
+                    user_id=pending.user_id,
+                    position=record.chosen_index,
+                    method=ChoiceMethod.import_,
+                    generation_id=generation_id,
+                    at=record.created_at,
+                ),
+            )
+        return _Written(
+            pending.source_id,
+            generation_id,
+            len(record.images),
+            generation_added,
+            present is None,
         )
-        return generation_added, present is None
 
-    try:
-        generation_added, choice_added = run_transaction(factory, write)
-    except DomainError as exc:
-        purge_orphan_blobs(factory, store, new_blobs)
-        raise ImportFormatError(f"{record.where}: {exc}") from None
-    except BaseException:
-        purge_orphan_blobs(factory, store, new_blobs)
-        raise
-    summary.generations_added += generation_added
-    if choice_added:
-        summary.choices_added += 1
-    else:
-        summary.choices_present += 1
+    def _count_records(self, prepared: list[_Pending]) -> None:
+        self.summary.records += len(prepared)
+        self.summary.ties += sum(1 for p in prepared if p.record.chosen_index is None)
+
+    def _apply(self, prepared: list[_Pending], written: list[_Written]) -> None:
+        self._count_records(prepared)
+        for result in written:
+            self._remember(result.source_id, result.generation_id, result.images)
+            self.summary.generations_added += result.generation_added
+            if result.choice_added:
+                self.summary.choices_added += 1
+            else:
+                self.summary.choices_present += 1

@@ -66,7 +66,10 @@ def exported(
     community: Community,
     tmp_path: Path,
 ) -> tuple[ExportSummary, Community]:
-    return run_export(pg_factory, store, tmp_path / "export", row_group_rows=16), community
+    summary = run_export(
+        pg_factory, store, tmp_path / "export", row_group_rows=16, rows_per_shard=40
+    )
+    return summary, community
 
 
 def test_pairs_and_ranks_rules() -> None:
@@ -136,6 +139,15 @@ def test_export_holds_the_community_and_nobody_who_left(
                 assert winner == row["best_image_uid"]
         else:
             assert len(group) == size * (size - 1) // 2
+    shards = sorted((folder / "data").glob("train-*.parquet"))
+    assert len(shards) > 1 and all(
+        p.name.endswith(f"-of-{len(shards):05d}.parquet") for p in shards
+    )
+    files_of_ranking = defaultdict(set)  # a choice's rows are never split between two files
+    for path in (folder / "data").glob("*.parquet"):
+        for ranking in pq.read_table(path, columns=["ranking_id"]).column("ranking_id").to_pylist():
+            files_of_ranking[ranking].add(path.name)
+    assert all(len(names) == 1 for names in files_of_ranking.values())
     per_caption = Counter(row["caption"] for row in rows)
     assert all(row["num_example_per_prompt"] == per_caption[row["caption"]] for row in rows)
 

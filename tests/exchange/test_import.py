@@ -72,7 +72,10 @@ def test_export_then_import_reproduces_the_counts_and_is_idempotent(
     pg_factory: sessionmaker[Session], store: LocalImageStore, community: Community, tmp_path: Path
 ) -> None:
     summary = export_dataset(
-        pg_factory, store, tmp_path / "export", ExportOptions(SPLIT_SALT, USER_SALT)
+        pg_factory,
+        store,
+        tmp_path / "export",
+        ExportOptions(SPLIT_SALT, USER_SALT, rows_per_shard=7),
     )
     # What the export holds, before the database is emptied.
     expected = {key: summary.counts[key] for key in ("prompts", "generations", "images")}
