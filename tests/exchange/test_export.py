@@ -202,6 +202,8 @@ def test_hugging_face_datasets_loads_the_parquet_offline(
         "folder = sys.argv[1]\n"
         "files = {s: f'{folder}/data/{s}-*.parquet' for s in ('train', 'validation', 'test')}\n"
         "ds = datasets.load_dataset('parquet', data_files=files)\n"
+        "by_card = datasets.load_dataset(folder)  # the card's configs name the shards\n"
+        "assert {s: by_card[s].num_rows for s in by_card} == {s: ds[s].num_rows for s in ds}\n"
         "print(json.dumps({s: [ds[s].num_rows, ds[s].column_names, str(ds[s].features['jpg_0'])]"
         " for s in ds}))\n"
     )

@@ -336,3 +336,40 @@ def test_image_intake_normalises_imported_images(
         row = session.scalars(select(ImageRow).where(ImageRow.position == 0)).one()
     stored = Image.open(io.BytesIO(store.get(row.sha256)))
     assert stored.format == "PNG" and stored.mode == "RGB" and (row.width, row.height) == (20, 10)
+
+
+def test_an_imported_user_who_opted_out_is_not_imported_again(
+    pg_factory: sessionmaker[Session], store: LocalImageStore, tmp_path: Path
+) -> None:
+    """A domain refusal inside a batch: the batch is written again record by record and only
+    the refused record is left out (strict mode stops there, naming it)."""
+    from db.privacy import opt_out
+    from exchange.ids import imported_id
+
+    for seed in range(12):
+        write_png(tmp_path / f"{seed}.png", seed)
+
+    def record(n: int, user: str) -> dict[str, Any]:
+        return {"prompt": f"prompt {n}", "file_path": [f"{2 * n}.png", f"{2 * n + 1}.png"],
+                "human_preference": n % 2, "user_id": user}  # fmt: skip
+
+    first = tmp_path / "first.json"
+    first.write_text(json.dumps([record(0, "alice"), record(1, "bob")]))
+    run_import(pg_factory, store, [first])
+    with pg_factory() as session, session.begin():
+        opt_out(session, imported_id("user", "hpd", "bob"))
+    second = tmp_path / "second.json"
+    second.write_text(
+        json.dumps([record(2, "alice"), record(3, "bob"), record(4, "alice"), record(5, "carol")])
+    )
+    with pytest.raises(ImportFormatError, match=r"second\.json: record 2 .*opted out"):
+        run_import(pg_factory, store, [second])
+    with pg_factory() as session:
+        assert set(session.scalars(select(Prompt.text))) == {"prompt 0", "prompt 1", "prompt 2"}
+    result = run_import(pg_factory, store, [second], skip_invalid=True)
+    assert len(result.invalid) == 1 and "record 2" in result.invalid[0]
+    assert result.choices_added == 2 and result.choices_present == 1
+    with pg_factory() as session:
+        prompts = set(session.scalars(select(Prompt.text)))
+    assert prompts == {"prompt 0", "prompt 1", "prompt 2", "prompt 4", "prompt 5"}
+    assert blob_count(store) == 2 * len(prompts)  # the refused record's images were removed
