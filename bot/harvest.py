@@ -4,7 +4,9 @@ image intake (off the event loop), store blobs, record the generation idempotent
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+from collections.abc import AsyncIterator
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from functools import partial
@@ -83,6 +85,9 @@ class Harvester:
         self.http = http
         # Decoding is CPU work that holds the GIL for much of its time: processes, not threads.
         self.intake_pool: Executor | None = None
+        # Generations being downloaded and stored, by message id: a pick that arrives
+        # meanwhile (a quick reaction, an upscale right after its grid) waits for them.
+        self._in_flight: dict[int, asyncio.Event] = {}
 
     async def _images(self, parsed: ParsedGeneration) -> list[ImageIn]:
         settings = self.settings
@@ -160,8 +165,29 @@ class Harvester:
             return HarvestOutcome(False, str(exc))
         return HarvestOutcome(True, generation_id=recorded.generation_id)
 
+    @contextlib.asynccontextmanager
+    async def tracking(self, message_id: int) -> AsyncIterator[None]:
+        """Mark ``message_id`` as being harvested for the duration (the same message twice
+        at once, as with a replayed event, waits for the first)."""
+        while message_id in self._in_flight:
+            await self._in_flight[message_id].wait()
+        done = self._in_flight[message_id] = asyncio.Event()
+        try:
+            yield
+        finally:
+            done.set()
+            del self._in_flight[message_id]
+
+    async def settled(self, message_id: int) -> None:
+        """Wait while the generation of ``message_id`` is being stored (if it is)."""
+        pending = self._in_flight.get(message_id)
+        if pending is not None:
+            with contextlib.suppress(TimeoutError):  # then the caller finds no generation
+                await asyncio.wait_for(pending.wait(), self.settings.download_timeout_s + 30)
+
     async def choice(self, parsed: ParsedChoice, method: ChoiceMethod) -> bool:
         """Record a pick; False when it was refused (unknown generation, opted out, ...)."""
+        await self.settled(parsed.generation_message_id)
         try:
             await run_transaction_async(
                 self.factory,

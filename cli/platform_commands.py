@@ -1,9 +1,10 @@
-"""``hps run``, ``hps db ...``, ``hps config``, ``hps stats``: operating the platform."""
+"""``hps run``, ``hps bot``, ``hps demo``, ``hps db``, ``hps config``: operating the platform."""
 
 from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 from typing import Any
 
 from config import Settings, get_settings
@@ -11,8 +12,25 @@ from config import Settings, get_settings
 
 def register(subcommands: argparse._SubParsersAction) -> None:
     """Add the platform subcommands to the ``hps`` parser."""
-    run = subcommands.add_parser("run", help="prepare the data store and run the product")
+    run = subcommands.add_parser(
+        "run",
+        help="prepare the data store and run the product: the bot and a worker with "
+        "DISCORD_TOKEN, else the offline demo",
+    )
+    run.add_argument(
+        "--check", action="store_true", help="only prepare and check the data store, then exit"
+    )
+    add_demo_arguments(run)
     run.set_defaults(handler=cmd_run)
+
+    bot = subcommands.add_parser("bot", help="run the Discord bot alone (workers run apart)")
+    bot.set_defaults(handler=cmd_bot)
+
+    demo = subcommands.add_parser(
+        "demo", help="the offline demo: emulated Discord, a simulated community, the real product"
+    )
+    add_demo_arguments(demo)
+    demo.set_defaults(handler=cmd_demo)
 
     database = subcommands.add_parser("db", help="database schema (Alembic)")
     db_sub = database.add_subparsers(dest="db_command", metavar="ACTION", required=True)
@@ -89,7 +107,7 @@ def collect_stats(settings: Settings) -> dict[str, Any]:
         engine.dispose()
 
 
-def cmd_run(_args: argparse.Namespace) -> int:
+def cmd_run(args: argparse.Namespace) -> int:
     from media.store import open_store
     from migrations.runner import current_revision, upgrade
 
@@ -106,17 +124,59 @@ def cmd_run(_args: argparse.Namespace) -> int:
     store.delete(probe)
     print(f"  image store writable ({type(store).__name__})")
     print("  data: " + ", ".join(f"{k}={v}" for k, v in collect_stats(settings).items()))
-    if settings.discord_token is None or not settings.discord_token.get_secret_value():
-        print("hps: ready (no DISCORD_TOKEN: nothing to connect to; set it to run the bot)")
+    if args.check:
+        print("hps: ready")
         return 0
+    if not _token(settings):
+        print("hps: ready; no DISCORD_TOKEN, so here is the offline demo (Ctrl-C to stop)")
+        return cmd_demo(args)
     return run_bot_and_worker(settings)
+
+
+def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--generations", type=int, default=120, help="generations the community posts (120)"
+    )
+    parser.add_argument(
+        "--demo-dir", type=Path, default=None, help="the demo's own data (default DATA_DIR/demo)"
+    )
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """The offline demo, in a folder of its own (it never touches the configured database)."""
+    from sandbox.demo import run_demo
+
+    if args.generations < 20:
+        raise ValueError("--generations must be at least 20 (training needs held-out prompts)")
+    settings = get_settings()
+    run_demo(args.demo_dir or settings.hps_data_dir / "demo", generations=args.generations)
+    return 0
+
+
+def cmd_bot(_args: argparse.Namespace) -> int:
+    """The bot alone: the compose ``bot`` service, or any deployment with separate workers."""
+    from bot.client import HpsBot
+    from cli.main import CommandError
+    from config.logging_setup import configure_logging
+
+    settings = get_settings()
+    token = _token(settings)
+    if not token:
+        raise CommandError("DISCORD_TOKEN is not set (put it in .env)")
+    configure_logging(settings)  # LOG_FORMAT text|json, secrets redacted
+    HpsBot(settings).run(token, log_handler=None)
+    return 0
+
+
+def _token(settings: Settings) -> str:
+    token = settings.discord_token.get_secret_value() if settings.discord_token else ""
+    return token.strip()
 
 
 def run_bot_and_worker(settings: Settings) -> int:
     """The bot against Discord (or DISCORD_API_BASE) plus one worker process beside it."""
     import os
     import sys
-    from pathlib import Path
 
     from bot.client import HpsBot
     from config.logging_setup import configure_logging
@@ -129,8 +189,7 @@ def run_bot_and_worker(settings: Settings) -> int:
     try:
         print("hps: connecting the bot (Ctrl-C to stop)")
         configure_logging(settings)  # LOG_FORMAT text|json, secrets redacted
-        assert settings.discord_token is not None
-        HpsBot(settings).run(settings.discord_token.get_secret_value(), log_handler=None)
+        HpsBot(settings).run(_token(settings), log_handler=None)
     finally:
         worker.stop()
     return 0

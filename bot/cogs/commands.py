@@ -280,10 +280,24 @@ class HpsCommands(commands.Cog):
         await interaction.followup.send(text, ephemeral=True)
 
     @admin.command(name="train", description="Train a candidate HPS model on the choices so far")
-    async def train(self, interaction: discord.Interaction, force: bool = False) -> None:
+    @app_commands.describe(
+        force="promote even if it does not beat the active model",
+        epochs="passes over the choices (default 1, the paper's)",
+        lr="learning rate (default 1.7e-5, the paper's)",
+    )
+    async def train(
+        self,
+        interaction: discord.Interaction,
+        force: bool = False,
+        epochs: app_commands.Range[int, 1, 100] = 1,
+        lr: app_commands.Range[float, 1e-8, 1e-1] | None = None,
+    ) -> None:
         if await self._refuse_non_admins(interaction):
             return
-        if await self._submit_or_apologise(interaction, "train", {"force": force}, limited=False):
+        params: dict[str, Any] = {"force": force, "epochs": epochs}
+        if lr is not None:
+            params["lr"] = lr
+        if await self._submit_or_apologise(interaction, "train", params, limited=False):
             await interaction.edit_original_response(
                 content="Training queued; the report will be posted here."
             )

@@ -115,6 +115,12 @@ class HarvestCog(commands.Cog):
 
     async def harvest_message(self, message: discord.Message) -> MessageOutcome:
         """Harvest one message (live or from history) with its channel's adapter."""
+        # Tracked from the first moment, so that a pick arriving while this message is still
+        # being looked at waits for it instead of finding no generation.
+        async with self.harvester.tracking(message.id):
+            return await self._harvest(message)
+
+    async def _harvest(self, message: discord.Message) -> MessageOutcome:
         adapter = await self.adapter_for(message.channel.id)
         if adapter not in (multi_attachment.NAME, midjourney.NAME):
             return MessageOutcome.not_harvested
@@ -158,6 +164,7 @@ class HarvestCog(commands.Cog):
         position = multi_attachment.position_of(str(payload.emoji))
         if position is None or await self.adapter_for(payload.channel_id) != multi_attachment.NAME:
             return
+        await self.harvester.settled(payload.message_id)  # a reaction quicker than the download
         requester = await self.requester(payload.message_id)
         if requester is not None and requester != payload.user_id:
             return  # only the requester's pick counts for this adapter

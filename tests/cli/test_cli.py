@@ -28,11 +28,11 @@ def hps(*args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
 
 def test_run_on_embedded_defaults_twice(tmp_path: Path) -> None:
     data = tmp_path / "data"
-    first = hps("run", cwd=tmp_path, HPS_DATA_DIR=str(data))
+    first = hps("run", "--check", cwd=tmp_path, HPS_DATA_DIR=str(data))
     assert first.returncode == 0, first.stderr
     assert "embedded defaults" in first.stdout and "hps: ready" in first.stdout
     assert (data / "hps.sqlite3").is_file() and (data / "images").is_dir()
-    second = hps("run", cwd=tmp_path, HPS_DATA_DIR=str(data))
+    second = hps("run", "--check", cwd=tmp_path, HPS_DATA_DIR=str(data))
     assert second.returncode == 0, second.stderr
     current = hps("db", "current", cwd=tmp_path, HPS_DATA_DIR=str(data))
     assert "current: 0002" in current.stdout

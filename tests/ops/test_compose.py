@@ -650,7 +650,7 @@ def dockerignore_problems(files: Files) -> list[str]:
     ]
     problems += [
         f".dockerignore leaves out {path}, which the image build needs"
-        for path in ("pyproject.toml", "README.md", "docker/hps_bot.py", "cli/main.py")
+        for path in ("pyproject.toml", "README.md", "cli/main.py")
         if dockerignored(path, patterns)
     ]
     return problems
@@ -793,7 +793,7 @@ def test_bot_image_commands_run_without_the_ml_extra(files: Files) -> None:
     blocked = _ml_modules()
     assert "torch" in blocked
     script = f"""
-import importlib.abc, runpy, sys
+import importlib.abc, sys
 BLOCKED = {blocked!r}
 class Block(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path=None, target=None):
@@ -803,7 +803,7 @@ sys.meta_path.insert(0, Block())
 from cli.main import build_parser
 build_parser().parse_args(["db", "upgrade"])
 import migrations.runner
-runpy.run_path({str(ROOT / "docker" / "hps_bot.py")!r}, run_name="hps_bot")
+build_parser().parse_args(["bot"])
 import bot.client
 print("ok")
 """
@@ -817,11 +817,15 @@ print("ok")
 def test_bot_entry_point_refuses_to_start_without_a_token(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    from cli.main import main
+    from config import get_settings
+
     monkeypatch.chdir(tmp_path)  # no .env here
     monkeypatch.delenv("DISCORD_TOKEN", raising=False)
-    spec = importlib.util.spec_from_file_location("hps_bot", ROOT / "docker" / "hps_bot.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    assert module.main() == 2
+    monkeypatch.setenv("HPS_DATA_DIR", str(tmp_path))
+    get_settings.cache_clear()
+    try:
+        assert main(["bot"]) == 2
+    finally:
+        get_settings.cache_clear()
     assert "DISCORD_TOKEN is not set" in capsys.readouterr().err

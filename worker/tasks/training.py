@@ -128,6 +128,19 @@ def train_candidate(context: JobContext) -> JobOutcome:
         "report_png": str(report_png),
         "training_curve_png": str(result.curve_file) if result.curve_file else None,
     }
+    # What Discord shows (the bot reads the plots from the shared store, not this disk).
+    summary["text"] = (
+        f"Trained {name} on {len(snapshot.train)} choices: top-1 on "
+        f"{len(snapshot.test)} held-out prompts' choices "
+        f"{candidate_metrics.top1_accuracy:.1%} vs {baseline_metrics.top1_accuracy:.1%} "
+        f"({metrics['baseline_name']}). {summary['decision']}"
+    )
+    plots = [("evaluation.png", report_png), ("training-curve.png", result.curve_file)]
+    summary["files"] = [
+        {"sha256": rt.store.put(path.read_bytes()), "filename": filename}
+        for filename, path in plots
+        if path is not None and path.exists()
+    ]
 
     def commit(session: Session) -> None:
         version = register_model_version(
