@@ -4,6 +4,7 @@ job queue (by task name only; the bot process never loads torch)."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import multiprocessing
 import os
 from concurrent.futures import ProcessPoolExecutor
@@ -12,6 +13,7 @@ import aiohttp
 import discord
 from discord.ext import commands
 
+from bot import metrics
 from bot.cogs.commands import HpsCommands
 from bot.cogs.harvest import HarvestCog
 from bot.delivery import OutboxDelivery
@@ -27,6 +29,8 @@ from db.engine import (
 )
 from jobqueue.app import make_celery
 from media.store import open_store
+
+log = logging.getLogger(__name__)
 
 
 def point_at(settings: Settings) -> None:
@@ -59,6 +63,8 @@ class HpsBot(commands.Bot):
         self.intake_pool: ProcessPoolExecutor | None = None
 
     async def setup_hook(self) -> None:
+        metrics.start_metrics_server(self.settings.bot_metrics_port)
+        self.tree.error(self.on_app_command_error)
         self.http_session = aiohttp.ClientSession()
         harvester = Harvester(self.settings, self.factory, self.store, self.http_session)
         harvester.intake_pool = self.intake_pool = ProcessPoolExecutor(
@@ -75,6 +81,24 @@ class HpsBot(commands.Bot):
         self.add_dynamic_items(PickButton)  # pick buttons keep working across restarts
         await self.tree.sync()
         self._delivery_task = asyncio.create_task(self.delivery.run(), name="outbox-delivery")
+
+    async def on_app_command_error(
+        self, interaction: discord.Interaction, error: discord.app_commands.AppCommandError
+    ) -> None:
+        """An unexpected error in a command: a short private apology for the user, the
+        details in the log for admins, a count in the metrics."""
+        metrics.count_error("command")
+        log.error(
+            "command %s failed", getattr(interaction.command, "qualified_name", "?"), exc_info=error
+        )
+        text = "Sorry, something went wrong on my side; the admins can find it in the logs."
+        try:
+            if interaction.response.is_done():
+                await interaction.followup.send(text, ephemeral=True)
+            else:
+                await interaction.response.send_message(text, ephemeral=True)
+        except discord.HTTPException:
+            pass  # the interaction is gone; the log has it
 
     async def purge_blobs(self, shas: list[str]) -> int:
         """Delete blobs no image row references any more; return the count."""

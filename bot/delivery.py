@@ -17,6 +17,7 @@ import discord
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
+from bot import metrics
 from bot.formatting import render_result
 from bot.picks import pick_view
 from db.engine import run_transaction_async
@@ -71,6 +72,7 @@ class OutboxDelivery:
                     async for _notification in connection.notifies():
                         self.wake.set()
             except (OSError, psycopg.Error) as exc:
+                metrics.count_error("outbox_listen")
                 log.warning("outbox LISTEN connection lost (%s); polling until it is back", exc)
                 await asyncio.sleep(POLL_INTERVAL_S)
 
@@ -82,6 +84,7 @@ class OutboxDelivery:
             try:
                 await self._post(row)
             except discord.HTTPException as exc:
+                metrics.count_error("delivery")
                 error = f"{type(exc).__name__}: {exc}"
                 await run_transaction_async(
                     self.bot.factory,

@@ -14,6 +14,7 @@ from functools import partial
 import aiohttp
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from bot import metrics
 from bot.adapters.base import ParsedChoice, ParsedGeneration
 from bot.downloads import DownloadRefused, download
 from config import Settings
@@ -160,6 +161,7 @@ class Harvester:
                 ),
             )
         except (DownloadRefused, ImageRejected, DomainError) as exc:
+            metrics.count_error(exc)
             log.info("message %s not harvested: %s", message_id, exc)
             await self._purge([image.sha256 for image in images])  # e.g. opted out meanwhile
             return HarvestOutcome(False, str(exc))
@@ -203,8 +205,10 @@ class Harvester:
                 ),
             )
         except DomainError as exc:
+            metrics.count_error(exc)
             log.info("choice on %s not recorded: %s", parsed.generation_message_id, exc)
             return False
+        metrics.count_choice(method)
         return True
 
     async def deleted(self, message_ids: list[int]) -> None:

@@ -9,6 +9,7 @@ from typing import Any
 
 import discord
 
+from bot import metrics
 from db.engine import run_transaction_async
 from db.errors import DomainError
 from db.ingest import ChoiceIn, record_choice
@@ -46,12 +47,15 @@ class PickButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=CUSTOM
         try:
             await run_transaction_async(bot.factory, partial(record_choice, choice=choice))
         except DomainError as exc:
+            metrics.count_error(exc)
             await interaction.response.send_message(f"Not recorded: {exc}", ephemeral=True)
             return
+        metrics.count_choice(ChoiceMethod.button)
         await interaction.response.send_message(
             f"Recorded your pick: image #{self.position + 1}. Click another to change it.",
             ephemeral=True,
         )
+        metrics.observe_ack_since(interaction.created_at)
 
 
 def pick_view(count: int) -> discord.ui.View:

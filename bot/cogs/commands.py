@@ -15,6 +15,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from bot import metrics
 from bot.cogs.admin import ADAPTERS, dataset_counts, is_admin
 from bot.downloads import DownloadRefused, download
 from bot.progress import InteractionProgress
@@ -48,6 +49,12 @@ LONG_JOBS = {
 
 class UserLimitReached(Exception):
     """A user reached their rate or queue limit; the message says which."""
+
+
+async def acknowledge(interaction: discord.Interaction, *, ephemeral: bool = False) -> None:
+    """Defer (Discord shows "thinking...") within its 3 seconds, and time it."""
+    await interaction.response.defer(ephemeral=ephemeral, thinking=True)
+    metrics.observe_ack_since(interaction.created_at)
 
 
 class HpsCommands(commands.Cog):
@@ -134,7 +141,7 @@ class HpsCommands(commands.Cog):
     async def score(
         self, interaction: discord.Interaction, image: discord.Attachment, prompt: str
     ) -> None:
-        await interaction.response.defer(thinking=True)
+        await acknowledge(interaction)
         try:
             sha = await self._fetch_image(image)
             await self._submit(interaction, "score", {"prompt": prompt, "images": [sha]})
@@ -146,7 +153,7 @@ class HpsCommands(commands.Cog):
     async def generate(
         self, interaction: discord.Interaction, prompt: str, n: app_commands.Range[int, 1, 10] = 4
     ) -> None:
-        await interaction.response.defer(thinking=True)
+        await acknowledge(interaction)
         await self._submit_or_apologise(interaction, "generate", {"prompt": prompt, "n": n})
 
     async def _generation_from(self, interaction: discord.Interaction, target: str) -> int | None:
@@ -192,7 +199,7 @@ class HpsCommands(commands.Cog):
     @hps.command(name="rank", description="Rank the images of a generation by HPS")
     @app_commands.describe(message="a link to the message with the images (or its id)")
     async def rank(self, interaction: discord.Interaction, message: str) -> None:
-        await interaction.response.defer(thinking=True)
+        await acknowledge(interaction)
         await self._submit_for_generation(interaction, message, "rank", {})
 
     @hps.command(name="regenerate", description="Redo a generation with the community's taste")
@@ -202,12 +209,12 @@ class HpsCommands(commands.Cog):
     async def regenerate(
         self, interaction: discord.Interaction, message: str, n: app_commands.Range[int, 1, 16] = 4
     ) -> None:
-        await interaction.response.defer(thinking=True)
+        await acknowledge(interaction)
         await self._submit_for_generation(interaction, message, "regenerate", {"n": n})
 
     @privacy.command(name="optout", description="Stop storing anything of mine")
     async def optout(self, interaction: discord.Interaction) -> None:
-        await interaction.response.defer(ephemeral=True, thinking=True)
+        await acknowledge(interaction, ephemeral=True)
         await run_transaction_async(self.bot.factory, partial(opt_out, user_id=interaction.user.id))
         await interaction.followup.send(
             "Opted out: nothing of yours is stored from now on. "
@@ -217,13 +224,13 @@ class HpsCommands(commands.Cog):
 
     @privacy.command(name="optin", description="Allow storing my generations and picks")
     async def optin(self, interaction: discord.Interaction) -> None:
-        await interaction.response.defer(ephemeral=True, thinking=True)
+        await acknowledge(interaction, ephemeral=True)
         await run_transaction_async(self.bot.factory, partial(opt_in, user_id=interaction.user.id))
         await interaction.followup.send("Opted in: thank you.", ephemeral=True)
 
     @privacy.command(name="forget-me", description="Delete everything stored about me")
     async def forget_me(self, interaction: discord.Interaction) -> None:
-        await interaction.response.defer(ephemeral=True, thinking=True)
+        await acknowledge(interaction, ephemeral=True)
         user_id = interaction.user.id
         orphans = await run_transaction_async(
             self.bot.factory, partial(forget_user, user_id=user_id, keep_opt_out=True)
@@ -237,7 +244,7 @@ class HpsCommands(commands.Cog):
 
     # -- admin (checked server-side in each command) ---------------------------------
     async def _refuse_non_admins(self, interaction: discord.Interaction) -> bool:
-        await interaction.response.defer(ephemeral=True, thinking=True)
+        await acknowledge(interaction, ephemeral=True)
         if await is_admin(self.bot, interaction):
             return False
         await interaction.followup.send("Only server admins can use this command.", ephemeral=True)

@@ -12,6 +12,7 @@ from functools import partial
 import discord
 from discord.ext import commands
 
+from bot import metrics
 from bot.adapters import midjourney, multi_attachment
 from bot.adapters.base import AttachmentRef, ParsedChoice
 from bot.backfill import Backfiller
@@ -44,6 +45,7 @@ class HarvestCog(commands.Cog):
         self.last_seen: dict[int, int] = {}
         self.backfiller = Backfiller(bot, self)
         self._flusher: asyncio.Task[None] | None = None
+        self._identified = False
 
     async def cog_load(self) -> None:
         self._flusher = asyncio.create_task(self._flush_forever(), name="last-seen-flush")
@@ -62,13 +64,21 @@ class HarvestCog(commands.Cog):
             try:
                 await self.flush_last_seen()
             except Exception as exc:
+                metrics.count_error("last_seen_flush")
                 log.warning("last seen message ids not saved yet: %s", exc)
 
     @commands.Cog.listener()
     async def on_ready(self) -> None:
         # READY follows every IDENTIFY: a first start or a session that could not be resumed.
         # Either way events were missed that only the channel history still has.
+        if self._identified:
+            metrics.count_reconnect()
+        self._identified = True
         self.backfiller.start_catch_up()
+
+    @commands.Cog.listener()
+    async def on_resumed(self) -> None:
+        metrics.count_reconnect()
 
     async def adapter_for(self, channel_id: int) -> str | None:
         """The channel's adapter (cached for a short while), None when not harvested."""
@@ -155,7 +165,10 @@ class HarvestCog(commands.Cog):
         )
         if not outcome.stored:
             return MessageOutcome.refused
-        return MessageOutcome.generation if outcome.new else MessageOutcome.known
+        if not outcome.new:
+            return MessageOutcome.known
+        metrics.count_event(adapter)
+        return MessageOutcome.generation
 
     @commands.Cog.listener()
     async def on_raw_reaction_add(self, payload: discord.RawReactionActionEvent) -> None:

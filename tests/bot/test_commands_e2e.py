@@ -33,6 +33,9 @@ def score_options(prompt: str) -> list[dict[str, Any]]:
 
 
 async def test_score_an_uploaded_image(live: dict[str, Any]) -> None:
+    from bot.metrics import REGISTRY
+
+    acks = REGISTRY.get_sample_value("hps_bot_interaction_ack_seconds_count") or 0.0
     emulator: DiscordEmulator = live["emulator"]
     alice = emulator.add_user("alice")
     token = await emulator.inject_slash_command(
@@ -46,6 +49,7 @@ async def test_score_an_uploaded_image(live: dict[str, Any]) -> None:
     await eventually(lambda: bool(record.callbacks), 5)
     assert record.callbacks == [5]  # deferred
     assert record.acknowledged_at is not None and record.acknowledged_at - record.created_at < 3.0
+    assert REGISTRY.get_sample_value("hps_bot_interaction_ack_seconds_count") == acks + 1
     await eventually(lambda: bool(record.followups), 60)
     answer = record.followups[0]["content"]
     assert answer.startswith(f"<@{alice}> HPS ") and "model bot-score" in answer

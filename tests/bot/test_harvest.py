@@ -83,6 +83,13 @@ async def world(
 async def test_generation_pick_replay_and_deletion(
     world: dict[str, Any], pg_factory: sessionmaker[Session]
 ) -> None:
+    from bot.metrics import REGISTRY
+
+    def metric(name: str, **labels: str) -> float:
+        return REGISTRY.get_sample_value(name, labels) or 0.0
+
+    ingested = metric("hps_bot_events_ingested_total", adapter="multi_attachment")
+    reactions = metric("hps_bot_choices_recorded_total", how="reaction")
     emulator: DiscordEmulator = world["emulator"]
     colors = [(255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0)]
     message = await emulator.inject_message(
@@ -107,6 +114,9 @@ async def test_generation_pick_replay_and_deletion(
     position_of_pick = lambda: _picked_position(pg_factory)  # noqa: E731
     await eventually(lambda: position_of_pick() == 0)
     assert count(pg_factory, Generation) == 1 and count(pg_factory, Choice) == 1
+    # The replay was not counted again; both of alice's picks were (the second replaced).
+    assert metric("hps_bot_events_ingested_total", adapter="multi_attachment") == ingested + 1
+    assert metric("hps_bot_choices_recorded_total", how="reaction") == reactions + 2
 
     await emulator.delete_message(message)
     await eventually(lambda: count(pg_factory, Generation) == 0)
