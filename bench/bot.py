@@ -123,6 +123,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     while not all(r.acknowledged_at for r in records):
         await asyncio.sleep(0.005)
     acks = [((r.acknowledged_at or 0) - r.created_at) * 1000 for r in records]
+    await asyncio.sleep(3)  # let the commands finish their downloads and submissions
 
     await bot.close()
     await asyncio.wait_for(runner, 10)

@@ -62,8 +62,20 @@ def intake_set(
     results: list[IntakeResult] = []
     for raw in raws:
         decoded = decode_image(raw, max_bytes=max_bytes, max_pixels=max_pixels)
-        tiles = split_grid(decoded.image) if grid else [decoded.image]
-        results += [encode_canonical(tile, source_format=decoded.source_format) for tile in tiles]
+        if not grid:  # a plain RGB PNG keeps its pixel stream: no 17 ms re-encode per image
+            results.append(
+                encode_canonical(
+                    decoded.image,
+                    source_format=decoded.source_format,
+                    frames=decoded.frames,
+                    png_bytes=decoded.rebuilt_png,
+                )
+            )
+            continue
+        results += [
+            encode_canonical(tile, source_format=decoded.source_format)
+            for tile in split_grid(decoded.image)
+        ]
     key = (storage_url, s3_endpoint_url)
     if key not in _stores:
         _stores[key] = open_store(storage_url, s3_endpoint_url=s3_endpoint_url)

@@ -14,6 +14,7 @@ CDN, 429s, the call log. The simulated community is still to come.
 from __future__ import annotations
 
 import asyncio
+import copy
 import itertools
 import json
 import time
@@ -209,7 +210,7 @@ class DiscordEmulator:
         attachment option's value is the index into ``attachments``). Returns the token."""
         channel_id = self.channels[channel]
         resolved: dict[str, Any] = {}
-        options = [dict(option) for option in options or []]
+        options = copy.deepcopy(options or [])  # attachment indexes are replaced below
         if attachments:
             stored = self._store_attachments(channel_id, attachments)
             resolved["attachments"] = {a["id"]: a for a in stored}
