@@ -41,6 +41,7 @@ import pyarrow.parquet as pq
 from PIL import Image, ImageDraw, ImageFilter
 from sqlalchemy.engine import make_url
 
+from bench.ingest import recreate_database
 from db.engine import make_engine, make_session_factory
 from db.ingest import ChoiceIn, GenerationIn, ImageIn, record_choice, record_generation
 from db.models import ChoiceMethod
@@ -51,7 +52,6 @@ from exchange.images import ImageReader
 from exchange.importer import ImportOptions, import_files
 from media.intake import encode_canonical, intake_image
 from media.store import LocalImageStore, key_for
-from migrations.runner import upgrade
 
 DEFAULT_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/hps_bench_exchange"
 IMAGES_PER_SET = 4
@@ -69,15 +69,6 @@ class Measurement:
     @property
     def per_second(self) -> float:
         return self.units / self.seconds
-
-
-def recreate_database(url: str) -> None:
-    parsed = make_url(url)
-    admin = parsed.set(drivername="postgresql", database="postgres")
-    with psycopg.connect(admin.render_as_string(hide_password=False), autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{parsed.database}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{parsed.database}"')
-    upgrade(url)
 
 
 def synthetic_image(seed: int, size: int) -> Image.Image:

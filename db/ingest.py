@@ -13,7 +13,7 @@ from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import and_, bindparam, false, select
 from sqlalchemy.orm import Session
 
 from db.errors import (
@@ -35,7 +35,7 @@ from db.models import (
     utcnow,
 )
 from db.prompts import MAX_PROMPT_CHARS, prompt_hash
-from db.upsert import insert_for, insert_for_dialect
+from db.upsert import insert_for_dialect
 
 MAX_IMAGES_PER_GENERATION = 16
 
@@ -83,6 +83,7 @@ class _IngestStatements:
     prompt: Any
     generation: Any
     images: Any
+    choice: Any
 
 
 @lru_cache(maxsize=4)
@@ -96,6 +97,7 @@ def _statements(dialect: str) -> _IngestStatements:
     prompts = insert_for_dialect(dialect, Prompt)
     generations = insert_for_dialect(dialect, Generation)
     images = insert_for_dialect(dialect, Image)
+    choices = insert_for_dialect(dialect, Choice)
     return _IngestStatements(
         # DO UPDATE (not DO NOTHING) so that RETURNING always yields the row, and so the row
         # stays locked until commit: a concurrent opt-out waits for this transaction.
@@ -113,6 +115,18 @@ def _statements(dialect: str) -> _IngestStatements:
         images=images.on_conflict_do_nothing(
             index_elements=["generation_id", "position"]
         ).returning(images.table.c.id, sort_by_parameter_order=True),
+        # A newer pick replaces the stored one; an older (replayed) event changes nothing
+        # and returns no row.
+        choice=choices.on_conflict_do_update(
+            index_elements=["generation_id", "user_id"],
+            set_={
+                "chosen_image_id": choices.excluded.chosen_image_id,
+                "method": choices.excluded.method,
+                "source_message_id": choices.excluded.source_message_id,
+                "updated_at": choices.excluded.updated_at,
+            },
+            where=choices.table.c.updated_at <= choices.excluded.updated_at,
+        ).returning(choices.table.c.id),
     )
 
 
@@ -269,46 +283,57 @@ def record_choice(session: Session, choice: ChoiceIn) -> int:
 
     One row per (generation, user): a new pick replaces the old one, unless the stored pick
     is newer than ``choice.at`` (a replayed, older event never overrides a later click).
+    Three statements: the generation with its guild and the chosen image, the user (consent),
+    the upsert.
     """
-    generation_id = resolve_generation_id(
-        session, choice.generation_id, choice.generation_message_id
-    )
-    guild_id = session.scalar(select(Generation.guild_id).where(Generation.id == generation_id))
+    generation_id, guild_id, image_id = _choice_target(session, choice)
     ensure_user_may_be_stored(session, choice.user_id, guild_id)
-    image_id: int | None = None
-    if choice.position is not None:
-        image_id = session.scalar(
-            select(Image.id).where(
-                Image.generation_id == generation_id, Image.position == choice.position
+    at = choice.at or utcnow()
+    choice_id = session.execute(
+        _statements(_dialect(session)).choice,
+        {
+            "generation_id": generation_id,
+            "user_id": choice.user_id,
+            "chosen_image_id": image_id,
+            "method": choice.method,
+            "source_message_id": choice.choice_message_id,
+            "created_at": at,
+            "updated_at": at,
+        },
+    ).scalar_one_or_none()
+    if choice_id is None:  # a newer pick is stored: keep it
+        choice_id = session.scalar(
+            select(Choice.id).where(
+                Choice.generation_id == generation_id, Choice.user_id == choice.user_id
             )
         )
-        if image_id is None:
-            raise UnknownImage(f"generation {generation_id} has no image #{choice.position + 1}")
-    at = choice.at or utcnow()
-    stmt = insert_for(session, Choice).values(
-        generation_id=generation_id,
-        user_id=choice.user_id,
-        chosen_image_id=image_id,
-        method=choice.method,
-        source_message_id=choice.choice_message_id,
-        created_at=at,
-        updated_at=at,
-    )
-    stmt = stmt.on_conflict_do_update(
-        index_elements=["generation_id", "user_id"],
-        set_={
-            "chosen_image_id": stmt.excluded.chosen_image_id,
-            "method": stmt.excluded.method,
-            "source_message_id": stmt.excluded.source_message_id,
-            "updated_at": stmt.excluded.updated_at,
-        },
-        where=stmt.table.c.updated_at <= stmt.excluded.updated_at,
-    )
-    session.execute(stmt)
-    choice_id = session.scalar(
-        select(Choice.id).where(
-            Choice.generation_id == generation_id, Choice.user_id == choice.user_id
-        )
-    )
     assert choice_id is not None
     return int(choice_id)
+
+
+def _choice_target(session: Session, choice: ChoiceIn) -> tuple[int, int | None, int | None]:
+    """(generation id, its guild, the chosen image id) in one query; raise UnknownGeneration
+    or UnknownImage."""
+    if choice.generation_id is not None:
+        key = Generation.id == choice.generation_id
+    elif choice.generation_message_id is not None:
+        key = Generation.source_message_id == choice.generation_message_id
+    else:
+        raise UnknownGeneration("a choice needs a generation id or its message id")
+    image_match = and_(Image.generation_id == Generation.id, Image.position == choice.position)
+    row = session.execute(
+        select(Generation.id, Generation.guild_id, Image.id)
+        .outerjoin(Image, image_match if choice.position is not None else false())
+        .where(key)
+    ).one_or_none()
+    if row is None:
+        which = (
+            f"id {choice.generation_id}"
+            if choice.generation_id is not None
+            else f"message {choice.generation_message_id}"
+        )
+        raise UnknownGeneration(f"no generation recorded for {which}")
+    generation_id, guild_id, image_id = row
+    if choice.position is not None and image_id is None:
+        raise UnknownImage(f"generation {generation_id} has no image #{choice.position + 1}")
+    return int(generation_id), guild_id, image_id

@@ -119,6 +119,13 @@ class HpsCommands(commands.Cog):
             self.bot.job_progress.follow(job_id, LONG_JOBS[kind], interaction)
         return job_id
 
+    async def _queue_admin_job(
+        self, interaction: discord.Interaction, kind: str, params: dict[str, Any], queued: str
+    ) -> None:
+        """Queue an admin's job (no user limits) and say so in the command's response."""
+        if await self._submit_or_apologise(interaction, kind, params, limited=False):
+            await interaction.edit_original_response(content=queued)
+
     async def _check_user_limits(self, user_id: int) -> None:
         settings = self.bot.settings
         since = datetime.now(UTC) - timedelta(minutes=1)
@@ -304,10 +311,9 @@ class HpsCommands(commands.Cog):
         params: dict[str, Any] = {"force": force, "epochs": epochs}
         if lr is not None:
             params["lr"] = lr
-        if await self._submit_or_apologise(interaction, "train", params, limited=False):
-            await interaction.edit_original_response(
-                content="Training queued; the report will be posted here."
-            )
+        await self._queue_admin_job(
+            interaction, "train", params, "Training queued; the report will be posted here."
+        )
 
     @admin.command(name="promote", description="Make a model version the active one")
     async def promote(self, interaction: discord.Interaction, version_id: int) -> None:
@@ -331,10 +337,8 @@ class HpsCommands(commands.Cog):
             return
         counts = await run_transaction_async(self.bot.factory, dataset_counts)
         summary = ", ".join(f"{value} {name}" for name, value in counts.items())
-        if await self._submit_or_apologise(interaction, "stats", {}, limited=False):
-            await interaction.edit_original_response(
-                content=f"The dataset holds {summary}. Charts are on their way."
-            )
+        queued = f"The dataset holds {summary}. Charts are on their way."
+        await self._queue_admin_job(interaction, "stats", {}, queued)
 
     @admin.command(name="backfill", description="Harvest a channel's history (idempotent)")
     @app_commands.describe(
@@ -394,10 +398,9 @@ class HpsCommands(commands.Cog):
             "lora_steps": lora_steps,
             "images_per_prompt": images_per_prompt,
         }
-        if await self._submit_or_apologise(interaction, "adapt", params, limited=False):
-            await interaction.edit_original_response(
-                content="Adaptation queued; the evaluation will be posted here."
-            )
+        await self._queue_admin_job(
+            interaction, "adapt", params, "Adaptation queued; the evaluation will be posted here."
+        )
 
     @admin.command(name="export", description="Export the dataset (Pick-a-Pic parquet, HPD)")
     @app_commands.describe(licence="licence written into the dataset card")
@@ -405,7 +408,6 @@ class HpsCommands(commands.Cog):
         if await self._refuse_non_admins(interaction):
             return
         params = {"licence": licence, "guild_id": interaction.guild_id}
-        if await self._submit_or_apologise(interaction, "export", params, limited=False):
-            await interaction.edit_original_response(
-                content="Export queued; the dataset card will be posted here."
-            )
+        await self._queue_admin_job(
+            interaction, "export", params, "Export queued; the dataset card will be posted here."
+        )
