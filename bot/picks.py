@@ -44,18 +44,19 @@ class PickButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=CUSTOM
             method=ChoiceMethod.button,
             generation_message_id=interaction.message.id,
         )
+        # Acknowledge first: Discord's 3 seconds must hold even when the database is slow.
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        metrics.observe_ack_since(interaction.created_at)
         try:
             await run_transaction_async(bot.factory, partial(record_choice, choice=choice))
         except DomainError as exc:
             metrics.count_error(exc)
-            await interaction.response.send_message(f"Not recorded: {exc}", ephemeral=True)
+            await interaction.edit_original_response(content=f"Not recorded: {exc}")
             return
         metrics.count_choice(ChoiceMethod.button)
-        await interaction.response.send_message(
-            f"Recorded your pick: image #{self.position + 1}. Click another to change it.",
-            ephemeral=True,
+        await interaction.edit_original_response(
+            content=f"Recorded your pick: image #{self.position + 1}. Click another to change it."
         )
-        metrics.observe_ack_since(interaction.created_at)
 
 
 def pick_view(count: int) -> discord.ui.View:

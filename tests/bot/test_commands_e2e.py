@@ -151,9 +151,10 @@ async def test_generate_then_pick_with_buttons_that_survive_a_restart(
 
     click = await emulator.click_button(bob, posted, "hps:pick:1")
     await eventually(lambda: _picked_position(pg_factory) == 1)
-    assert (
-        emulator.interactions[click].original["content"].startswith("Recorded your pick: image #2")
-    )
+    record = emulator.interactions[click]
+    assert record.callbacks == [5] and record.deferred_flags & 64  # private, deferred at once
+    await eventually(lambda: bool(record.edits))
+    assert record.edits[-1].startswith("Recorded your pick: image #2")
     await emulator.click_button(bob, posted, "hps:pick:0")  # a second click changes it
     await eventually(lambda: _picked_position(pg_factory) == 0)
     assert count(pg_factory, Choice) == 1
@@ -167,7 +168,7 @@ async def test_generate_then_pick_with_buttons_that_survive_a_restart(
         carol = emulator.add_user("carol")
         click = await emulator.click_button(carol, posted, "hps:pick:1")
         await eventually(lambda: count(pg_factory, Choice) == 2)
-        assert emulator.interactions[click].callbacks == [4]
+        assert emulator.interactions[click].callbacks == [5]
     finally:
         await restarted.close()
         await asyncio.wait_for(runner, 10)
@@ -243,3 +244,43 @@ async def test_rank_and_regenerate_a_harvested_generation(
     )
     await eventually(lambda: bool(emulator.interactions[token].followups), 20)
     assert emulator.interactions[token].followups[0]["content"].startswith("I have no generation")
+
+
+async def test_admin_stats_and_export_post_their_reports(
+    live: dict[str, Any], pg_factory: Any
+) -> None:
+    """The default-queue jobs of issue 7 through the bot: charts and the export's card come
+    back into the channel as files."""
+    from db.models import Choice
+    from tests.bot.test_harvest import admin_call, count, post_generation
+
+    emulator: DiscordEmulator = live["emulator"]
+    from db.channels import enable_channel
+
+    with pg_factory() as session, session.begin():
+        enable_channel(
+            session, emulator.guild_id, emulator.channels["generations"], "multi_attachment"
+        )
+    generator, admin = emulator.add_user("Gen", bot=True), emulator.add_user("mod", admin=True)
+    users = [emulator.add_user(f"u{n}") for n in range(3)]
+    for n, user in enumerate(users):
+        message = await post_generation(emulator, "generations", generator, user, f"p{n}", n)
+        await emulator.inject_reaction(user, message, "1\ufe0f\u20e3")
+    await eventually(lambda: count(pg_factory, Choice) == 3)
+
+    stats = emulator.interactions[
+        await emulator.inject_slash_command(admin, "general", "hps", admin_call("stats"))
+    ]
+    await eventually(lambda: bool(stats.followups), 120)
+    report = stats.followups[0]
+    names = [a["filename"] for a in report["attachments"]]
+    assert names and all(name.endswith(".png") for name in names)
+    assert stats.edits[0].startswith("The dataset holds 3 generations")
+
+    export = emulator.interactions[
+        await emulator.inject_slash_command(admin, "general", "hps", admin_call("export"))
+    ]
+    await eventually(lambda: bool(export.followups), 120)
+    card = export.followups[0]
+    assert [a["filename"] for a in card["attachments"]] == ["histogram.png"]
+    assert "Dataset exported: 3 choices by 3 users on 3 prompts" in card["content"]
