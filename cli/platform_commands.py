@@ -155,7 +155,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_bot(_args: argparse.Namespace) -> int:
     """The bot alone: the compose ``bot`` service, or any deployment with separate workers."""
-    from bot.client import HpsBot
     from cli.main import CommandError
     from config.logging_setup import configure_logging
 
@@ -164,8 +163,29 @@ def cmd_bot(_args: argparse.Namespace) -> int:
     if not token:
         raise CommandError("DISCORD_TOKEN is not set (put it in .env)")
     configure_logging(settings)  # LOG_FORMAT text|json, secrets redacted
-    HpsBot(settings).run(token, log_handler=None)
+    run_bot(settings, token)
     return 0
+
+
+def run_bot(settings: Settings, token: str) -> None:
+    """Run the bot until it stops; Discord's refusals become one readable line."""
+    import discord
+
+    from bot.client import HpsBot
+    from cli.main import CommandError
+
+    try:
+        HpsBot(settings).run(token, log_handler=None)
+    except discord.LoginFailure:
+        raise CommandError(
+            "Discord refused the bot token (DISCORD_TOKEN): copy it again from the developer "
+            "portal's Bot page"
+        ) from None
+    except discord.PrivilegedIntentsRequired:
+        raise CommandError(
+            "Discord refused the Message Content intent: enable it on the developer portal's "
+            "Bot page (the bot reads other bots' generation messages)"
+        ) from None
 
 
 def _token(settings: Settings) -> str:
@@ -178,7 +198,6 @@ def run_bot_and_worker(settings: Settings) -> int:
     import os
     import sys
 
-    from bot.client import HpsBot
     from config.logging_setup import configure_logging
     from worker.process import WorkerProcess
 
@@ -189,7 +208,7 @@ def run_bot_and_worker(settings: Settings) -> int:
     try:
         print("hps: connecting the bot (Ctrl-C to stop)")
         configure_logging(settings)  # LOG_FORMAT text|json, secrets redacted
-        HpsBot(settings).run(_token(settings), log_handler=None)
+        run_bot(settings, _token(settings))
     finally:
         worker.stop()
     return 0

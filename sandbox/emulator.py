@@ -32,6 +32,7 @@ ADMIN_PERMISSIONS = "2199023255551"  # every permission bit, ADMINISTRATOR inclu
 MEMBER_PERMISSIONS = "1071698660929"  # a regular member: no ADMINISTRATOR, no MANAGE_GUILD
 ATTACHMENT_SIZE_LIMIT = 10 * 1024 * 1024
 EPHEMERAL = 1 << 6
+PRIVILEGED_INTENTS = (1 << 1) | (1 << 8) | (1 << 15)  # members, presences, message content
 
 
 def _option_values(options: list[dict[str, Any]], option_type: int) -> list[Any]:
@@ -129,6 +130,12 @@ class DiscordEmulator:
     guild_name: str = "Generation Lab"
     channel_names: tuple[str, ...] = ("generations", "midjourney", "general")
     calls: list[RecordedCall] = field(default_factory=list)
+    # The bot token Discord accepts (None: any). A wrong one gets 401 on REST and the fatal
+    # close code 4004 on the gateway.
+    token: str | None = None
+    # Whether the application may use the privileged intents (Message Content): if not, an
+    # IDENTIFY asking for them is closed with the fatal code 4014.
+    privileged_intents_allowed: bool = True
 
     def __post_init__(self) -> None:
         self._ids = itertools.count(1)
@@ -522,6 +529,11 @@ class DiscordEmulator:
         elif request.content_type.startswith("multipart/"):
             body, files = await self._multipart(request)
         self.calls.append(RecordedCall(request.method, path, body))
+        needs_token = self.token is not None and not path.startswith(
+            ("/webhooks/", "/interactions/")
+        )
+        if needs_token and request.headers.get("Authorization") != f"Bot {self.token}":
+            return self._json({"message": "401: Unauthorized", "code": 0}, status=401)
         if self._pending_429:
             self._pending_429 -= 1
             return self._json(
@@ -768,6 +780,10 @@ class DiscordEmulator:
             if op == 1:  # heartbeat: always acknowledged
                 await socket.send_str(json.dumps({"op": 11}))
             elif op == 2:
+                refusal = self._identify_refusal(payload.get("d") or {})
+                if refusal is not None:
+                    await socket.close(code=refusal[0], message=refusal[1].encode())
+                    break
                 await self._identify(socket)
             elif op == 6:
                 await self._resume(socket, payload.get("d") or {})
@@ -775,6 +791,17 @@ class DiscordEmulator:
             if session.socket is socket:
                 session.socket = None
         return socket
+
+    def _identify_refusal(self, data: dict[str, Any]) -> tuple[int, str] | None:
+        """The fatal close code and reason for a bad IDENTIFY, if it is one."""
+        token = str(data.get("token") or "").removeprefix("Bot ")
+        if self.token is not None and token != self.token:
+            return 4004, "Authentication failed."
+        if not self.privileged_intents_allowed and int(data.get("intents") or 0) & (
+            PRIVILEGED_INTENTS
+        ):
+            return 4014, "Disallowed intent(s)."
+        return None
 
     async def _identify(self, socket: web.WebSocketResponse) -> None:
         session = GatewaySession(f"session-{snowflake(self._ids)}", socket)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+from pathlib import Path
 
 import aiohttp
 import discord
@@ -174,3 +175,56 @@ async def test_slash_commands_buttons_and_resume(emulator: DiscordEmulator) -> N
     finally:
         await bot.close()
         await asyncio.wait_for(runner, 10)
+
+
+async def test_fatal_refusals_reach_the_client(emulator: DiscordEmulator) -> None:
+    emulator.token = "right-token"
+    client = Recorder()
+    with pytest.raises(discord.LoginFailure):  # REST answers 401 at login
+        await asyncio.wait_for(client.start("wrong-token"), 20)
+    await client.close()
+
+    emulator.privileged_intents_allowed = False  # Message Content not enabled in the portal
+    client = Recorder()
+    with pytest.raises(discord.PrivilegedIntentsRequired):  # gateway close code 4014
+        await asyncio.wait_for(client.start("right-token"), 20)
+    await client.close()
+
+    emulator.privileged_intents_allowed = True
+    client = Recorder()
+    runner = asyncio.create_task(client.start("right-token"))
+    await asyncio.wait_for(client.ready.wait(), 20)
+    await client.close()
+    await runner
+
+
+async def test_hps_bot_says_why_discord_refused_it(
+    emulator: DiscordEmulator,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from cli.main import main
+    from config import get_settings
+
+    emulator.token = "right-token"
+    monkeypatch.chdir(tmp_path)
+    for name, value in {
+        "HPS_DATA_DIR": str(tmp_path),
+        "DISCORD_TOKEN": "wrong-token-123",
+        "DISCORD_API_BASE": emulator.api_base,
+        "DISCORD_GATEWAY_URL": emulator.gateway_url,
+    }.items():
+        monkeypatch.setenv(name, value)
+    get_settings.cache_clear()
+    try:
+        status = await asyncio.to_thread(main, ["bot"])  # the bot runs its own event loop
+    finally:
+        get_settings.cache_clear()
+    err = capsys.readouterr().err
+    assert status == 2
+    assert err.strip().splitlines()[-1] == (
+        "hps bot: error: Discord refused the bot token (DISCORD_TOKEN): copy it again from "
+        "the developer portal's Bot page"
+    )
+    assert "wrong-token-123" not in err
