@@ -336,6 +336,20 @@ class DiscordEmulator:
             {"id": str(message_id), "channel_id": str(channel_id), "guild_id": str(self.guild_id)},
         )
 
+    async def bulk_delete(self, messages: list[dict[str, Any]]) -> None:
+        """A moderator deletes several messages of one channel at once (a purge)."""
+        channel_id = int(messages[0]["channel_id"])
+        for message in messages:
+            self.messages[channel_id].pop(int(message["id"]), None)
+        await self.dispatch(
+            "MESSAGE_DELETE_BULK",
+            {
+                "ids": [message["id"] for message in messages],
+                "channel_id": str(channel_id),
+                "guild_id": str(self.guild_id),
+            },
+        )
+
     def fail_next_with_429(self, count: int = 1) -> None:
         """Answer the next ``count`` REST calls with a rate limit (retry after 0.2 s)."""
         self._pending_429 += count

@@ -438,3 +438,54 @@ async def test_admin_backfill_reads_a_channels_history_with_progress(
     await eventually(lambda: any("finished" in edit for edit in record.edits), timeout=30)
     assert "0 new generations, 1 picks, 2 already stored" in record.edits[-1]
     assert count(pg_factory, Generation) == 2 and count(pg_factory, Choice) == 1
+
+
+async def test_a_purge_deletes_the_data_of_every_purged_message(
+    world: dict[str, Any], pg_factory: sessionmaker[Session]
+) -> None:
+    emulator: DiscordEmulator = world["emulator"]
+    gen, alice = world["generator"], world["alice"]
+    posted = [
+        await post_generation(emulator, "generations", gen, alice, f"purged {n}", 20 + n)
+        for n in range(3)
+    ]
+    await eventually(lambda: count(pg_factory, Generation) == 3)
+    await emulator.bulk_delete(posted[:2])
+    await eventually(lambda: count(pg_factory, Generation) == 1)
+    with pg_factory() as session:
+        assert session.scalars(select(Generation)).one().prompt.text == "purged 2"
+    assert len(list(world["store"].root.rglob("*.png"))) == 3  # the survivor's images only
+
+
+async def test_results_go_to_the_channel_once_the_interaction_token_expired(
+    world: dict[str, Any], pg_factory: sessionmaker[Session]
+) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from db.jobs import create_job, finish_job, start_job
+
+    emulator: DiscordEmulator = world["emulator"]
+    general = emulator.channels["general"]
+    with pg_factory() as session, session.begin():
+        job = create_job(
+            session,
+            "score",
+            {"prompt": "a fox"},
+            requested_by=world["alice"],
+            guild_id=emulator.guild_id,
+            channel_id=general,
+            interaction_token="token-long-gone",
+            interaction_expires_at=datetime.now(UTC) - timedelta(minutes=1),
+        )
+        start_job(session, job.id)
+        result = {"scores": [{"score": 21.5, "percentile": 80.0}], "model_version": {"name": "m"}}
+        finish_job(session, job.id, result, outbox_kind="score_result")
+
+    def posted() -> list[dict[str, Any]]:
+        return [m for m in emulator.messages[general].values() if "HPS 21.50" in m["content"]]
+
+    await eventually(lambda: len(posted()) == 1)
+    assert posted()[0]["content"].startswith(f"<@{world['alice']}> HPS 21.50 (better than 80%")
+    assert emulator.calls_to("POST", "/webhooks/") == []  # the expired token was not used
+    await asyncio.sleep(1.0)
+    assert len(posted()) == 1  # exactly once
