@@ -284,3 +284,37 @@ async def test_admin_stats_and_export_post_their_reports(
     card = export.followups[0]
     assert [a["filename"] for a in card["attachments"]] == ["histogram.png"]
     assert "Dataset exported: 3 choices by 3 users on 3 prompts" in card["content"]
+
+
+async def test_commands_are_acknowledged_while_the_database_is_stuck(
+    live: dict[str, Any], pg_url: str
+) -> None:
+    """Defer comes first: a command is acknowledged within Discord's 3 s even when the jobs
+    table is locked, and its answer follows once the database is back."""
+    import psycopg
+
+    from tests.conftest import libpq_dsn
+
+    emulator: DiscordEmulator = live["emulator"]
+    alice = emulator.add_user("alice")
+    blocker = await psycopg.AsyncConnection.connect(libpq_dsn(pg_url))
+    try:
+        await blocker.execute("LOCK TABLE jobs IN ACCESS EXCLUSIVE MODE")  # held until rollback
+        token = await emulator.inject_slash_command(
+            alice,
+            "general",
+            "hps",
+            score_options("a fox"),
+            attachments=[("fox.png", png_bytes(), "image/png")],
+        )
+        record = emulator.interactions[token]
+        await eventually(lambda: record.acknowledged_at is not None, 3)
+        assert record.acknowledged_at is not None
+        assert record.acknowledged_at - record.created_at < 3.0
+        await asyncio.sleep(2)
+        assert not record.followups  # still waiting for the database
+    finally:
+        await blocker.rollback()
+        await blocker.close()
+    await eventually(lambda: bool(record.followups), 60)
+    assert record.followups[0]["content"].startswith(f"<@{alice}> HPS ")
