@@ -41,7 +41,7 @@ class Member:
     user_id: int
     name: str
     likes_warm: bool = True
-    choosiness: float = 4.0  # higher: picks follow the taste more strictly
+    choosiness: float = 8.0  # higher: picks follow the taste more strictly
 
     def utility(self, candidate: Candidate) -> float:
         """How much this member likes ``candidate`` (hidden from the platform)."""

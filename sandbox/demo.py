@@ -232,9 +232,9 @@ class Demo:
         self.summary.seconds["harvest"] = time.monotonic() - started
 
         started = time.monotonic()
-        self.say("admin: /hps admin train (3 epochs, lr 1e-3: a tiny model learns fast)")
+        self.say("admin: /hps admin train (6 epochs, lr 1e-3: a tiny model learns fast)")
         record = await self._command(
-            emulator, admin, "general", slash("admin train", force=True, epochs=3, lr=1e-3)
+            emulator, admin, "general", slash("admin train", force=True, epochs=6, lr=1e-3)
         )
         await self._follow_progress(record, "train")
         self.summary.train_report = answer(record)
