@@ -34,6 +34,7 @@ from media.intake import ImageRejected, IntakeResult, decode_image, encode_canon
 from media.store import ImageStore, key_for, open_store
 
 log = logging.getLogger(__name__)
+CONCURRENT_GENERATIONS = 16
 
 
 @dataclass(frozen=True)
@@ -101,6 +102,9 @@ class Harvester:
         # Generations being downloaded and stored, by message id: a pick that arrives
         # meanwhile (a quick reaction, an upscale right after its grid) waits for them.
         self._in_flight: dict[int, asyncio.Event] = {}
+        # Bounded downloads + intake: an event storm or a backfill must not hold hundreds of
+        # attachment sets (up to MAX_IMAGE_BYTES each) in memory at once.
+        self._slots = asyncio.Semaphore(CONCURRENT_GENERATIONS)
 
     async def _images(self, parsed: ParsedGeneration) -> list[ImageIn]:
         settings = self.settings
@@ -155,7 +159,8 @@ class Harvester:
             return HarvestOutcome(False, "the requester did not consent to harvesting")
         images: list[ImageIn] = []
         try:
-            images = await self._images(parsed)
+            async with self._slots:
+                images = await self._images(parsed)
             recorded = await run_transaction_async(
                 self.factory,
                 lambda session: record_generation(
