@@ -301,19 +301,17 @@ def test_cli_on_embedded_sqlite(tmp_path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("stats-worker")
-    (folder / "models").mkdir()
-    return folder
+    from tests.worker.harness import models_data_dir
+
+    return models_data_dir(tmp_path_factory, "stats-worker")
 
 
 @pytest.fixture(scope="module")
 def worker(pg_url: str, data_dir: Path) -> Iterator[Any]:
-    from tests.worker.harness import flush_broker, start_worker, worker_env
+    from tests.worker.harness import running_worker, worker_env
 
-    flush_broker()
-    process = start_worker(worker_env(pg_url, data_dir), data_dir / "worker.log")
-    yield process
-    process.stop()
+    with running_worker(worker_env(pg_url, data_dir), data_dir / "worker.log") as process:
+        yield process
 
 
 def test_stats_job_end_to_end(

@@ -6,10 +6,12 @@ import os
 import subprocess
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import pytest
 import redis
 import torch
 from sqlalchemy import func, select
@@ -53,6 +55,26 @@ def start_worker(
 ) -> WorkerProcess:
     """A worker on the gpu and default queues (solo: the task runs in the main process)."""
     return WorkerProcess(env, log_path, name=name, cwd=ROOT, pool=pool)
+
+
+@contextmanager
+def running_worker(
+    env: dict[str, str], log_path: Path, name: str = "test"
+) -> Iterator[WorkerProcess]:
+    """A fresh broker queue and a worker (see :func:`start_worker`), stopped at the end."""
+    flush_broker()
+    process = start_worker(env, log_path, name=name)
+    try:
+        yield process
+    finally:
+        process.stop()
+
+
+def models_data_dir(factory: pytest.TempPathFactory, name: str) -> Path:
+    """A module's data folder with an empty ``models`` folder in it."""
+    folder = factory.mktemp(name)
+    (folder / "models").mkdir()
+    return folder
 
 
 def pool_children(worker: WorkerProcess) -> list[int]:

@@ -23,10 +23,10 @@ from media.store import LocalImageStore, key_for
 from tests.hps.datasets import planted_image
 from tests.worker.harness import (
     BROKER_URL,
-    flush_broker,
+    models_data_dir,
     outbox_rows,
     register_tiny_model,
-    start_worker,
+    running_worker,
     wait_for_job,
     worker_env,
 )
@@ -36,17 +36,15 @@ TINY = {"steps": 3}
 
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("generation-data")
-    (folder / "models").mkdir()
-    return folder
+    return models_data_dir(tmp_path_factory, "generation-data")
 
 
 @pytest.fixture(scope="module")
 def worker(pg_url: str, data_dir: Path) -> Iterator[Any]:
-    flush_broker()
-    process = start_worker(worker_env(pg_url, data_dir), data_dir / "worker.log", name="sd")
-    yield process
-    process.stop()
+    with running_worker(
+        worker_env(pg_url, data_dir), data_dir / "worker.log", name="sd"
+    ) as process:
+        yield process
 
 
 @pytest.fixture(scope="module")

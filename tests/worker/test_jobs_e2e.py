@@ -26,10 +26,10 @@ from tests.hps.datasets import planted_image
 from tests.worker.harness import (
     BROKER_URL,
     count,
-    flush_broker,
+    models_data_dir,
     outbox_rows,
     register_tiny_model,
-    start_worker,
+    running_worker,
     wait_for_job,
     worker_env,
 )
@@ -37,17 +37,13 @@ from tests.worker.harness import (
 
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("worker-data")
-    (folder / "models").mkdir()
-    return folder
+    return models_data_dir(tmp_path_factory, "worker-data")
 
 
 @pytest.fixture(scope="module")
 def worker(pg_url: str, data_dir: Path) -> Iterator[Any]:
-    flush_broker()
-    process = start_worker(worker_env(pg_url, data_dir), data_dir / "worker.log")
-    yield process
-    process.stop()
+    with running_worker(worker_env(pg_url, data_dir), data_dir / "worker.log") as process:
+        yield process
 
 
 @pytest.fixture(scope="module")
