@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import discord
 
+from bot import metrics
 from bot.adapters import multi_attachment
 from bot.adapters.base import ParsedChoice
 from db.channels import harvested_channels
@@ -28,7 +29,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 PROGRESS_INTERVAL_S = 2.0
-CATCH_UP_LIMIT = 10_000  # messages per channel after a restart; admins can backfill further
+CATCH_UP_LIMIT = 1_000  # messages per chunk of a catch-up walk
 
 
 @dataclass
@@ -62,6 +63,7 @@ class Backfiller:
         self.harvest = harvest
         self._locks: dict[int, asyncio.Lock] = {}
         self._catch_up: asyncio.Task[list[BackfillReport]] | None = None
+        self._again = False
 
     async def channel(
         self,
@@ -70,20 +72,29 @@ class Backfiller:
         after: int | None,
         limit: int | None = None,
         progress: ProgressCallback | None = None,
+        catch_up: bool = False,
     ) -> BackfillReport:
         """Harvest ``channel``'s messages newer than ``after`` (all when None), oldest first,
-        at most ``limit``; ``progress`` is called every few seconds and at the end."""
+        at most ``limit``; ``progress`` is called every few seconds and at the end. A
+        ``catch_up`` walk holds the channel's watermark at its position until it is done."""
         channel_id = int(getattr(channel, "id", 0))
         report = BackfillReport(channel_id)
+        marks = self.harvest.marks
         lock = self._locks.setdefault(channel_id, asyncio.Lock())
         async with lock:  # one walk per channel at a time (catch-up vs an admin's backfill)
+            if catch_up and after is not None:
+                marks.walking(channel_id, after)
             last_progress = time.monotonic()
             start = discord.Object(after) if after is not None else None
             async for message in channel.history(limit=limit, after=start, oldest_first=True):
                 await self._one(message, report)
+                if catch_up:
+                    marks.walking(channel_id, message.id)
                 if progress is not None and time.monotonic() - last_progress > PROGRESS_INTERVAL_S:
                     last_progress = time.monotonic()
                     await progress(report)
+            if catch_up and (limit is None or report.messages < limit):
+                marks.walked(channel_id)  # reached the newest message
             await self.harvest.flush_last_seen()
         report.finished = True
         if progress is not None:
@@ -95,7 +106,9 @@ class Backfiller:
 
         report.messages += 1
         report.last_message_id = message.id
-        if message.author != self.bot.user:
+        if message.author == self.bot.user:
+            self.harvest.saw(message.channel.id, message.id)
+        else:
             outcome = await self.harvest.harvest_message(message)
             if outcome is MessageOutcome.generation:
                 report.generations += 1
@@ -107,10 +120,11 @@ class Backfiller:
                 report.refused += 1
             if outcome in (MessageOutcome.generation, MessageOutcome.known):
                 report.choices += await self._reaction_picks(message)
-        self.harvest.saw(message.channel.id, message.id)
 
     async def _reaction_picks(self, message: discord.Message) -> int:
         """The requester's number-emoji pick on a multi-attachment generation."""
+        if await self.harvest.adapter_for(message.channel.id) != multi_attachment.NAME:
+            return 0  # number emojis are picks only where the adapter says so
         numbered = [
             (reaction, position)
             for reaction in message.reactions
@@ -131,13 +145,27 @@ class Backfiller:
 
     def start_catch_up(self) -> None:
         """Backfill every harvested channel from its last seen message, in the background
-        (called on READY; a catch-up already running is left to finish)."""
+        (called on READY; if a catch-up is running, another pass follows it)."""
         if self._catch_up is not None and not self._catch_up.done():
+            self._again = True
             return
-        self._catch_up = asyncio.create_task(self.catch_up(), name="history-catch-up")
+        self._catch_up = asyncio.create_task(self._catch_up_passes(), name="history-catch-up")
+
+    def stop(self) -> None:
+        """Cancel a running catch-up (the bot is closing; the watermark keeps its place)."""
+        if self._catch_up is not None:
+            self._catch_up.cancel()
+
+    async def _catch_up_passes(self) -> list[BackfillReport]:
+        reports = await self.catch_up()
+        while self._again:
+            self._again = False
+            reports += await self.catch_up()
+        return reports
 
     async def catch_up(self) -> list[BackfillReport]:
-        """Backfill each harvested channel that has a last seen message; return the reports."""
+        """Backfill each harvested channel that has a last seen message, to its newest
+        message; return the reports (one per channel and chunk walked)."""
         channels = await run_transaction_async(self.bot.factory, harvested_channels)
         reports = []
         for channel_id, _adapter, last_seen in channels:
@@ -147,13 +175,20 @@ class Backfiller:
                 channel = self.bot.get_channel(channel_id) or await self.bot.fetch_channel(
                     channel_id
                 )
-                report = await self.channel(channel, after=last_seen, limit=CATCH_UP_LIMIT)
-            except discord.HTTPException as exc:
-                log.warning("catch-up of channel %s failed: %s", channel_id, exc)
-                continue
-            if report.messages:
-                log.info("%s", report.describe())
-            reports.append(report)
+                after: int | None = last_seen
+                while True:  # in chunks, so that a huge gap shows progress in the log
+                    report = await self.channel(
+                        channel, after=after, limit=CATCH_UP_LIMIT, catch_up=True
+                    )
+                    reports.append(report)
+                    if report.messages:
+                        log.info("%s", report.describe())
+                    if report.messages < CATCH_UP_LIMIT:
+                        break
+                    after = report.last_message_id
+            except Exception:  # one channel's trouble must not stop the others
+                metrics.count_error("catch_up")
+                log.exception("catch-up of channel %s stopped; the next one resumes", channel_id)
         return reports
 
     async def wait_for_catch_up(self) -> list[BackfillReport]:

@@ -48,7 +48,11 @@ class OutboxDelivery:
         listener = asyncio.create_task(self._listen())
         try:
             while True:
-                await self.deliver_pending()
+                try:
+                    await self.deliver_pending()
+                except Exception:  # the database away for a moment: try again next round
+                    metrics.count_error("delivery")
+                    log.exception("outbox delivery round failed; retrying")
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.wake.wait(), POLL_INTERVAL_S)
                 self.wake.clear()
@@ -83,8 +87,10 @@ class OutboxDelivery:
         for row in rows:
             try:
                 await self._post(row)
-            except discord.HTTPException as exc:
+            except Exception as exc:  # Discord refused it, or a file is missing: count, go on
                 metrics.count_error("delivery")
+                if not isinstance(exc, discord.HTTPException):
+                    log.exception("outbox row %s could not be posted", row["id"])
                 error = f"{type(exc).__name__}: {exc}"
                 await run_transaction_async(
                     self.bot.factory,

@@ -13,6 +13,11 @@ import aiohttp
 class DownloadRefused(ValueError):
     """The attachment was not downloaded; the message says why (safe to show users)."""
 
+    def __init__(self, message: str, *, temporary: bool = False) -> None:
+        super().__init__(message)
+        # A timeout, a dropped connection or a 5xx: trying again later may work.
+        self.temporary = temporary
+
 
 def check_url(url: str, allowed_hosts: list[str], *, allow_insecure: bool = False) -> None:
     """Raise DownloadRefused unless ``url`` is on an allowed host with an allowed scheme."""
@@ -49,7 +54,10 @@ async def download(
                 if response.status in (301, 302, 303, 307, 308):
                     raise DownloadRefused("refused a redirect away from the CDN")
                 if response.status != 200:
-                    raise DownloadRefused(f"the CDN answered HTTP {response.status}")
+                    raise DownloadRefused(
+                        f"the CDN answered HTTP {response.status}",
+                        temporary=response.status >= 500 or response.status == 429,
+                    )
                 if (response.content_length or 0) > max_bytes:
                     raise DownloadRefused(
                         f"the file is {response.content_length:,} bytes; the limit is {max_bytes:,}"
@@ -64,6 +72,10 @@ async def download(
                     chunks.append(chunk)
                 return b"".join(chunks)
     except TimeoutError:
-        raise DownloadRefused(f"the download took longer than {timeout_s:g} s") from None
+        raise DownloadRefused(
+            f"the download took longer than {timeout_s:g} s", temporary=True
+        ) from None
     except aiohttp.ClientError as exc:
-        raise DownloadRefused(f"the download failed ({type(exc).__name__})") from None
+        raise DownloadRefused(
+            f"the download failed ({type(exc).__name__})", temporary=True
+        ) from None

@@ -43,6 +43,7 @@ class HarvestOutcome:
     reason: str = ""
     generation_id: int | None = None
     new: bool = True
+    temporary: bool = False  # worth trying again later (a timeout, a CDN error)
 
 
 _stores: dict[tuple[str, str | None], ImageStore] = {}
@@ -181,7 +182,8 @@ class Harvester:
             metrics.count_error(exc)
             log.info("message %s not harvested: %s", message_id, exc)
             await self._purge([image.sha256 for image in images])  # e.g. opted out meanwhile
-            return HarvestOutcome(False, str(exc))
+            temporary = isinstance(exc, DownloadRefused) and exc.temporary
+            return HarvestOutcome(False, str(exc), temporary=temporary)
         return HarvestOutcome(True, generation_id=recorded.generation_id)
 
     @contextlib.asynccontextmanager

@@ -44,7 +44,8 @@ class InteractionProgress:
         self.interaction = interaction
         self.interval_s = interval_s
         self._last_edit = 0.0
-        self._deadline = datetime.now(UTC) + TOKEN_USABLE_FOR
+        # The token's 15 minutes run from the interaction, not from when work started.
+        self._deadline = interaction.created_at + TOKEN_USABLE_FOR
 
     @property
     def token_usable(self) -> bool:
@@ -82,9 +83,15 @@ class JobProgressWatcher:
         self._shown: dict[uuid.UUID, tuple[float, str]] = {}
         self._task: asyncio.Task[None] | None = None
 
-    def follow(self, job_id: uuid.UUID, label: str, interaction: discord.Interaction) -> None:
-        """Show ``job_id``'s progress in ``interaction``'s response until it ends."""
-        self._jobs[job_id] = (label, InteractionProgress(interaction, interval_s=0))
+    async def follow(self, job_id: uuid.UUID, label: str, interaction: discord.Interaction) -> None:
+        """Show ``job_id``'s progress in ``interaction``'s response until it ends.
+
+        The response is given its first content at once: while it is still "thinking",
+        Discord would turn the job's result (the first follow-up) into the response itself,
+        and a later progress edit would overwrite the result."""
+        progress = InteractionProgress(interaction, interval_s=0)
+        await progress.update(f"{label}: queued")
+        self._jobs[job_id] = (label, progress)
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._run(), name="job-progress")
 
@@ -112,6 +119,10 @@ class JobProgressWatcher:
                 self._shown.pop(job_id, None)
                 if status == JobStatus.succeeded:
                     await progress.update(f"{label}: done, the result is posted below.")
+                elif status == JobStatus.failed:
+                    await progress.update(f"{label}: failed, the reason is posted below.")
+                elif status == JobStatus.cancelled:
+                    await progress.update(f"{label}: cancelled.")
                 continue
             if status == JobStatus.running and self._shown.get(job_id) != (fraction, message):
                 self._shown[job_id] = (fraction, message)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from sqlalchemy import case, select
 from sqlalchemy.orm import Session
 
 from db.models import GuildConfig, HarvestChannel, utcnow
@@ -26,10 +26,20 @@ def enable_channel(
         enabled_by=enabled_by,
         created_at=now,
     )
+    # Re-enabling forgets where harvesting stopped: what was posted while the channel was off
+    # is not harvested behind the admin's back (a backfill can take it in deliberately).
+    still_seen = case(
+        (HarvestChannel.enabled.is_(True), HarvestChannel.last_seen_message_id), else_=None
+    )
     session.execute(
         channel.on_conflict_do_update(
             index_elements=["channel_id"],
-            set_={"adapter": adapter, "enabled": True, "enabled_by": enabled_by},
+            set_={
+                "adapter": adapter,
+                "enabled": True,
+                "enabled_by": enabled_by,
+                "last_seen_message_id": still_seen,
+            },
         )
     )
 

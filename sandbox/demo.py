@@ -53,6 +53,22 @@ class DemoSummary:
         ]
 
 
+MARKER = ".hps-demo"
+
+
+def prepare_demo_dir(folder: Path) -> None:
+    """An empty folder for a new demo. A folder is only emptied if an earlier demo made it
+    (it holds the marker file): ``--demo-dir .`` must not wipe someone's project."""
+    if folder.exists() and any(folder.iterdir()):
+        if not (folder / MARKER).is_file():
+            raise ValueError(
+                f"{folder} is not empty and not an earlier demo's folder: choose another --demo-dir"
+            )
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / MARKER).write_text("made by hps demo; emptied by the next demo\n")
+
+
 def demo_settings(data_dir: Path, emulator: DiscordEmulator) -> Settings:
     """Embedded defaults inside ``data_dir``, pointed at the emulator."""
     return load_settings(
@@ -171,8 +187,7 @@ class Demo:
         from migrations.runner import upgrade
         from worker.process import WorkerProcess
 
-        shutil.rmtree(self.data_dir, ignore_errors=True)  # every demo starts from scratch
-        self.data_dir.mkdir(parents=True)
+        prepare_demo_dir(self.data_dir)
         emulator = await DiscordEmulator().start()
         settings = demo_settings(self.data_dir, emulator)
         self.say(f"demo: Discord emulator on {emulator.base_url}; data in {self.data_dir}")

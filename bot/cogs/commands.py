@@ -112,11 +112,11 @@ class HpsCommands(commands.Cog):
             guild_id=interaction.guild_id,
             channel_id=interaction.channel_id,
             interaction_token=interaction.token,
-            interaction_expires_at=datetime.now(UTC) + INTERACTION_TOKEN_LIFETIME,
+            interaction_expires_at=interaction.created_at + INTERACTION_TOKEN_LIFETIME,
         )
         job_id: uuid.UUID = await asyncio.get_running_loop().run_in_executor(None, job)
         if kind in LONG_JOBS:
-            self.bot.job_progress.follow(job_id, LONG_JOBS[kind], interaction)
+            await self.bot.job_progress.follow(job_id, LONG_JOBS[kind], interaction)
         return job_id
 
     async def _queue_admin_job(

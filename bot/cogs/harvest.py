@@ -17,6 +17,7 @@ from bot.adapters import midjourney, multi_attachment
 from bot.adapters.base import AttachmentRef, ParsedChoice
 from bot.backfill import Backfiller
 from bot.harvest import Harvester
+from bot.watermark import Watermarks
 from db.channels import advance_last_seen, harvest_adapter
 from db.engine import run_transaction_async
 from db.models import ChoiceMethod
@@ -35,6 +36,7 @@ class MessageOutcome(enum.Enum):
     known = "generation already stored"
     choice = "choice recorded"
     refused = "refused"
+    retry = "failed for now (a timeout, the CDN or the database away)"
 
 
 class HarvestCog(commands.Cog):
@@ -42,7 +44,7 @@ class HarvestCog(commands.Cog):
         self.bot = bot
         self.harvester = harvester
         self._adapters: dict[int, tuple[float, str | None]] = {}
-        self.last_seen: dict[int, int] = {}
+        self.marks = Watermarks()
         self.backfiller = Backfiller(bot, self)
         self._flusher: asyncio.Task[None] | None = None
         self._identified = False
@@ -53,6 +55,7 @@ class HarvestCog(commands.Cog):
     async def cog_unload(self) -> None:
         if self._flusher is not None:
             self._flusher.cancel()
+        self.backfiller.stop()
         try:
             await self.flush_last_seen()
         except Exception as exc:  # shutting down: the next catch-up re-reads a little more
@@ -99,36 +102,39 @@ class HarvestCog(commands.Cog):
     async def on_message(self, message: discord.Message) -> None:
         if message.guild is None or message.author == self.bot.user:
             return
-        outcome = await self.harvest_message(message)
-        if outcome is not MessageOutcome.not_harvested:
-            self.saw(message.channel.id, message.id)
+        await self.harvest_message(message)
 
     def saw(self, channel_id: int, message_id: int) -> None:
-        """Remember the newest message processed in a harvested channel (written to the
-        database in batches: a backfill after a restart starts there)."""
-        if message_id > self.last_seen.get(channel_id, 0):
-            self.last_seen[channel_id] = message_id
+        """``message_id`` needs nothing more (see :mod:`bot.watermark`)."""
+        self.marks.saw(channel_id, message_id)
 
     async def flush_last_seen(self) -> None:
-        """Write the remembered last-seen message ids."""
-        if not self.last_seen:
-            return
-        seen, self.last_seen = self.last_seen, {}
-        try:
+        """Write each channel's watermark: where a catch-up after a restart starts."""
+        marks = self.marks.unwritten()
+        if marks:
             await run_transaction_async(
-                self.harvester.factory, partial(advance_last_seen, seen=seen)
+                self.harvester.factory, partial(advance_last_seen, seen=marks)
             )
-        except Exception:
-            for channel_id, message_id in seen.items():  # try again on the next round
-                self.saw(channel_id, message_id)
-            raise
+            self.marks.written.update(marks)
 
     async def harvest_message(self, message: discord.Message) -> MessageOutcome:
         """Harvest one message (live or from history) with its channel's adapter."""
-        # Tracked from the first moment, so that a pick arriving while this message is still
-        # being looked at waits for it instead of finding no generation.
-        async with self.harvester.tracking(message.id):
-            return await self._harvest(message)
+        channel_id = message.channel.id
+        self.marks.hold(channel_id, message.id)
+        outcome = MessageOutcome.retry  # also when an unexpected error escapes
+        try:
+            # Tracked from the first moment, so that a pick arriving while this message is
+            # still being looked at waits for it instead of finding no generation.
+            async with self.harvester.tracking(message.id):
+                outcome = await self._harvest(message)
+        finally:
+            self.marks.release(
+                channel_id,
+                message.id,
+                done=outcome is not MessageOutcome.retry,
+                harvested=outcome is not MessageOutcome.not_harvested,
+            )
+        return outcome
 
     async def _harvest(self, message: discord.Message) -> MessageOutcome:
         adapter = await self.adapter_for(message.channel.id)
@@ -164,7 +170,7 @@ class HarvestCog(commands.Cog):
             generator=f"discord-bot:{message.author.id}",
         )
         if not outcome.stored:
-            return MessageOutcome.refused
+            return MessageOutcome.retry if outcome.temporary else MessageOutcome.refused
         if not outcome.new:
             return MessageOutcome.known
         metrics.count_event(adapter)
@@ -179,8 +185,8 @@ class HarvestCog(commands.Cog):
             return
         await self.harvester.settled(payload.message_id)  # a reaction quicker than the download
         requester = await self.requester(payload.message_id)
-        if requester is not None and requester != payload.user_id:
-            return  # only the requester's pick counts for this adapter
+        if requester != payload.user_id:
+            return  # only the requester's pick counts (and none on an unknown generation)
         await self.harvester.choice(
             ParsedChoice(payload.message_id, payload.user_id, position), ChoiceMethod.reaction
         )
@@ -200,8 +206,11 @@ class HarvestCog(commands.Cog):
 
     @commands.Cog.listener()
     async def on_raw_message_delete(self, payload: discord.RawMessageDeleteEvent) -> None:
+        await self.harvester.settled(payload.message_id)  # deleted while being harvested
         await self.harvester.deleted([payload.message_id])
 
     @commands.Cog.listener()
     async def on_raw_bulk_message_delete(self, payload: discord.RawBulkMessageDeleteEvent) -> None:
+        for message_id in payload.message_ids:
+            await self.harvester.settled(message_id)
         await self.harvester.deleted(sorted(payload.message_ids))

@@ -146,3 +146,24 @@ def test_purge_keeps_a_blob_that_was_ingested_again(
     assert purge_orphan_blobs(factory, store, orphans) == 1
     assert store.exists(first.images[0].sha256)
     assert not store.exists(first.images[1].sha256)
+
+
+def test_re_enabling_a_channel_forgets_where_harvesting_stopped(
+    pg_factory: sessionmaker[Session],
+) -> None:
+    from db.channels import advance_last_seen, disable_channel, enable_channel, last_seen_message
+
+    with pg_factory() as session, session.begin():
+        enable_channel(session, 1, 10, "multi_attachment")
+        advance_last_seen(session, {10: 500})
+        advance_last_seen(session, {10: 400})  # never backwards
+    with pg_factory() as session, session.begin():
+        assert last_seen_message(session, 10) == 500
+        enable_channel(session, 1, 10, "midjourney")  # still enabled: the place is kept
+    with pg_factory() as session, session.begin():
+        assert last_seen_message(session, 10) == 500
+        disable_channel(session, 10)
+    with pg_factory() as session, session.begin():
+        enable_channel(session, 1, 10, "multi_attachment")  # what came meanwhile is not taken
+    with pg_factory() as session:
+        assert last_seen_message(session, 10) is None

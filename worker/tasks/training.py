@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dataclasses import asdict
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy.orm import Session
@@ -112,7 +113,8 @@ def train_candidate(context: JobContext) -> JobOutcome:
     metrics = {
         "candidate": asdict(candidate_metrics),
         "baseline": asdict(baseline_metrics),
-        "baseline_name": active["name"] if active else str(base_path),
+        # The file's name, not its path on the worker: this goes into a public report.
+        "baseline_name": active["name"] if active else Path(str(base_path)).name,
         "top1_gain": gain,
         "margin": margin,
     }
