@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 from functools import partial
 from typing import Any
@@ -15,6 +16,7 @@ from db.errors import DomainError
 from db.ingest import ChoiceIn, record_choice
 from db.models import ChoiceMethod
 
+log = logging.getLogger(__name__)
 CUSTOM_ID = re.compile(r"hps:pick:(?P<position>[0-9])")
 
 
@@ -52,6 +54,13 @@ class PickButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=CUSTOM
         except DomainError as exc:
             metrics.count_error(exc)
             await interaction.edit_original_response(content=f"Not recorded: {exc}")
+            return
+        except Exception:  # never leave the user looking at "thinking..."
+            metrics.count_error("pick")
+            log.exception("pick on message %s not recorded", interaction.message.id)
+            await interaction.edit_original_response(
+                content="Sorry, your pick was not recorded (a problem on my side); try again."
+            )
             return
         metrics.count_choice(ChoiceMethod.button)
         await interaction.edit_original_response(

@@ -150,8 +150,10 @@ class HpsCommands(commands.Cog):
     ) -> None:
         await acknowledge(interaction)
         try:
+            await self._check_user_limits(interaction.user.id)  # before the download
             sha = await self._fetch_image(image)
-            await self._submit(interaction, "score", {"prompt": prompt, "images": [sha]})
+            params = {"prompt": prompt, "images": [sha]}
+            await self._submit(interaction, "score", params, limited=False)
         except (DownloadRefused, ImageRejected, EnqueueError, UserLimitReached) as exc:
             await interaction.followup.send(f"Sorry, I can't score that: {exc}", ephemeral=True)
 
