@@ -32,10 +32,9 @@ def register(subcommands: argparse._SubParsersAction) -> None:
 
 def gather(days: int, top: int, bins: int) -> dict[str, Any]:
     """Row counts (as ``hps stats`` always printed them) plus the statistics report."""
-    from cli.platform_commands import collect_stats as row_counts
     from db.engine import make_engine, make_session_factory
     from db.models import utcnow
-    from db.stats import collect_stats
+    from db.stats import collect_stats, row_counts
 
     if days < 0 or top < 1 or bins < 2:
         raise ValueError("--days must be >= 0, --top >= 1 and --bins >= 2")
@@ -45,10 +44,11 @@ def gather(days: int, top: int, bins: int) -> dict[str, Any]:
         now = utcnow()
         since = now - timedelta(days=days) if days else None
         with make_session_factory(engine)() as session, session.begin():
+            counts = row_counts(session)
             report = collect_stats(session, since=since, top=top, bins=bins, now=now)
     finally:
         engine.dispose()
-    return {"counts": row_counts(settings), "report": report}
+    return {"counts": counts, "report": report}
 
 
 def cmd_stats(args: argparse.Namespace) -> int:

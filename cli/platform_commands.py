@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-from typing import Any
 
 from config import Settings, get_settings
 
@@ -80,29 +79,15 @@ def cmd_config(_args: argparse.Namespace) -> int:
     return 0
 
 
-def collect_stats(settings: Settings) -> dict[str, Any]:
-    """Row counts of the main tables."""
-    from sqlalchemy import func, select
-
-    from db import models
-    from db.engine import make_engine
+def row_counts(settings: Settings) -> dict[str, int]:
+    """Row counts of the main tables (see :func:`db.stats.row_counts`)."""
+    from db.engine import make_engine, make_session_factory
+    from db.stats import row_counts as count_rows
 
     engine = make_engine(settings.database_url)
-    tables = {
-        "prompts": models.Prompt,
-        "generations": models.Generation,
-        "images": models.Image,
-        "choices": models.Choice,
-        "users": models.DiscordUser,
-        "model_versions": models.ModelVersion,
-        "jobs": models.Job,
-    }
     try:
-        with engine.connect() as connection:
-            return {
-                name: connection.scalar(select(func.count()).select_from(model))
-                for name, model in tables.items()
-            }
+        with make_session_factory(engine)() as session:
+            return count_rows(session)
     finally:
         engine.dispose()
 
@@ -123,7 +108,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     probe = store.put(b"hps storage probe")
     store.delete(probe)
     print(f"  image store writable ({type(store).__name__})")
-    print("  data: " + ", ".join(f"{k}={v}" for k, v in collect_stats(settings).items()))
+    print("  data: " + ", ".join(f"{k}={v}" for k, v in row_counts(settings).items()))
     if args.check:
         print("hps: ready")
         return 0

@@ -204,6 +204,26 @@ def _visible_picks() -> Any:
 # --- the queries ---
 
 
+def row_counts(session: Session) -> dict[str, int]:
+    """Raw row counts of the main tables (opted-out users' rows are deleted, not hidden,
+    so nothing is filtered here): what an admin checks first."""
+    from db.models import DiscordUser, Job
+
+    tables: dict[str, Any] = {
+        "generations": Generation,
+        "images": Image,
+        "choices": Choice,
+        "users": DiscordUser,
+        "model_versions": ModelVersion,
+        "prompts": Prompt,
+        "jobs": Job,
+    }
+    return {
+        name: int(session.scalar(select(func.count()).select_from(model)) or 0)
+        for name, model in tables.items()
+    }
+
+
 def totals(session: Session) -> Totals:
     """Prompts, generations and images that may be shown, picks, and distinct choosers."""
     generations = session.execute(

@@ -21,9 +21,11 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy.orm import Session, sessionmaker
 from tqdm import tqdm
 
 from config import Settings, load_settings
+from db.engine import make_engine, make_session_factory
 from sandbox.community import Community, draw_candidate, png
 from sandbox.emulator import DiscordEmulator, InteractionRecord
 
@@ -105,12 +107,11 @@ def worker_environment(settings: Settings) -> dict[str, str]:
     return env
 
 
-def install_base_model(settings: Settings) -> None:
+def install_base_model(settings: Settings, sessions: sessionmaker[Session]) -> None:
     """A tiny CLIP, randomly initialised (seeded), registered as the active HPS model: the
     'untuned start' that training on the community's picks has to beat."""
     import torch
 
-    from db.engine import make_engine, make_session_factory
     from db.models import ModelKind
     from db.registry import promote_model_version, register_model_version
     from hps.architectures import get_architecture
@@ -190,9 +191,11 @@ class Demo:
         prepare_demo_dir(self.data_dir)
         emulator = await DiscordEmulator().start()
         settings = demo_settings(self.data_dir, emulator)
+        engine = make_engine(settings.database_url)
+        self._sessions = make_session_factory(engine)
         self.say(f"demo: Discord emulator on {emulator.base_url}; data in {self.data_dir}")
         upgrade(settings.database_url)
-        install_base_model(settings)
+        install_base_model(settings, self._sessions)
         self.say("demo: starting a worker (tiny CLIP + tiny Stable Diffusion, CPU)")
         worker = await asyncio.to_thread(
             WorkerProcess,
@@ -213,6 +216,7 @@ class Demo:
             await asyncio.wait_for(runner, 30)
             await emulator.stop()
             worker.stop()
+            engine.dispose()
         return self.summary
 
     async def _command(
@@ -285,23 +289,10 @@ class Demo:
         self.summary.seconds["regenerate"] = time.monotonic() - started
 
     def _count_rows(self) -> dict[str, int]:
-        from sqlalchemy import create_engine, func, select
+        from db.stats import row_counts
 
-        from db import models
-
-        engine = create_engine(f"sqlite:///{self.data_dir / 'hps.sqlite3'}")
-        try:
-            with engine.connect() as connection:
-                return {
-                    name: int(connection.scalar(select(func.count()).select_from(model)) or 0)
-                    for name, model in (
-                        ("generations", models.Generation),
-                        ("images", models.Image),
-                        ("choices", models.Choice),
-                    )
-                }
-        finally:
-            engine.dispose()
+        with self._sessions() as session:
+            return row_counts(session)
 
     async def _wait_harvest(self, bar: tqdm[Any]) -> None:
         deadline = time.monotonic() + 120

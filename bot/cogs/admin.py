@@ -29,21 +29,3 @@ async def is_admin(bot: Any, interaction: discord.Interaction) -> bool:
         bot.factory, partial(admin_role_ids, guild_id=interaction.guild_id)
     )
     return any(role.id in allowed for role in member.roles)
-
-
-def dataset_counts(session: Any) -> dict[str, int]:
-    from sqlalchemy import func, select
-
-    from db import models
-
-    tables = {
-        "generations": models.Generation,
-        "images": models.Image,
-        "choices": models.Choice,
-        "users": models.DiscordUser,
-        "model_versions": models.ModelVersion,
-    }
-    return {
-        name: int(session.scalar(select(func.count()).select_from(model)) or 0)
-        for name, model in tables.items()
-    }

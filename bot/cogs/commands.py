@@ -16,7 +16,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot import metrics
-from bot.cogs.admin import ADAPTERS, dataset_counts, is_admin
+from bot.cogs.admin import ADAPTERS, is_admin
 from bot.downloads import DownloadRefused, download
 from bot.progress import InteractionProgress
 from db.channels import (
@@ -30,6 +30,7 @@ from db.engine import run_transaction_async
 from db.jobs import user_job_load
 from db.privacy import forget_user, opt_in, opt_out
 from db.registry import promote_model_version
+from db.stats import row_counts
 from jobqueue.submit import EnqueueError, submit_job
 from media.intake import ImageRejected, intake_and_store
 
@@ -337,7 +338,7 @@ class HpsCommands(commands.Cog):
     async def stats(self, interaction: discord.Interaction) -> None:
         if await self._refuse_non_admins(interaction):
             return
-        counts = await run_transaction_async(self.bot.factory, dataset_counts)
+        counts = await run_transaction_async(self.bot.factory, row_counts)
         summary = ", ".join(f"{value} {name}" for name, value in counts.items())
         queued = f"The dataset holds {summary}. Charts are on their way."
         await self._queue_admin_job(interaction, "stats", {}, queued)
