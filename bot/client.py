@@ -48,7 +48,13 @@ class HpsBot(commands.Bot):
         intents = discord.Intents.default()
         intents.message_content = True  # privileged: needed to read other bots' generations
         intents.members = False
-        super().__init__(command_prefix=commands.when_mentioned, intents=intents)
+        # Nothing the bot posts pings anyone unless that post allows it explicitly (results
+        # allow their requester's mention only: bot.formatting.only_pings).
+        super().__init__(
+            command_prefix=commands.when_mentioned,
+            intents=intents,
+            allowed_mentions=discord.AllowedMentions.none(),
+        )
         self.settings = settings
         point_at(settings)
         self.engine = make_async_engine(settings.database_url)

@@ -125,9 +125,10 @@ class OutboxDelivery:
         return described
 
     async def _post(self, row: dict[str, Any]) -> None:
-        content, files = render_result(row["kind"], row["payload"], self.bot.store)
+        post = render_result(row["kind"], row["payload"], self.bot.store)
+        content, files = post.content, post.files
         is_generation = row["kind"] == "generate_result"
-        extra: dict[str, Any] = {}
+        extra: dict[str, Any] = {"allowed_mentions": post.allowed_mentions}
         if is_generation:
             extra["view"] = pick_view(len(files))
         token, expires = row["token"], row["expires"]

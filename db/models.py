@@ -270,6 +270,8 @@ class ModelVersion(Base):
     )
     metrics: Mapped[dict[str, Any]] = mapped_column(JsonDocument, default=dict)
     trained_on: Mapped[dict[str, Any]] = mapped_column(JsonDocument, default=dict)
+    # sha256 of the checkpoint file as registered (fetched or trained); a load verifies it.
+    checkpoint_sha256: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     promoted_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
@@ -323,15 +325,18 @@ class Job(Base):
 
 class OutboxMessage(Base):
     """A result waiting to be posted to Discord. Workers insert + NOTIFY; the bot delivers
-    each row exactly once and stamps ``delivered_at``."""
+    each row exactly once and stamps ``delivered_at``. A row that keeps failing is retried at
+    ``next_attempt_at`` (backing off) and, when hopeless, stamped ``dead_at`` with the reason
+    in ``last_error`` (a dead letter: kept for admins, never posted)."""
 
     __tablename__ = "outbox"
     __table_args__ = (
         Index(
-            "ix_outbox_pending",
+            "ix_outbox_due",
+            "next_attempt_at",
             "id",
-            postgresql_where=text("delivered_at IS NULL"),
-            sqlite_where=text("delivered_at IS NULL"),
+            postgresql_where=text("delivered_at IS NULL AND dead_at IS NULL"),
+            sqlite_where=text("delivered_at IS NULL AND dead_at IS NULL"),
         ),
         UniqueConstraint("dedupe_key"),
     )
@@ -349,4 +354,8 @@ class OutboxMessage(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     last_error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    next_attempt_at: Mapped[datetime] = mapped_column(
+        UTCDateTime(), default=utcnow, server_default=text("CURRENT_TIMESTAMP")
+    )
     delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    dead_at: Mapped[datetime | None] = mapped_column(UTCDateTime())

@@ -21,6 +21,7 @@ FORBIDDEN = {
     "config": {"bot", "worker", "db", "hps", "media", "cli", "jobqueue"},
     "jobqueue": {"worker", "hps", "bot", "cli", "torch"},
     "exchange": {"bot", "worker", "hps", "cli", "jobqueue", "torch", "open_clip"},
+    "discord_text": {"bot", "worker", "db", "hps", "media", "config", "cli", "jobqueue"},
 }
 
 
