@@ -6,6 +6,13 @@ projections) train. AdamW, linear warmup then cosine decay, gradient accumulatio
 autocast on CUDA, optional gradient checkpointing, DDP under torchrun. The training state is
 checkpointed regularly and a run resumes exactly where it stopped (same data order, optimiser,
 schedule and RNG state, so the result equals an uninterrupted run).
+
+The training state is one ``train_state.safetensors`` file: every tensor (trainable weights,
+optimiser moments, torch RNG states) as a safetensors tensor, and everything else (step, epoch,
+scheduler, optimiser hyper-parameters, Python and NumPy RNG states, config) as JSON in its
+header. Loading it never unpickles anything. A ``train_state.pt`` left by an older version (a
+torch pickle, which can run code when loaded) is refused, never opened: see
+:class:`TrainingStateError`.
 """
 
 from __future__ import annotations
@@ -37,10 +44,17 @@ from hps.scoring import DEFAULT_SCORE_SCALE
 from hps.training.loss import preference_loss
 from hps.training.manifests import PreferenceSet
 
-STATE_FILE = "train_state.pt"
+STATE_FILE = "train_state.safetensors"
+LEGACY_STATE_FILE = "train_state.pt"  # pickled by older versions: refused, never loaded
+STATE_METADATA_KEY = "hps_train_state"
+STATE_FORMAT_VERSION = 1
 MODEL_FILE = "model.safetensors"
 METRICS_FILE = "metrics.jsonl"
 CURVE_FILE = "training_curve.png"
+
+
+class TrainingStateError(ValueError):
+    """The saved training state cannot be resumed from; the message says why and what to do."""
 
 
 @dataclass
@@ -74,6 +88,7 @@ class TrainResult:
     curve_file: Path | None
     stopped_early: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
+    checkpoint_sha256: str | None = None  # of the model file written (None: stopped early)
 
 
 def seed_everything(seed: int) -> None:
@@ -171,10 +186,93 @@ def _set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def _encode(value: Any, path: str, tensors: dict[str, torch.Tensor]) -> Any:
+    """``value`` as JSON, its tensors moved into ``tensors`` under their path in the tree.
+
+    Tagged objects keep what JSON would lose: tuples, dicts with non-string keys (the
+    optimiser's parameter ids) and NumPy arrays (NumPy's RNG state)."""
+    if isinstance(value, torch.Tensor):
+        tensors[path] = value.detach().to("cpu").contiguous()
+        return {"__tensor__": path}
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    if isinstance(value, np.ndarray):
+        return {"__ndarray__": value.tolist(), "dtype": str(value.dtype)}
+    if isinstance(value, tuple):
+        return {"__tuple__": [_encode(v, f"{path}/{i}", tensors) for i, v in enumerate(value)]}
+    if isinstance(value, list):
+        return [_encode(v, f"{path}/{i}", tensors) for i, v in enumerate(value)]
+    if isinstance(value, dict):
+        if all(isinstance(k, str) and not k.startswith("__") for k in value):
+            return {k: _encode(v, f"{path}/{k}", tensors) for k, v in value.items()}
+        return {
+            "__items__": [
+                [_encode(k, f"{path}/key{i}", tensors), _encode(v, f"{path}/{k}", tensors)]
+                for i, (k, v) in enumerate(value.items())
+            ]
+        }
+    raise TypeError(f"cannot keep a {type(value).__name__} in the training state ({path})")
+
+
+def _decode(value: Any, tensors: dict[str, torch.Tensor]) -> Any:
+    """The inverse of :func:`_encode`."""
+    if isinstance(value, list):
+        return [_decode(v, tensors) for v in value]
+    if not isinstance(value, dict):
+        return value
+    if "__tensor__" in value:
+        return tensors[value["__tensor__"]]
+    if "__ndarray__" in value:
+        return np.asarray(value["__ndarray__"], dtype=np.dtype(value["dtype"]))
+    if "__tuple__" in value:
+        return tuple(_decode(v, tensors) for v in value["__tuple__"])
+    if "__items__" in value:
+        return {_decode(k, tensors): _decode(v, tensors) for k, v in value["__items__"]}
+    return {k: _decode(v, tensors) for k, v in value.items()}
+
+
 def _save_state(path: Path, payload: dict[str, Any]) -> None:
+    """Write the training state (safetensors + JSON header), atomically."""
+    from safetensors.torch import save_file
+
+    tensors: dict[str, torch.Tensor] = {}
+    document = {"format_version": STATE_FORMAT_VERSION, "state": _encode(payload, "", tensors)}
     partial = path.with_name(path.name + ".partial")
-    torch.save(payload, partial)
+    save_file(tensors, str(partial), metadata={STATE_METADATA_KEY: json.dumps(document)})
     partial.replace(path)
+
+
+def _load_state(path: Path) -> dict[str, Any]:
+    """Read a state written by :func:`_save_state` (nothing in it is executed)."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as handle:
+            header = handle.metadata() or {}
+            tensors = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118
+        document = json.loads(header[STATE_METADATA_KEY])
+        if document.get("format_version") != STATE_FORMAT_VERSION:
+            raise ValueError(f"format version {document.get('format_version')!r}")
+        state = _decode(document["state"], tensors)
+    except Exception as exc:
+        raise TrainingStateError(
+            f"{path}: unreadable training state ({type(exc).__name__}: {exc}); "
+            "delete it or pass --no-resume to start over"
+        ) from None
+    if not isinstance(state, dict):
+        raise TrainingStateError(f"{path}: unreadable training state (not a mapping)")
+    return state
+
+
+def _refuse_legacy_state(out: Path) -> None:
+    """A pickled state from an older version is refused, never unpickled (it can run code)."""
+    legacy = out / LEGACY_STATE_FILE
+    if legacy.exists():
+        raise TrainingStateError(
+            f"{legacy}: a training state in the old pickle format, which is no longer loaded "
+            "(unpickling a file can run any code in it); resuming from it is not possible: "
+            "delete it (or pass --no-resume) to train from the start"
+        )
 
 
 def train(
@@ -190,13 +288,18 @@ def train(
     progress: bool = True,
     stop_after: int | None = None,
     on_step: Callable[[int, int, float], bool] | None = None,
+    base_sha256: str | None = None,
 ) -> TrainResult:
     """Fine-tune ``arch`` (from ``base_checkpoint``, or a seeded random init) on ``sets``.
 
     Writes the training state, metrics (JSON lines), a training-curve PNG and the final model
     in the project's format into ``out_dir``. ``stop_after`` stops (checkpointed) after that
     many optimiser steps in this call; ``on_step(step, total, loss)`` returning False stops
-    too (cancellation). A later call with ``resume=True`` continues exactly.
+    too (cancellation). A later call with ``resume=True`` continues exactly (from
+    ``train_state.safetensors``; a pickled ``train_state.pt`` of an older version raises
+    :class:`TrainingStateError` instead: it is never loaded). ``base_sha256`` pins the starting
+    checkpoint (verified before it is read). ``TrainResult.checkpoint_sha256`` is the sha256
+    of the model file written.
     """
     config = config or TrainConfig()
     if not sets:
@@ -207,7 +310,7 @@ def train(
         out.mkdir(parents=True, exist_ok=True)
 
     seed_everything(config.seed)
-    loaded = load_model(arch, base_checkpoint)
+    loaded = load_model(arch, base_checkpoint, sha256=base_sha256)
     model = loaded.model.to(device).train()
     architecture = loaded.architecture
     preprocess = config.preprocess or loaded.metadata.get("preprocess") or architecture.preprocess
@@ -238,8 +341,10 @@ def train(
     step, epoch, micro_done = 0, 0, 0
     state_path = out / STATE_FILE
     metrics_path = out / METRICS_FILE
+    if resume and not state_path.is_file():
+        _refuse_legacy_state(out)
     if resume and state_path.is_file():
-        saved = torch.load(state_path, map_location="cpu", weights_only=False)
+        saved = _load_state(state_path)
         model.load_state_dict(saved["trainable"], strict=False)
         optimizer.load_state_dict(saved["optimizer"])
         scheduler.load_state_dict(saved["scheduler"])
@@ -276,6 +381,8 @@ def train(
                 "config": asdict(config),
             },
         )
+        # A pickled state from an older version is superseded: nothing may load it later.
+        (out / LEGACY_STATE_FILE).unlink(missing_ok=True)
 
     load_pixels = partial(shape_pixels, size=architecture.image_size, mode=preprocess)
     decoders = default_decoders(device) if config.decoders is None else config.decoders
@@ -377,6 +484,7 @@ def train(
 
     model_path = out / MODEL_FILE
     curve_path: Path | None = None
+    model_sha256: str | None = None
     extra: dict[str, Any] = {"trainable_parameters": trainable_count}
     if part.main and not stopped_early:
         model.eval()
@@ -400,10 +508,20 @@ def train(
             "base": _describe_base(base_checkpoint, config.seed),
         }
         save_checkpoint(model_path, model, metadata)
+        model_sha256 = sha256_of_file(model_path)
         curve_path = plot_training_curve(metrics_path, out / CURVE_FILE)
     if part.world > 1:
         dist.barrier()
-    return TrainResult(model_path, step, last_loss, metrics_path, curve_path, stopped_early, extra)
+    return TrainResult(
+        model_path,
+        step,
+        last_loss,
+        metrics_path,
+        curve_path,
+        stopped_early,
+        extra,
+        checkpoint_sha256=model_sha256,
+    )
 
 
 def _describe_base(base_checkpoint: str | Path | None, seed: int) -> dict[str, Any]:
