@@ -19,10 +19,8 @@ import discord
 
 from bot import metrics
 from bot.adapters import multi_attachment
-from bot.adapters.base import ParsedChoice
 from db.channels import harvested_channels
 from db.engine import run_transaction_async
-from db.models import ChoiceMethod
 
 if TYPE_CHECKING:
     from bot.cogs.harvest import HarvestCog
@@ -122,26 +120,14 @@ class Backfiller:
                 report.choices += await self._reaction_picks(message)
 
     async def _reaction_picks(self, message: discord.Message) -> int:
-        """The requester's number-emoji pick on a multi-attachment generation."""
+        """The requester's number-emoji pick on a multi-attachment generation, as its
+        reactions show it now (the same decision as the live reaction events)."""
         if await self.harvest.adapter_for(message.channel.id) != multi_attachment.NAME:
             return 0  # number emojis are picks only where the adapter says so
-        numbered = [
-            (reaction, position)
-            for reaction in message.reactions
-            if (position := multi_attachment.position_of(str(reaction.emoji))) is not None
-        ]
-        if not numbered:
-            return 0
         requester = await self.harvest.requester(message.id)
         if requester is None:
             return 0
-        picks = 0
-        for reaction, position in numbered:
-            async for user in reaction.users():
-                if user.id == requester:
-                    choice = ParsedChoice(message.id, requester, position)
-                    picks += int(await self.harvest.harvester.choice(choice, ChoiceMethod.reaction))
-        return picks
+        return await self.harvest.sync_reaction_pick(message, requester, fresh=False)
 
     def start_catch_up(self) -> None:
         """Backfill every harvested channel from its last seen message, in the background

@@ -19,19 +19,31 @@ class DownloadRefused(ValueError):
         self.temporary = temporary
 
 
+DEFAULT_PORTS = {"https": 443, "http": 80}
+
+
 def check_url(url: str, allowed_hosts: list[str], *, allow_insecure: bool = False) -> None:
-    """Raise DownloadRefused unless ``url`` is on an allowed host with an allowed scheme."""
+    """Raise DownloadRefused unless ``url`` is on an allowed host with an allowed scheme, on
+    the scheme's own port (443) unless the allowlist names ``host:port`` itself (the local
+    emulator in tests), and without credentials in it."""
     parts = urlsplit(url)
     schemes = {"https", "http"} if allow_insecure else {"https"}
     if parts.scheme not in schemes:
         raise DownloadRefused(f"refused {parts.scheme or 'schemeless'} URL: only https downloads")
+    if parts.username is not None or parts.password is not None:
+        raise DownloadRefused("refused a URL with credentials in it")
     host = parts.hostname or ""
-    if parts.port is not None:
-        host_port = f"{host}:{parts.port}"
-        if host not in allowed_hosts and host_port not in allowed_hosts:
-            raise DownloadRefused(f"refused download from {host_port}: not an allowed CDN host")
-    elif host not in allowed_hosts:
+    try:
+        port = parts.port
+    except ValueError:
+        raise DownloadRefused("refused a URL with an invalid port") from None
+    if host not in allowed_hosts and f"{host}:{port}" not in allowed_hosts:
         raise DownloadRefused(f"refused download from {host or 'nowhere'}: not an allowed CDN host")
+    default_port = DEFAULT_PORTS[parts.scheme]
+    if port not in (None, default_port) and f"{host}:{port}" not in allowed_hosts:
+        raise DownloadRefused(
+            f"refused download from {host}:{port}: only port {default_port} is allowed"
+        )
 
 
 async def download(

@@ -25,8 +25,10 @@ from db.ingest import (
     GenerationIn,
     ImageIn,
     harvest_precheck,
+    reaction_choice_exists,
     record_choice,
     record_generation,
+    sync_reaction_choice,
 )
 from db.models import ChoiceMethod
 from db.privacy import blob_in_use, delete_by_message_ids
@@ -229,6 +231,35 @@ class Harvester:
             return False
         metrics.count_choice(method)
         return True
+
+    async def has_reaction_pick(self, message_id: int, user_id: int) -> bool:
+        """Whether ``user_id`` has a pick made by reaction stored on ``message_id``."""
+        return await run_transaction_async(
+            self.factory,
+            partial(reaction_choice_exists, generation_message_id=message_id, user_id=user_id),
+        )
+
+    async def reaction_pick(self, message_id: int, user_id: int, positions: list[int]) -> bool:
+        """Make ``user_id``'s reaction pick on ``message_id`` match the number reactions they
+        have on it now (none: the pick is withdrawn). True if a pick is stored afterwards."""
+        await self.settled(message_id)
+        try:
+            choice_id = await run_transaction_async(
+                self.factory,
+                partial(
+                    sync_reaction_choice,
+                    generation_message_id=message_id,
+                    user_id=user_id,
+                    positions=positions,
+                ),
+            )
+        except DomainError as exc:
+            metrics.count_error(exc)
+            log.info("reaction pick on %s not recorded: %s", message_id, exc)
+            return False
+        if choice_id is not None and positions:
+            metrics.count_choice(ChoiceMethod.reaction)
+        return choice_id is not None
 
     async def deleted(self, message_ids: list[int]) -> None:
         """Remove what deleted messages held, then the blobs nothing else needs (re-checked

@@ -83,14 +83,14 @@ class JobProgressWatcher:
         self._shown: dict[uuid.UUID, tuple[float, str]] = {}
         self._task: asyncio.Task[None] | None = None
 
-    async def follow(self, job_id: uuid.UUID, label: str, interaction: discord.Interaction) -> None:
+    def follow(self, job_id: uuid.UUID, label: str, interaction: discord.Interaction) -> None:
         """Show ``job_id``'s progress in ``interaction``'s response until it ends.
 
-        The response is given its first content at once: while it is still "thinking",
-        Discord would turn the job's result (the first follow-up) into the response itself,
-        and a later progress edit would overwrite the result."""
+        The response must already have its content (the command's private "queued"
+        follow-up): while it is still "thinking", Discord would make the job's result (the
+        first follow-up) the response itself, private like the deferral, and a progress edit
+        would overwrite it."""
         progress = InteractionProgress(interaction, interval_s=0)
-        await progress.update(f"{label}: queued")
         self._jobs[job_id] = (label, progress)
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._run(), name="job-progress")

@@ -46,3 +46,9 @@ class JobNotFound(DomainError):
 
 class JobStateError(DomainError):
     code = "job_state"
+
+
+class JobLimitReached(DomainError):
+    """A user reached their per-minute or open-job limit; the message says which."""
+
+    code = "job_limit_reached"

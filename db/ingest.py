@@ -13,7 +13,7 @@ from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import and_, bindparam, false, select
+from sqlalchemy import and_, bindparam, delete, false, select
 from sqlalchemy.orm import Session
 
 from db.errors import (
@@ -309,6 +309,56 @@ def record_choice(session: Session, choice: ChoiceIn) -> int:
         )
     assert choice_id is not None
     return int(choice_id)
+
+
+def reaction_choice_exists(session: Session, generation_message_id: int, user_id: int) -> bool:
+    """Whether ``user_id`` picked by reaction in the generation posted as that message."""
+    found = session.scalar(
+        select(Choice.id)
+        .join(Generation, Generation.id == Choice.generation_id)
+        .where(
+            Generation.source_message_id == generation_message_id,
+            Choice.user_id == user_id,
+            Choice.method == ChoiceMethod.reaction,
+        )
+    )
+    return found is not None
+
+
+def sync_reaction_choice(
+    session: Session, generation_message_id: int, user_id: int, positions: list[int]
+) -> int | None:
+    """Make ``user_id``'s pick on the generation posted as ``generation_message_id`` what
+    their number reactions on it say now (``positions``: the images they still react with).
+
+    None left: a pick made by reaction is withdrawn. Several: the stored pick stays while its
+    reaction does, else the lowest-numbered one is the pick. Returns the choice id, or None
+    when no pick remains. Raises UnknownGeneration like :func:`record_choice`."""
+    generation_id = session.scalar(
+        select(Generation.id).where(Generation.source_message_id == generation_message_id)
+    )
+    if generation_id is None:
+        raise UnknownGeneration(f"no generation recorded for message {generation_message_id}")
+    current = session.execute(
+        select(Choice.id, Choice.method, Image.position)
+        .outerjoin(Image, Image.id == Choice.chosen_image_id)
+        .where(Choice.generation_id == generation_id, Choice.user_id == user_id)
+    ).one_or_none()
+    reaction_pick = current is not None and current.method == ChoiceMethod.reaction
+    if not positions:
+        if current is not None and reaction_pick:
+            session.execute(delete(Choice).where(Choice.id == current.id))
+            return None
+        return int(current.id) if current is not None else None
+    if current is not None and reaction_pick and current.position in positions:
+        return int(current.id)
+    choice = ChoiceIn(
+        user_id=user_id,
+        position=min(positions),
+        method=ChoiceMethod.reaction,
+        generation_id=generation_id,
+    )
+    return record_choice(session, choice)
 
 
 def _choice_target(session: Session, choice: ChoiceIn) -> tuple[int, int | None, int | None]:

@@ -8,17 +8,29 @@ redelivered after a worker died produces one result and one message.
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import select, text, update
 from sqlalchemy.orm import Session
 
-from db.errors import JobNotFound, JobStateError
+from db.errors import JobLimitReached, JobNotFound, JobStateError
 from db.models import TERMINAL_JOB_STATUSES, Job, JobStatus, utcnow
 from db.outbox import write_outbox
+from db.upsert import is_postgresql
 
 MAX_ERROR_CHARS = 2000
+# Namespace of the per-user advisory locks (the other int of the two-key form is the user).
+USER_JOBS_LOCK_CLASS = 0x4850
+
+
+@dataclass(frozen=True)
+class UserJobLimits:
+    """How many jobs one user may start per minute and have open (queued or running)."""
+
+    per_minute: int
+    max_open: int
 
 
 def create_job(
@@ -32,9 +44,17 @@ def create_job(
     interaction_token: str | None = None,
     interaction_expires_at: datetime | None = None,
     job_id: uuid.UUID | None = None,
+    limits: UserJobLimits | None = None,
 ) -> Job:
-    """Insert a queued job and return it (flushed, so ``job.id`` is set)."""
+    """Insert a queued job and return it (flushed, so ``job.id`` is set).
+
+    With ``limits`` (and a requester) the user's limits are checked and the job inserted
+    atomically: concurrent requests of one user are serialised on a per-user lock held to the
+    end of the transaction, so no burst can slip past the limits. Raise JobLimitReached."""
     now = utcnow()
+    if limits is not None and requested_by is not None:
+        lock_user_jobs(session, requested_by)
+        check_user_job_limits(session, requested_by, limits, now=now)
     job = Job(
         id=job_id or uuid.uuid4(),
         kind=kind,
@@ -134,17 +154,21 @@ def finish_job(
     return True
 
 
-def fail_job(session: Session, job_id: uuid.UUID, error: str) -> bool:
-    """Mark a job failed with a message a user can read, and tell them via the outbox.
-    Return False if it had already finished."""
+def fail_job(
+    session: Session, job_id: uuid.UUID, error: str, *, user_message: str | None = None
+) -> bool:
+    """Mark a job failed and tell its requester via the outbox. ``error`` (the detail: paths,
+    exception text) stays in the job row for admins; the user is told ``user_message`` (a
+    short reason; ``error`` itself when not given). Return False if it had already finished."""
     job = get_job(session, job_id, lock=True)
     if job.status in TERMINAL_JOB_STATUSES:
         return False
     _close(job, JobStatus.failed, error=error)
+    reason = (user_message or error)[:MAX_ERROR_CHARS]
     write_outbox(
         session,
         "job_failed",
-        _outbox_payload(job, {"error": job.error}),
+        _outbox_payload(job, {"error": reason}),
         channel_id=job.channel_id,
         guild_id=job.guild_id,
         job_id=job.id,
@@ -189,6 +213,35 @@ def job_progress(
         select(Job.id, Job.status, Job.progress, Job.progress_message).where(Job.id.in_(job_ids))
     )
     return {job_id: (status, progress, message) for job_id, status, progress, message in rows}
+
+
+def lock_user_jobs(session: Session, user_id: int) -> None:
+    """Hold ``user_id``'s job lock to the end of the transaction (PostgreSQL: an advisory
+    lock; SQLite transactions are serial already, begun IMMEDIATE)."""
+    if is_postgresql(session):
+        session.execute(
+            text("SELECT pg_advisory_xact_lock(:namespace, :key)"),
+            {"namespace": USER_JOBS_LOCK_CLASS, "key": user_id % 2_147_483_647},
+        )
+
+
+def check_user_job_limits(
+    session: Session, user_id: int, limits: UserJobLimits, *, now: datetime | None = None
+) -> None:
+    """Raise JobLimitReached (with a message for the user) if ``user_id`` may not start
+    another job now. Alone it is a cheap early refusal; :func:`create_job` repeats it under
+    the user's lock, which is what makes the limits hold."""
+    now = now or utcnow()
+    recent, open_jobs = user_job_load(session, user_id, now - timedelta(minutes=1))
+    if open_jobs >= limits.max_open:
+        raise JobLimitReached(
+            f"you already have {open_jobs} jobs waiting or running; try again when one has finished"
+        )
+    if recent >= limits.per_minute:
+        raise JobLimitReached(
+            f"that is {recent} jobs in the last minute (limit {limits.per_minute}); "
+            "try again in a minute"
+        )
 
 
 def user_job_load(session: Session, user_id: int, since: datetime) -> tuple[int, int]:

@@ -10,7 +10,7 @@ from celery import Celery
 from sqlalchemy.orm import Session, sessionmaker
 
 from db.engine import run_transaction
-from db.jobs import create_job, fail_job
+from db.jobs import UserJobLimits, create_job, fail_job
 from jobqueue.names import task_kind
 
 
@@ -29,8 +29,12 @@ def submit_job(
     channel_id: int | None = None,
     interaction_token: str | None = None,
     interaction_expires_at: datetime | None = None,
+    limits: UserJobLimits | None = None,
 ) -> uuid.UUID:
-    """Record a queued job and send its task; return the job id (= Celery task id)."""
+    """Record a queued job and send its task; return the job id (= Celery task id).
+
+    With ``limits`` the requester's limits are checked atomically with the insert
+    (db.errors.JobLimitReached when reached; nothing is queued then)."""
     spec = task_kind(kind)
 
     def create(session: Session) -> uuid.UUID:
@@ -43,6 +47,7 @@ def submit_job(
             channel_id=channel_id,
             interaction_token=interaction_token,
             interaction_expires_at=interaction_expires_at,
+            limits=limits,
         )
         return job.id
 
@@ -50,7 +55,11 @@ def submit_job(
     try:
         app.send_task(spec.task_name, args=[str(job_id)], task_id=str(job_id), queue=spec.queue)
     except Exception as exc:
-        message = f"the job queue is unavailable ({type(exc).__name__}); try again later"
-        run_transaction(factory, lambda session: fail_job(session, job_id, message))
+        message = "the job queue is unavailable; try again later"
+        detail = f"{message} ({type(exc).__name__}: {exc})"
+        run_transaction(
+            factory,
+            lambda session: fail_job(session, job_id, detail, user_message=message),
+        )
         raise EnqueueError(message) from exc
     return job_id

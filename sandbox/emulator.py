@@ -6,9 +6,15 @@ demo drives it through the scripting methods (``inject_message``, ``drop_connect
 ``fail_next_with_429``) and inspects ``calls``, the record of every REST request.
 
 Status: gateway (identify, ready, guild create, heartbeats, RESUME with replay of what was
-missed, INVALID_SESSION), messages (create, fetch, edit, delete, history), reactions, slash
-commands with attachment options, button clicks, interaction callbacks and webhook follow-ups,
-CDN, 429s, the call log. The simulated community is still to come.
+missed, INVALID_SESSION), several guilds, messages (create, fetch, edit, delete, history),
+reactions (added and removed), slash commands with attachment options, button clicks,
+interaction callbacks and webhook follow-ups, CDN, 429s, the call log.
+
+Discord's rules it enforces (``sandbox.discord_rules``): content at most 2,000 characters, at
+most 10 files and 10 embeds (HTTP 400, code 50035), the upload size limit (413); an interaction
+must be answered within 3 seconds and its token works for 15 minutes; after a deferral the first
+follow-up takes the deferral's visibility (it becomes the deferred response); every post is
+recorded in ``posts`` with whom it pinged under its ``allowed_mentions``.
 """
 
 from __future__ import annotations
@@ -24,6 +30,8 @@ from typing import Any
 
 from aiohttp import BodyPartReader, WSMsgType, web
 
+from sandbox.discord_rules import FormError, Pings, check_message_body, pings_of
+
 DISCORD_EPOCH_MS = 1420070400000
 API_PREFIX = "/api/v10"
 HEARTBEAT_INTERVAL_MS = 41250
@@ -32,6 +40,8 @@ ADMIN_PERMISSIONS = "2199023255551"  # every permission bit, ADMINISTRATOR inclu
 MEMBER_PERMISSIONS = "1071698660929"  # a regular member: no ADMINISTRATOR, no MANAGE_GUILD
 ATTACHMENT_SIZE_LIMIT = 10 * 1024 * 1024
 EPHEMERAL = 1 << 6
+INTERACTION_ACK_DEADLINE_S = 3.0
+INTERACTION_TOKEN_LIFETIME_S = 15 * 60.0
 PRIVILEGED_INTENTS = (1 << 1) | (1 << 8) | (1 << 15)  # members, presences, message content
 
 
@@ -67,6 +77,33 @@ class InteractionRecord:
     deferred_flags: int = 0
     acknowledged_at: float | None = None
     created_at: float = field(default_factory=time.monotonic)
+    guild_id: int = 0
+
+    @property
+    def public_followups(self) -> list[dict[str, Any]]:
+        """The follow-ups the whole channel sees (results), in order."""
+        return [m for m in self.followups if not m["flags"] & EPHEMERAL]
+
+    @property
+    def private_followups(self) -> list[dict[str, Any]]:
+        """The follow-ups only the invoking user sees (refusals, notes), in order."""
+        return [m for m in self.followups if m["flags"] & EPHEMERAL]
+
+    @property
+    def loading(self) -> bool:
+        """Deferred ("thinking...") and not yet given its content."""
+        return self.callbacks == [5] and self.original is None
+
+
+@dataclass
+class PostRecord:
+    """One message the bot created (or a deferred response it filled), with whom it pinged."""
+
+    message: dict[str, Any]
+    via: str  # "channel", "callback", "followup", "deferred_response"
+    allowed_mentions: dict[str, Any] | None
+    pings: Pings
+    ephemeral: bool
 
 
 def snowflake(counter: itertools.count) -> int:
@@ -121,8 +158,23 @@ class GatewaySession:
 
 
 @dataclass
+class GuildState:
+    """One guild of the emulator: its channels (by name) and who administers it."""
+
+    guild_id: int
+    name: str
+    channels: dict[str, int]
+    admins: set[int] = field(default_factory=set)
+    roles: list[int] = field(default_factory=list)
+
+
+@dataclass
 class DiscordEmulator:
-    """The emulated Discord: one bot, one guild, its channels and users."""
+    """The emulated Discord: one bot in one or more guilds, their channels and users.
+
+    The first guild is made at construction (``guild_id``, ``channels``); :meth:`add_guild`
+    adds more. Channel names are unique across guilds, so ``channels`` maps any name to its id.
+    """
 
     host: str = "127.0.0.1"
     port: int = 0
@@ -141,19 +193,40 @@ class DiscordEmulator:
         self._ids = itertools.count(1)
         self.application_id = snowflake(self._ids)
         self.bot_user = user_payload(snowflake(self._ids), self.bot_name, bot=True)
-        self.guild_id = snowflake(self._ids)
-        self.channels = {name: snowflake(self._ids) for name in self.channel_names}
         self.users: dict[int, dict[str, Any]] = {int(self.bot_user["id"]): self.bot_user}
-        self.messages: dict[int, dict[int, dict[str, Any]]] = {
-            c: {} for c in self.channels.values()
-        }
+        self.guilds: dict[int, GuildState] = {}
+        self.channels: dict[str, int] = {}
+        self.channel_guild: dict[int, int] = {}
+        self.messages: dict[int, dict[int, dict[str, Any]]] = {}
+        self.guild_id = self._new_guild(self.guild_name, self.channel_names)
         self.files: dict[str, tuple[bytes, str]] = {}
         self.sessions: dict[str, GatewaySession] = {}
-        self.admins: set[int] = set()
         self.interactions: dict[str, InteractionRecord] = {}
         self.reactions: dict[int, dict[str, list[int]]] = {}  # message -> emoji -> user ids
+        self.posts: list[PostRecord] = []
+        self.ack_deadline_s = INTERACTION_ACK_DEADLINE_S
+        self.token_lifetime_s = INTERACTION_TOKEN_LIFETIME_S
+        self.upload_limit = ATTACHMENT_SIZE_LIMIT
         self._pending_429 = 0
         self._runner: web.AppRunner | None = None
+
+    def _new_guild(self, name: str, channel_names: tuple[str, ...]) -> int:
+        guild_id = snowflake(self._ids)
+        taken = [c for c in channel_names if c in self.channels]
+        if taken:
+            raise ValueError(f"channel names are unique across guilds: {taken} exist")
+        channels = {channel: snowflake(self._ids) for channel in channel_names}
+        self.guilds[guild_id] = GuildState(guild_id, name, channels)
+        for channel_id in channels.values():
+            self.channel_guild[channel_id] = guild_id
+            self.messages[channel_id] = {}
+        self.channels.update(channels)
+        return guild_id
+
+    @property
+    def admins(self) -> set[int]:
+        """The admins of the first guild."""
+        return self.guilds[self.guild_id].admins
 
     # -- lifecycle -----------------------------------------------------------------------
     @property
@@ -186,15 +259,30 @@ class DiscordEmulator:
             await self._runner.cleanup()
 
     # -- scripting -----------------------------------------------------------------------
-    def add_user(self, name: str, *, bot: bool = False, admin: bool = False) -> int:
-        """A guild member (or another bot); returns its id."""
+    async def add_guild(self, name: str, channel_names: tuple[str, ...]) -> int:
+        """Another guild the bot is in (channel names unique across guilds); connected
+        sessions get its GUILD_CREATE. Returns its id."""
+        guild_id = self._new_guild(name, channel_names)
+        await self.dispatch("GUILD_CREATE", self._guild_payload(guild_id))
+        return guild_id
+
+    def add_user(
+        self, name: str, *, bot: bool = False, admin: bool = False, guild_id: int | None = None
+    ) -> int:
+        """A member of every guild (or another bot); with ``admin`` an administrator of
+        ``guild_id`` (the first guild by default) only. Returns its id."""
         user_id = snowflake(self._ids)
         self.users[user_id] = user_payload(user_id, name, bot=bot)
         if admin:
-            self.admins.add(user_id)
+            self.guilds[guild_id or self.guild_id].admins.add(user_id)
         return user_id
 
-    def _member(self, user_id: int) -> dict[str, Any]:
+    def guild_of(self, channel_id: int) -> int:
+        """The guild a channel belongs to."""
+        return self.channel_guild[channel_id]
+
+    def _member(self, user_id: int, guild_id: int | None = None) -> dict[str, Any]:
+        admins = self.guilds[guild_id or self.guild_id].admins
         return {
             "user": self.users[user_id],
             "roles": [],
@@ -202,7 +290,7 @@ class DiscordEmulator:
             "deaf": False,
             "mute": False,
             "flags": 0,
-            "permissions": ADMIN_PERMISSIONS if user_id in self.admins else MEMBER_PERMISSIONS,
+            "permissions": ADMIN_PERMISSIONS if user_id in admins else MEMBER_PERMISSIONS,
         }
 
     async def inject_slash_command(
@@ -252,29 +340,30 @@ class DiscordEmulator:
     ) -> str:
         interaction_id = snowflake(self._ids)
         token = f"token-{interaction_id}"
+        guild_id = self.guild_of(channel_id)
         payload: dict[str, Any] = {
             "id": str(interaction_id),
             "application_id": str(self.application_id),
             "type": kind,
             "token": token,
             "version": 1,
-            "guild_id": str(self.guild_id),
+            "guild_id": str(guild_id),
             "channel_id": str(channel_id),
             "channel": self._channel_payload(channel_id),
-            "member": self._member(user_id),
+            "member": self._member(user_id, guild_id),
             "data": data,
             "app_permissions": ADMIN_PERMISSIONS,
             "locale": "en-US",
             "guild_locale": "en-US",
             "entitlements": [],
-            "authorizing_integration_owners": {"0": str(self.guild_id)},
+            "authorizing_integration_owners": {"0": str(guild_id)},
             "context": 0,
-            "attachment_size_limit": ATTACHMENT_SIZE_LIMIT,
+            "attachment_size_limit": self.upload_limit,
         }
         if message is not None:
             payload["message"] = message
         self.interactions[token] = InteractionRecord(
-            interaction_id, token, channel_id, user_id, kind
+            interaction_id, token, channel_id, user_id, kind, guild_id=guild_id
         )
         await self.dispatch("INTERACTION_CREATE", payload)
         return token
@@ -283,7 +372,7 @@ class DiscordEmulator:
         return {
             "id": str(channel_id),
             "type": 0,
-            "guild_id": str(self.guild_id),
+            "guild_id": str(self.guild_of(channel_id)),
             "name": self._channel_name(channel_id),
             "position": 0,
             "nsfw": False,
@@ -297,35 +386,91 @@ class DiscordEmulator:
     async def inject_reaction(self, user_id: int, message: dict[str, Any], emoji: str) -> None:
         """A user reacts to ``message`` with a unicode ``emoji`` (kept on the message, so that
         history and the reaction-users route show it later)."""
-        stored = self.messages[int(message["channel_id"])].get(int(message["id"]))
-        if stored is not None:
-            users = self.reactions.setdefault(int(message["id"]), {}).setdefault(emoji, [])
-            if user_id not in users:
-                users.append(user_id)
-            stored["reactions"] = [
-                {
-                    "emoji": {"id": None, "name": name},
-                    "count": len(who),
-                    "count_details": {"burst": 0, "normal": len(who)},
-                    "me": int(self.bot_user["id"]) in who,
-                    "me_burst": False,
-                    "burst_colors": [],
-                }
-                for name, who in self.reactions[int(message["id"])].items()
-            ]
+        users = self.reactions.setdefault(int(message["id"]), {}).setdefault(emoji, [])
+        if user_id not in users:
+            users.append(user_id)
+        self._refresh_reactions(message)
+        guild_id = self.guild_of(int(message["channel_id"]))
         await self.dispatch(
             "MESSAGE_REACTION_ADD",
             {
                 "user_id": str(user_id),
                 "channel_id": message["channel_id"],
                 "message_id": message["id"],
-                "guild_id": str(self.guild_id),
+                "guild_id": str(guild_id),
                 "emoji": {"id": None, "name": emoji},
-                "member": self._member(user_id),
+                "member": self._member(user_id, guild_id),
                 "burst": False,
                 "type": 0,
             },
         )
+
+    async def remove_reaction(self, user_id: int, message: dict[str, Any], emoji: str) -> None:
+        """A user takes back their ``emoji`` reaction (MESSAGE_REACTION_REMOVE)."""
+        by_emoji = self.reactions.get(int(message["id"]), {})
+        if user_id in by_emoji.get(emoji, []):
+            by_emoji[emoji].remove(user_id)
+            if not by_emoji[emoji]:
+                del by_emoji[emoji]
+        self._refresh_reactions(message)
+        await self.dispatch(
+            "MESSAGE_REACTION_REMOVE",
+            {
+                "user_id": str(user_id),
+                "channel_id": message["channel_id"],
+                "message_id": message["id"],
+                "guild_id": str(self.guild_of(int(message["channel_id"]))),
+                "emoji": {"id": None, "name": emoji},
+                "burst": False,
+                "type": 0,
+            },
+        )
+
+    async def remove_all_reactions(self, message: dict[str, Any]) -> None:
+        """A moderator clears every reaction of ``message`` (MESSAGE_REACTION_REMOVE_ALL)."""
+        self.reactions.pop(int(message["id"]), None)
+        self._refresh_reactions(message)
+        await self.dispatch(
+            "MESSAGE_REACTION_REMOVE_ALL",
+            {
+                "channel_id": message["channel_id"],
+                "message_id": message["id"],
+                "guild_id": str(self.guild_of(int(message["channel_id"]))),
+            },
+        )
+
+    async def remove_reaction_emoji(self, message: dict[str, Any], emoji: str) -> None:
+        """A moderator removes every ``emoji`` reaction of ``message``
+        (MESSAGE_REACTION_REMOVE_EMOJI)."""
+        self.reactions.get(int(message["id"]), {}).pop(emoji, None)
+        self._refresh_reactions(message)
+        await self.dispatch(
+            "MESSAGE_REACTION_REMOVE_EMOJI",
+            {
+                "channel_id": message["channel_id"],
+                "message_id": message["id"],
+                "guild_id": str(self.guild_of(int(message["channel_id"]))),
+                "emoji": {"id": None, "name": emoji},
+            },
+        )
+
+    def _refresh_reactions(self, message: dict[str, Any]) -> None:
+        """The stored message's reaction summary, as history and fetches show it."""
+        stored = self.messages[int(message["channel_id"])].get(int(message["id"]))
+        if stored is None:
+            return
+        stored["reactions"] = [
+            {
+                "emoji": {"id": None, "name": name},
+                "count": len(who),
+                "count_details": {"burst": 0, "normal": len(who)},
+                "me": int(self.bot_user["id"]) in who,
+                "me_burst": False,
+                "burst_colors": [],
+            }
+            for name, who in self.reactions.get(int(message["id"]), {}).items()
+            if who
+        ]
 
     async def delete_message(self, message: dict[str, Any]) -> None:
         """A message disappears (deleted by its author or a moderator)."""
@@ -333,7 +478,11 @@ class DiscordEmulator:
         self.messages[channel_id].pop(message_id, None)
         await self.dispatch(
             "MESSAGE_DELETE",
-            {"id": str(message_id), "channel_id": str(channel_id), "guild_id": str(self.guild_id)},
+            {
+                "id": str(message_id),
+                "channel_id": str(channel_id),
+                "guild_id": str(self.guild_of(channel_id)),
+            },
         )
 
     async def bulk_delete(self, messages: list[dict[str, Any]]) -> None:
@@ -346,7 +495,7 @@ class DiscordEmulator:
             {
                 "ids": [message["id"] for message in messages],
                 "channel_id": str(channel_id),
-                "guild_id": str(self.guild_id),
+                "guild_id": str(self.guild_of(channel_id)),
             },
         )
 
@@ -393,7 +542,7 @@ class DiscordEmulator:
                 "type": 0,
                 "message_id": reply_to["id"],
                 "channel_id": reply_to["channel_id"],
-                "guild_id": str(self.guild_id),
+                "guild_id": str(self.guild_of(int(reply_to["channel_id"]))),
             }
             message["referenced_message"] = reply_to
         await self.dispatch("MESSAGE_CREATE", message)
@@ -443,7 +592,7 @@ class DiscordEmulator:
         message = {
             "id": str(message_id),
             "channel_id": str(channel_id),
-            "guild_id": str(self.guild_id),
+            "guild_id": str(self.guild_of(channel_id)),
             "author": author,
             "content": content,
             "timestamp": datetime.now(UTC).isoformat(),
@@ -462,19 +611,20 @@ class DiscordEmulator:
         self.messages[channel_id][message_id] = message
         return message
 
-    def _guild_payload(self) -> dict[str, Any]:
+    def _guild_payload(self, guild_id: int) -> dict[str, Any]:
+        guild = self.guilds[guild_id]
         channels: list[dict[str, Any]] = [
             {
                 "id": str(cid),
                 "type": 0,
                 "name": name,
                 "position": i,
-                "guild_id": str(self.guild_id),
+                "guild_id": str(guild_id),
                 "permission_overwrites": [],
                 "nsfw": False,
                 "parent_id": None,
             }
-            for i, (name, cid) in enumerate(self.channels.items())
+            for i, (name, cid) in enumerate(guild.channels.items())
         ]
         members = [
             {
@@ -488,12 +638,12 @@ class DiscordEmulator:
             for u in self.users.values()
         ]
         return {
-            "id": str(self.guild_id),
-            "name": self.guild_name,
+            "id": str(guild_id),
+            "name": guild.name,
             "owner_id": self.bot_user["id"],
             "roles": [
                 {
-                    "id": str(self.guild_id),
+                    "id": str(guild_id),
                     "name": "@everyone",
                     "permissions": "1071698660929",
                     "position": 0,
@@ -555,7 +705,10 @@ class DiscordEmulator:
                 status=429,
                 headers={"Via": "1.1 google", "Retry-After": "1", "X-RateLimit-Scope": "user"},
             )
-        return await self._route(request.method, path, body, files, request)
+        try:
+            return await self._route(request.method, path, body, files, request)
+        except FormError as refusal:
+            return self._json(refusal.response, status=refusal.status)
 
     async def _multipart(self, request: web.Request) -> tuple[Any, list[tuple[str, bytes, str]]]:
         body: Any = None
@@ -642,15 +795,8 @@ class DiscordEmulator:
         if channel is None:
             return self._json({"message": "Unknown Channel", "code": 10003}, status=404)
         if len(parts) == 3 and method == "POST":
-            message = self._store_message(
-                channel_id,
-                self.bot_user,
-                (body or {}).get("content") or "",
-                files,
-                (body or {}).get("components"),
-            )
-            message["embeds"] = (body or {}).get("embeds") or []
-            await self.dispatch("MESSAGE_CREATE", message)
+            check_message_body(body or {}, files, upload_limit=self.upload_limit)
+            message = await self._bot_message(channel_id, body or {}, files, via="channel")
             return self._json(message)
         if len(parts) == 3 and method == "GET":
             limit = int(request.query.get("limit", 50))
@@ -670,6 +816,7 @@ class DiscordEmulator:
         if method == "GET":
             return self._json(channel[message_id])
         if method == "PATCH":
+            check_message_body(body or {}, files, upload_limit=self.upload_limit, editing=True)
             channel[message_id].update(
                 {k: v for k, v in (body or {}).items() if k in ("content", "embeds", "components")}
             )
@@ -683,7 +830,7 @@ class DiscordEmulator:
                 {
                     "id": str(message_id),
                     "channel_id": str(channel_id),
-                    "guild_id": str(self.guild_id),
+                    "guild_id": str(self.guild_of(channel_id)),
                 },
             )
             return web.Response(status=204)
@@ -700,14 +847,37 @@ class DiscordEmulator:
 
     # -- interactions ----------------------------------------------------------------------
     async def _bot_message(
-        self, channel_id: int, data: dict[str, Any], files: list[tuple[str, bytes, str]]
+        self,
+        channel_id: int,
+        data: dict[str, Any],
+        files: list[tuple[str, bytes, str]],
+        *,
+        via: str,
     ) -> dict[str, Any]:
+        """A message the bot creates: stored, dispatched (unless ephemeral) and recorded in
+        ``posts`` with whom it pinged."""
         message = self._store_message(
             channel_id, self.bot_user, data.get("content") or "", files, data.get("components")
         )
         message["embeds"] = data.get("embeds") or []
         message["flags"] = int(data.get("flags") or 0)
-        if message["flags"] & EPHEMERAL:  # seen by one user only: not in the channel's history
+        ephemeral = bool(message["flags"] & EPHEMERAL)
+        reference = data.get("message_reference") or {}
+        replied = self.messages[channel_id].get(int(reference.get("message_id") or 0))
+        pings = (
+            Pings()  # only the invoking user sees it: nobody is notified
+            if ephemeral
+            else pings_of(
+                message["content"],
+                data.get("allowed_mentions"),
+                replied_user=int(replied["author"]["id"]) if replied else None,
+            )
+        )
+        message["mention_everyone"] = pings.everyone
+        message["mentions"] = [self.users[u] for u in pings.users if u in self.users]
+        message["mention_roles"] = [str(r) for r in pings.roles]
+        self.posts.append(PostRecord(message, via, data.get("allowed_mentions"), pings, ephemeral))
+        if ephemeral:  # seen by one user only: not in the channel's history
             self.messages[channel_id].pop(int(message["id"]))
         else:
             await self.dispatch("MESSAGE_CREATE", message)
@@ -717,18 +887,23 @@ class DiscordEmulator:
         self, token: str, body: dict[str, Any], files: list[tuple[str, bytes, str]]
     ) -> web.Response:
         record = self.interactions.get(token)
-        if record is None:
+        late = record is not None and time.monotonic() - record.created_at > self.ack_deadline_s
+        if record is None or late:  # Discord forgets an interaction not answered in 3 s
             return self._json({"message": "Unknown interaction", "code": 10062}, status=404)
         if record.callbacks:
             return self._json(
                 {"message": "Interaction has already been acknowledged.", "code": 40060}, status=400
             )
         kind = int(body.get("type", 0))
+        data = body.get("data") or {}
+        if kind in (4, 7):
+            check_message_body(data, files, upload_limit=self.upload_limit, editing=kind == 7)
         record.callbacks.append(kind)
         record.acknowledged_at = time.monotonic()
-        data = body.get("data") or {}
         if kind == 4:  # reply with a message
-            record.original = await self._bot_message(record.channel_id, data, files)
+            record.original = await self._bot_message(
+                record.channel_id, data, files, via="callback"
+            )
             record.edits.append(record.original["content"])
         elif kind == 5:  # deferred: the later edit keeps the ephemerality chosen now
             record.deferred_flags = int(data.get("flags") or 0)
@@ -755,19 +930,40 @@ class DiscordEmulator:
         body: dict[str, Any],
         files: list[tuple[str, bytes, str]],
     ) -> web.Response:
+        # /webhooks/{application id}/{interaction token}[/messages/{id or @original}]
         record = self.interactions.get(parts[2])
-        if record is None:
+        if record is None or parts[1] != str(self.application_id):
+            return self._json({"message": "Unknown Webhook", "code": 10015}, status=404)
+        if time.monotonic() - record.created_at > self.token_lifetime_s:
+            return self._json({"message": "Invalid Webhook Token", "code": 50027}, status=401)
+        if not record.callbacks:  # follow-ups need the interaction answered first
             return self._json({"message": "Unknown Webhook", "code": 10015}, status=404)
         if len(parts) == 3 and method == "POST":  # follow-up message
-            message = await self._bot_message(record.channel_id, body, files)
+            check_message_body(body, files, upload_limit=self.upload_limit)
+            if record.loading:
+                # The first follow-up after a deferral IS the deferred response: it takes the
+                # deferral's visibility, whatever flags it asks for.
+                flags = (int(body.get("flags") or 0) & ~EPHEMERAL) | record.deferred_flags
+                message = await self._bot_message(
+                    record.channel_id, {**body, "flags": flags}, files, via="deferred_response"
+                )
+                record.original = message
+                record.edits.append(message["content"])
+            else:
+                message = await self._bot_message(record.channel_id, body, files, via="followup")
             record.followups.append(message)
             return self._json(message)
         if len(parts) == 5 and parts[3] == "messages":
             if method == "PATCH":
+                editing = record.original is not None
+                check_message_body(body, files, upload_limit=self.upload_limit, editing=editing)
                 if record.original is None:  # the deferred response gets its content
-                    flags = int(body.get("flags") or 0) | record.deferred_flags
+                    flags = (int(body.get("flags") or 0) & ~EPHEMERAL) | record.deferred_flags
                     record.original = await self._bot_message(
-                        record.channel_id, {**body, "flags": flags}, files
+                        record.channel_id,
+                        {**body, "flags": flags},
+                        files,
+                        via="deferred_response",
                     )
                 else:
                     record.original.update(
@@ -825,7 +1021,7 @@ class DiscordEmulator:
             {
                 "v": 10,
                 "user": self.bot_user,
-                "guilds": [{"id": str(self.guild_id), "unavailable": True}],
+                "guilds": [{"id": str(g), "unavailable": True} for g in self.guilds],
                 "session_id": session.session_id,
                 "resume_gateway_url": self.gateway_url,
                 "application": {"id": str(self.application_id), "flags": 0},
@@ -834,7 +1030,8 @@ class DiscordEmulator:
                 "presences": [],
             },
         )
-        await session.send("GUILD_CREATE", self._guild_payload())
+        for guild_id in self.guilds:
+            await session.send("GUILD_CREATE", self._guild_payload(guild_id))
 
     async def _resume(self, socket: web.WebSocketResponse, data: dict[str, Any]) -> None:
         session = self.sessions.get(str(data.get("session_id")))

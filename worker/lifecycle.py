@@ -3,9 +3,10 @@
 A task calls :func:`run_job` with the job id and a body. Redelivery is safe: a job that has
 already finished is skipped, results are written with the outbox row in one transaction that
 refuses a second finish, and stored scores are upserts. Expected failures (a deleted image, a
-missing or corrupt model file, bad input) end the job with a message a user can read; transient
-database errors propagate so Celery retries the task; anything else fails the job with its type
-and message and the worker goes on serving.
+missing or corrupt model file, bad input) end the job with a short reason the user is told;
+transient database errors propagate so Celery retries the task; anything else fails the job and
+the worker goes on serving. The user never sees paths, URLs or exception text: those stay in the
+job row (``hps jobs status``) and the log.
 """
 
 from __future__ import annotations
@@ -72,8 +73,12 @@ class JobContext:
         return run_transaction(self.runtime.factory, work)
 
 
+INTERNAL_ERROR = "an internal error stopped it; the admins can see the details"
+MODEL_FILES_ERROR = "the model's files are missing or damaged; the admins can see which"
+
+
 def expected_errors() -> tuple[type[BaseException], ...]:
-    """Exception types whose message is fit for the user."""
+    """Exception types of expected failures (each has a short reason for the user)."""
     from media.intake import ImageRejected
     from media.store import BlobIntegrityError, BlobNotFound
     from worker.model_cache import ModelFileMissing
@@ -96,13 +101,41 @@ def expected_errors() -> tuple[type[BaseException], ...]:
     return (*types, BlobNotFound)
 
 
+def user_reason(exc: BaseException) -> str:
+    """The short reason a user is told for a failed job: the message of refusals written for
+    users (bad input, a domain rule), a fixed sentence for everything else."""
+    from media.intake import ImageRejected
+    from media.store import BlobIntegrityError, BlobNotFound
+    from worker.model_cache import ModelFileMissing
+
+    if isinstance(exc, JobFailure | DomainError | ImageRejected):
+        return str(exc) or type(exc).__name__
+    if isinstance(exc, BlobNotFound):
+        return "an image it needs is no longer stored (was it deleted?)"
+    if isinstance(exc, BlobIntegrityError):
+        return "a stored image it needs is damaged; the admins can see which"
+    if isinstance(exc, ModelFileMissing):
+        return MODEL_FILES_ERROR
+    try:
+        from hps.checkpoints import CheckpointError
+        from hps.preprocess import ImageLoadError
+    except ImportError:  # pragma: no cover
+        return INTERNAL_ERROR
+    if isinstance(exc, CheckpointError):
+        return MODEL_FILES_ERROR
+    if isinstance(exc, ImageLoadError):
+        return "an image could not be read"
+    return INTERNAL_ERROR
+
+
 def describe_failure(exc: BaseException) -> str:
-    """The message a user sees for a failed job."""
+    """The whole story of a failed job, for the job row and the log (admins only)."""
     from media.store import BlobNotFound
 
     if isinstance(exc, BlobNotFound):
         return f"image {exc.args[0]} is no longer stored (was it deleted?)"
-    return str(exc) or type(exc).__name__
+    detail = str(exc) or type(exc).__name__
+    return detail if isinstance(exc, JobFailure | DomainError) else f"{type(exc).__name__}: {detail}"
 
 
 def run_job(job_id: str, body: Callable[[JobContext], JobOutcome]) -> str:
@@ -121,16 +154,18 @@ def run_job(job_id: str, body: Callable[[JobContext], JobOutcome]) -> str:
         run_transaction(rt.factory, lambda session: mark_cancelled(session, identifier))
         return "cancelled"
     except SoftTimeLimitExceeded:
-        _fail(rt, identifier, "the job took longer than its time limit and was stopped")
+        reason = "it took longer than its time limit and was stopped"
+        _fail(rt, identifier, reason, reason)
         return "failed"
     except DBAPIError:
         raise  # transient database trouble: Celery retries the task
     except expected_errors() as exc:
-        _fail(rt, identifier, describe_failure(exc))
+        log.info("job %s failed: %s", job_id, describe_failure(exc))
+        _fail(rt, identifier, describe_failure(exc), user_reason(exc))
         return "failed"
     except Exception as exc:
         log.exception("job %s crashed", job_id)
-        _fail(rt, identifier, f"internal error ({type(exc).__name__}): {exc}")
+        _fail(rt, identifier, f"internal error ({type(exc).__name__}): {exc}", INTERNAL_ERROR)
         return "failed"
     run_transaction(
         rt.factory,
@@ -150,5 +185,8 @@ def _start(session: Session, job_id: uuid.UUID) -> dict[str, Any]:
     return {"kind": job.kind, "params": dict(job.params), "requested_by": job.requested_by}
 
 
-def _fail(rt: Runtime, job_id: uuid.UUID, message: str) -> None:
-    run_transaction(rt.factory, lambda session: fail_job(session, job_id, message))
+def _fail(rt: Runtime, job_id: uuid.UUID, detail: str, user_message: str) -> None:
+    run_transaction(
+        rt.factory,
+        lambda session: fail_job(session, job_id, detail, user_message=user_message),
+    )

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 MENTION = re.compile(r"<@!?(\d+)>")
-BOLD = re.compile(r"\*\*(.+?)\*\*", re.DOTALL)
+BOLD_PROMPT = re.compile(r"\*\*(.+)\*\*", re.DOTALL)  # greedy: first ** to last **
 IMAGE_TYPES = ("image/png", "image/jpeg", "image/webp", "image/gif")
 
 
@@ -42,11 +42,36 @@ def first_mention(content: str) -> int | None:
     return int(match.group(1)) if match else None
 
 
+def split_generator_text(content: str) -> tuple[str, str]:
+    """``(prompt, suffix)`` of a generator's ``**<prompt>** <suffix>`` line.
+
+    The prompt is everything between the first and the last ``**`` (a prompt that contains
+    ``**`` itself stays whole); the suffix, after the last ``**``, is the generator's own text
+    (``- <@user> (fast)``, ``- Image #2 <@user>``): the only place a requester is read from,
+    since the prompt is whatever the user typed, mentions of other people included. Without a
+    bold prompt: the text without mentions, and no suffix."""
+    match = BOLD_PROMPT.search(content)
+    if match is None:
+        return " ".join(MENTION.sub("", content).split()), ""
+    return " ".join(match.group(1).split()), content[match.end() :]
+
+
+def requester_from(
+    content: str, *, interaction_user_id: int | None = None, replied_user_id: int | None = None
+) -> int | None:
+    """Who asked for a generator's message, from where the generator puts it, never from the
+    prompt: the user whose slash command it answers (Discord's interaction metadata), else the
+    author of the message it replies to, else the mention in the generator's suffix."""
+    if interaction_user_id is not None:
+        return interaction_user_id
+    if replied_user_id is not None:
+        return replied_user_id
+    return first_mention(split_generator_text(content)[1])
+
+
 def prompt_from(content: str) -> str:
     """The bold part of a generator's message, else the text without mentions."""
-    match = BOLD.search(content)
-    text = match.group(1) if match else MENTION.sub("", content)
-    return " ".join(text.split())
+    return split_generator_text(content)[0]
 
 
 def is_image(attachment: AttachmentRef) -> bool:

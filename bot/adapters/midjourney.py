@@ -12,7 +12,8 @@ from bot.adapters.base import (
     ParsedGeneration,
     first_mention,
     is_image,
-    prompt_from,
+    requester_from,
+    split_generator_text,
 )
 
 NAME = "midjourney"
@@ -20,26 +21,34 @@ UPSCALE = re.compile(r"\bImage #([1-4])\b")
 
 
 def parse_grid(
-    content: str, attachments: list[AttachmentRef], *, author_is_bot: bool
+    content: str,
+    attachments: list[AttachmentRef],
+    *,
+    author_is_bot: bool,
+    interaction_user_id: int | None = None,
 ) -> ParsedGeneration | None:
-    """A generation for a grid message (one image, a bold prompt), else None."""
+    """A generation for a grid message (one image, a bold prompt), else None. The requester
+    is the user whose command it answers, else the mention after the prompt."""
     images = [a for a in attachments if is_image(a)]
-    if not author_is_bot or len(images) != 1 or UPSCALE.search(content):
+    prompt, suffix = split_generator_text(content)
+    if not author_is_bot or len(images) != 1 or UPSCALE.search(suffix):
         return None
-    prompt = prompt_from(content)
     if not prompt:
         return None
+    requester = requester_from(content, interaction_user_id=interaction_user_id)
     return ParsedGeneration(
-        prompt, first_mention(content), images, split_grid=True, params={"layout": "2x2 grid"}
+        prompt, requester, images, split_grid=True, params={"layout": "2x2 grid"}
     )
 
 
 def parse_upscale(
     content: str, *, author_is_bot: bool, message_id: int, referenced_message_id: int | None
 ) -> ParsedChoice | None:
-    """The pick an upscale message stands for, else None."""
-    match = UPSCALE.search(content)
-    user = first_mention(content)
+    """The pick an upscale message stands for (read from the generator's text after the
+    prompt, never from the prompt), else None."""
+    suffix = split_generator_text(content)[1]
+    match = UPSCALE.search(suffix)
+    user = first_mention(suffix)
     if not author_is_bot or match is None or user is None or referenced_message_id is None:
         return None
     return ParsedChoice(

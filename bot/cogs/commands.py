@@ -1,5 +1,10 @@
 """Slash commands. Each one acknowledges within Discord's 3 seconds (defer), then does the slow
-part; errors reach the user as one short ephemeral line."""
+part; errors reach the user as one short private line.
+
+Visibility follows Discord's rule: after a deferral, the first follow-up takes the deferral's
+visibility (it becomes the deferred response). So every command defers privately, and its
+first follow-up is private too: a refusal, or the note that its job is queued (which the
+progress edits then update). A job's result is a later follow-up, public by its own flags."""
 
 from __future__ import annotations
 
@@ -7,7 +12,7 @@ import asyncio
 import logging
 import re
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from functools import partial
 from typing import Any
 
@@ -27,7 +32,8 @@ from db.channels import (
     last_seen_message,
 )
 from db.engine import run_transaction_async
-from db.jobs import user_job_load
+from db.errors import JobLimitReached
+from db.jobs import UserJobLimits, check_user_job_limits
 from db.privacy import forget_user, opt_in, opt_out
 from db.registry import promote_model_version
 from db.stats import row_counts
@@ -37,25 +43,40 @@ from media.intake import ImageRejected, intake_and_store
 log = logging.getLogger(__name__)
 INTERACTION_TOKEN_LIFETIME = timedelta(minutes=15)
 MESSAGE_LINK = re.compile(r"/channels/\d+/\d+/(\d+)")
-# Jobs whose progress is shown by editing the command's response, with their label.
-LONG_JOBS = {
+# Discord's own limit on a string option is 6,000 characters; a prompt is far shorter (CLIP
+# reads 77 tokens), and a short cap keeps every echo of it within a message.
+MAX_PROMPT_CHARS = 500
+MAX_LINK_CHARS = 200
+MAX_LICENCE_CHARS = 100
+# Each job's progress is shown by editing the command's (private) response, with this label.
+JOB_LABELS = {
+    "score": "Scoring",
+    "rank": "Ranking",
     "generate": "Generating",
     "regenerate": "Regenerating",
     "train": "Training",
     "adapt": "Adapting",
     "export": "Exporting",
+    "stats": "Counting",
     "score_unscored": "Scoring",
 }
+Prompt = app_commands.Range[str, 1, MAX_PROMPT_CHARS]
+MessageLink = app_commands.Range[str, 1, MAX_LINK_CHARS]
 
 
-class UserLimitReached(Exception):
-    """A user reached their rate or queue limit; the message says which."""
-
-
-async def acknowledge(interaction: discord.Interaction, *, ephemeral: bool = False) -> None:
-    """Defer (Discord shows "thinking...") within its 3 seconds, and time it."""
-    await interaction.response.defer(ephemeral=ephemeral, thinking=True)
+async def acknowledge(interaction: discord.Interaction) -> None:
+    """Defer privately (only the user sees "thinking...") within Discord's 3 seconds, and
+    time it. Private, because the first follow-up takes the deferral's visibility and may be
+    a refusal; public results are later follow-ups."""
+    await interaction.response.defer(ephemeral=True, thinking=True)
     metrics.observe_ack_since(interaction.created_at)
+
+
+async def say_privately(interaction: discord.Interaction, text: str) -> None:
+    """A private follow-up (pings nobody): a refusal, a confirmation, a queued note."""
+    await interaction.followup.send(
+        text, ephemeral=True, allowed_mentions=discord.AllowedMentions.none()
+    )
 
 
 class HpsCommands(commands.Cog):
@@ -98,11 +119,12 @@ class HpsCommands(commands.Cog):
         params: dict[str, Any],
         *,
         limited: bool = True,
+        queued: str | None = None,
     ) -> uuid.UUID:
-        """Queue a job for this interaction (after the user's rate and queue limits, unless
-        ``limited`` is False) and follow its progress when it is a long one."""
-        if limited:
-            await self._check_user_limits(interaction.user.id)
+        """Queue a job for this interaction and follow its progress in the command's private
+        response (first: ``queued``, or "<label>: queued"). The user's rate and open-job
+        limits are checked atomically with the job's insert unless ``limited`` is False
+        (admins' jobs); JobLimitReached when reached."""
         job = partial(
             submit_job,
             self.bot.celery,
@@ -114,54 +136,51 @@ class HpsCommands(commands.Cog):
             channel_id=interaction.channel_id,
             interaction_token=interaction.token,
             interaction_expires_at=interaction.created_at + INTERACTION_TOKEN_LIFETIME,
+            limits=self._user_limits() if limited else None,
         )
         job_id: uuid.UUID = await asyncio.get_running_loop().run_in_executor(None, job)
-        if kind in LONG_JOBS:
-            await self.bot.job_progress.follow(job_id, LONG_JOBS[kind], interaction)
+        label = JOB_LABELS.get(kind, kind.capitalize())
+        await say_privately(interaction, queued or f"{label}: queued")
+        self.bot.job_progress.follow(job_id, label, interaction)
         return job_id
 
     async def _queue_admin_job(
         self, interaction: discord.Interaction, kind: str, params: dict[str, Any], queued: str
     ) -> None:
         """Queue an admin's job (no user limits) and say so in the command's response."""
-        if await self._submit_or_apologise(interaction, kind, params, limited=False):
-            await interaction.edit_original_response(content=queued)
+        await self._submit_or_apologise(interaction, kind, params, limited=False, queued=queued)
+
+    def _user_limits(self) -> UserJobLimits:
+        settings = self.bot.settings
+        return UserJobLimits(settings.user_jobs_per_minute, settings.user_max_open_jobs)
 
     async def _check_user_limits(self, user_id: int) -> None:
-        settings = self.bot.settings
-        since = datetime.now(UTC) - timedelta(minutes=1)
-        recent, open_jobs = await run_transaction_async(
-            self.bot.factory, partial(user_job_load, user_id=user_id, since=since)
+        """A cheap early refusal (before a download); the job's insert checks again."""
+        await run_transaction_async(
+            self.bot.factory,
+            partial(check_user_job_limits, user_id=user_id, limits=self._user_limits()),
         )
-        if open_jobs >= settings.user_max_open_jobs:
-            raise UserLimitReached(
-                f"you already have {open_jobs} jobs waiting or running; "
-                "try again when one has finished"
-            )
-        if recent >= settings.user_jobs_per_minute:
-            raise UserLimitReached(
-                f"that is {recent} jobs in the last minute (limit "
-                f"{settings.user_jobs_per_minute}); try again in a minute"
-            )
 
     @hps.command(name="score", description="Score an image against the prompt it was made for")
     @app_commands.describe(image="the image", prompt="the prompt it was generated from")
     async def score(
-        self, interaction: discord.Interaction, image: discord.Attachment, prompt: str
+        self, interaction: discord.Interaction, image: discord.Attachment, prompt: Prompt
     ) -> None:
         await acknowledge(interaction)
         try:
             await self._check_user_limits(interaction.user.id)  # before the download
             sha = await self._fetch_image(image)
-            params = {"prompt": prompt, "images": [sha]}
-            await self._submit(interaction, "score", params, limited=False)
-        except (DownloadRefused, ImageRejected, EnqueueError, UserLimitReached) as exc:
-            await interaction.followup.send(f"Sorry, I can't score that: {exc}", ephemeral=True)
+            await self._submit(interaction, "score", {"prompt": prompt, "images": [sha]})
+        except (DownloadRefused, ImageRejected, EnqueueError, JobLimitReached) as exc:
+            await say_privately(interaction, f"Sorry, I can't score that: {exc}")
 
     @hps.command(name="generate", description="Generate images; pick the one you like best")
     @app_commands.describe(prompt="what to draw", n="how many images (1-10)")
     async def generate(
-        self, interaction: discord.Interaction, prompt: str, n: app_commands.Range[int, 1, 10] = 4
+        self,
+        interaction: discord.Interaction,
+        prompt: Prompt,
+        n: app_commands.Range[int, 1, 10] = 4,
     ) -> None:
         await acknowledge(interaction)
         await self._submit_or_apologise(interaction, "generate", {"prompt": prompt, "n": n})
@@ -183,13 +202,14 @@ class HpsCommands(commands.Cog):
         params: dict[str, Any],
         *,
         limited: bool = True,
+        queued: str | None = None,
     ) -> bool:
         """Queue the job; tell the user (privately) when the queue is unavailable or they
         reached their limits."""
         try:
-            await self._submit(interaction, kind, params, limited=limited)
-        except (EnqueueError, UserLimitReached) as exc:
-            await interaction.followup.send(f"Sorry: {exc}", ephemeral=True)
+            await self._submit(interaction, kind, params, limited=limited, queued=queued)
+        except (EnqueueError, JobLimitReached) as exc:
+            await say_privately(interaction, f"Sorry: {exc}")
             return False
         return True
 
@@ -198,8 +218,8 @@ class HpsCommands(commands.Cog):
     ) -> None:
         generation_id = await self._generation_from(interaction, message.strip())
         if generation_id is None:
-            await interaction.followup.send(
-                "I have no generation for that message (is the channel harvested?)", ephemeral=True
+            await say_privately(
+                interaction, "I have no generation for that message (is the channel harvested?)"
             )
             return
         await self._submit_or_apologise(
@@ -208,7 +228,7 @@ class HpsCommands(commands.Cog):
 
     @hps.command(name="rank", description="Rank the images of a generation by HPS")
     @app_commands.describe(message="a link to the message with the images (or its id)")
-    async def rank(self, interaction: discord.Interaction, message: str) -> None:
+    async def rank(self, interaction: discord.Interaction, message: MessageLink) -> None:
         await acknowledge(interaction)
         await self._submit_for_generation(interaction, message, "rank", {})
 
@@ -217,47 +237,50 @@ class HpsCommands(commands.Cog):
         message="a link to the message with the images (or its id)", n="best of n"
     )
     async def regenerate(
-        self, interaction: discord.Interaction, message: str, n: app_commands.Range[int, 1, 16] = 4
+        self,
+        interaction: discord.Interaction,
+        message: MessageLink,
+        n: app_commands.Range[int, 1, 16] = 4,
     ) -> None:
         await acknowledge(interaction)
         await self._submit_for_generation(interaction, message, "regenerate", {"n": n})
 
     @privacy.command(name="optout", description="Stop storing anything of mine")
     async def optout(self, interaction: discord.Interaction) -> None:
-        await acknowledge(interaction, ephemeral=True)
+        await acknowledge(interaction)
         await run_transaction_async(self.bot.factory, partial(opt_out, user_id=interaction.user.id))
-        await interaction.followup.send(
+        await say_privately(
+            interaction,
             "Opted out: nothing of yours is stored from now on. "
             "`/hps privacy forget-me` also deletes what was stored before.",
-            ephemeral=True,
         )
 
     @privacy.command(name="optin", description="Allow storing my generations and picks")
     async def optin(self, interaction: discord.Interaction) -> None:
-        await acknowledge(interaction, ephemeral=True)
+        await acknowledge(interaction)
         await run_transaction_async(self.bot.factory, partial(opt_in, user_id=interaction.user.id))
-        await interaction.followup.send("Opted in: thank you.", ephemeral=True)
+        await say_privately(interaction, "Opted in: thank you.")
 
     @privacy.command(name="forget-me", description="Delete everything stored about me")
     async def forget_me(self, interaction: discord.Interaction) -> None:
-        await acknowledge(interaction, ephemeral=True)
+        await acknowledge(interaction)
         user_id = interaction.user.id
         orphans = await run_transaction_async(
             self.bot.factory, partial(forget_user, user_id=user_id, keep_opt_out=True)
         )
         removed = await self.bot.purge_blobs(orphans)
-        await interaction.followup.send(
+        await say_privately(
+            interaction,
             f"Done: your generations, picks and jobs are deleted ({removed} images removed), "
             "and you stay opted out. `/hps privacy optin` to take part again.",
-            ephemeral=True,
         )
 
     # -- admin (checked server-side in each command) ---------------------------------
     async def _refuse_non_admins(self, interaction: discord.Interaction) -> bool:
-        await acknowledge(interaction, ephemeral=True)
+        await acknowledge(interaction)
         if await is_admin(self.bot, interaction):
             return False
-        await interaction.followup.send("Only server admins can use this command.", ephemeral=True)
+        await say_privately(interaction, "Only server admins can use this command.")
         return True
 
     @admin.command(name="channels", description="Harvest (or stop harvesting) a channel")
@@ -294,7 +317,7 @@ class HpsCommands(commands.Cog):
         harvest = self.bot.get_cog("HarvestCog")
         if harvest is not None:
             harvest.forget_channel_config()
-        await interaction.followup.send(text, ephemeral=True)
+        await say_privately(interaction, text)
 
     @admin.command(name="train", description="Train a candidate HPS model on the choices so far")
     @app_commands.describe(
@@ -328,11 +351,9 @@ class HpsCommands(commands.Cog):
                 lambda session: promote_model_version(session, version_id).name,
             )
         except ValueError as exc:
-            await interaction.followup.send(str(exc), ephemeral=True)
+            await say_privately(interaction, str(exc))
             return
-        await interaction.followup.send(
-            f"Model {name} ({version_id}) is now active.", ephemeral=True
-        )
+        await say_privately(interaction, f"Model {name} ({version_id}) is now active.")
 
     @admin.command(name="stats", description="Charts of what the community collected")
     async def stats(self, interaction: discord.Interaction) -> None:
@@ -407,7 +428,11 @@ class HpsCommands(commands.Cog):
 
     @admin.command(name="export", description="Export the dataset (Pick-a-Pic parquet, HPD)")
     @app_commands.describe(licence="licence written into the dataset card")
-    async def export(self, interaction: discord.Interaction, licence: str = "cc-by-4.0") -> None:
+    async def export(
+        self,
+        interaction: discord.Interaction,
+        licence: app_commands.Range[str, 1, MAX_LICENCE_CHARS] = "cc-by-4.0",
+    ) -> None:
         if await self._refuse_non_admins(interaction):
             return
         params = {"licence": licence, "guild_id": interaction.guild_id}

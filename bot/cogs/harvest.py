@@ -39,6 +39,21 @@ class MessageOutcome(enum.Enum):
     retry = "failed for now (a timeout, the CDN or the database away)"
 
 
+def interaction_user(message: discord.Message) -> int | None:
+    """The user whose slash command this message answers (Discord says so, not the text)."""
+    metadata = message.interaction_metadata
+    return metadata.user.id if metadata is not None else None
+
+
+def replied_user(message: discord.Message) -> int | None:
+    """The (human) author of the message this one replies to, if Discord resolved it."""
+    reference = message.reference
+    resolved = reference.resolved if reference is not None else None
+    if isinstance(resolved, discord.Message) and not resolved.author.bot:
+        return resolved.author.id
+    return None
+
+
 class HarvestCog(commands.Cog):
     def __init__(self, bot: commands.Bot, harvester: Harvester) -> None:
         self.bot = bot
@@ -155,10 +170,19 @@ class HarvestCog(commands.Cog):
             if choice is not None:
                 recorded = await self.harvester.choice(choice, ChoiceMethod.upscale)
                 return MessageOutcome.choice if recorded else MessageOutcome.refused
-            parsed = midjourney.parse_grid(message.content, attachments, author_is_bot=bot_author)
+            parsed = midjourney.parse_grid(
+                message.content,
+                attachments,
+                author_is_bot=bot_author,
+                interaction_user_id=interaction_user(message),
+            )
         else:
             parsed = multi_attachment.parse_message(
-                message.content, attachments, author_is_bot=bot_author
+                message.content,
+                attachments,
+                author_is_bot=bot_author,
+                interaction_user_id=interaction_user(message),
+                replied_user_id=replied_user(message),
             )
         if parsed is None:
             return MessageOutcome.ignored
@@ -190,6 +214,78 @@ class HarvestCog(commands.Cog):
         await self.harvester.choice(
             ParsedChoice(payload.message_id, payload.user_id, position), ChoiceMethod.reaction
         )
+
+    @commands.Cog.listener()
+    async def on_raw_reaction_remove(self, payload: discord.RawReactionActionEvent) -> None:
+        """The requester took a number reaction back: their pick is what remains."""
+        if payload.guild_id is None or multi_attachment.position_of(str(payload.emoji)) is None:
+            return
+        await self._reread_pick(payload.channel_id, payload.message_id, payload.user_id)
+
+    @commands.Cog.listener()
+    async def on_raw_reaction_clear(self, payload: discord.RawReactionClearEvent) -> None:
+        """Every reaction was removed: the requester's pick with them."""
+        await self._reread_pick(payload.channel_id, payload.message_id, None)
+
+    @commands.Cog.listener()
+    async def on_raw_reaction_clear_emoji(
+        self, payload: discord.RawReactionClearEmojiEvent
+    ) -> None:
+        """Every reaction of one emoji was removed (a moderator's doing)."""
+        if multi_attachment.position_of(str(payload.emoji)) is None:
+            return
+        await self._reread_pick(payload.channel_id, payload.message_id, None)
+
+    async def _reread_pick(self, channel_id: int, message_id: int, user_id: int | None) -> None:
+        """Make the stored reaction pick of ``message_id`` what its reactions say now (only
+        when ``user_id``, if given, is the requester)."""
+        if await self.adapter_for(channel_id) != multi_attachment.NAME:
+            return
+        await self.harvester.settled(message_id)
+        requester = await self.requester(message_id)
+        if requester is None or (user_id is not None and user_id != requester):
+            return
+        channel = self.bot.get_channel(channel_id)
+        if not isinstance(channel, discord.abc.Messageable):
+            return
+        try:
+            message = await channel.fetch_message(message_id)
+        except discord.NotFound:
+            return  # deleted: its delete event takes the data
+        await self.sync_reaction_pick(message, requester)
+
+    async def sync_reaction_pick(
+        self, message: discord.Message, requester: int, *, fresh: bool = True
+    ) -> int:
+        """Record the requester's number-emoji pick as the reactions on ``message`` show it,
+        or withdraw their reaction pick when none remains; the live events and the history
+        backfill both decide through here. A ``message`` read from history (not ``fresh``)
+        may predate a reaction already recorded live, so it is fetched again before a pick is
+        withdrawn. Returns 1 if a pick is stored afterwards."""
+        positions = await self._positions_of(message, requester)
+        if not positions and not fresh:
+            if not await self.harvester.has_reaction_pick(message.id, requester):
+                return 0
+            try:
+                message = await message.channel.fetch_message(message.id)
+            except discord.NotFound:
+                return 0  # deleted: its delete event takes the data
+            positions = await self._positions_of(message, requester)
+        return int(await self.harvester.reaction_pick(message.id, requester, positions))
+
+    @staticmethod
+    async def _positions_of(message: discord.Message, user_id: int) -> list[int]:
+        """The images ``user_id`` reacts to ``message`` with a number emoji for."""
+        positions = []
+        for reaction in message.reactions:
+            position = multi_attachment.position_of(str(reaction.emoji))
+            if position is None:
+                continue
+            async for user in reaction.users():
+                if user.id == user_id:
+                    positions.append(position)
+                    break
+        return sorted(positions)
 
     async def requester(self, message_id: int) -> int | None:
         """Who asked for the generation posted in ``message_id`` (None if unknown)."""

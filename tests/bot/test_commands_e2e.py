@@ -50,9 +50,14 @@ async def test_score_an_uploaded_image(live: dict[str, Any]) -> None:
     assert record.callbacks == [5]  # deferred
     assert record.acknowledged_at is not None and record.acknowledged_at - record.created_at < 3.0
     assert REGISTRY.get_sample_value("hps_bot_interaction_ack_seconds_count") == acks + 1
-    await eventually(lambda: bool(record.followups), 60)
-    answer = record.followups[0]["content"]
+    await eventually(lambda: bool(record.public_followups), 60)
+    answer = record.public_followups[0]["content"]
     assert answer.startswith(f"<@{alice}> HPS ") and "model bot-score" in answer
+    # The deferral was private; its first follow-up (the queued note) became the response.
+    assert record.deferred_flags & 64 and record.original is not None
+    assert record.original["flags"] & 64 and record.edits[0] == "Scoring: queued"
+    [post] = [p for p in emulator.posts if p.message is record.public_followups[0]]
+    assert post.pings.users == [alice] and not post.pings.everyone and not post.pings.roles
 
 
 async def test_rate_limits_per_user_and_429s_waited_out(live: dict[str, Any]) -> None:
@@ -66,9 +71,11 @@ async def test_rate_limits_per_user_and_429s_waited_out(live: dict[str, Any]) ->
     record = emulator.interactions[first]
     await eventually(lambda: record.acknowledged_at is not None)
     emulator.fail_next_with_429(2)  # the next REST calls are rate limited, then succeed
-    await eventually(lambda: bool(record.followups), 60)
-    assert record.followups[0]["content"].startswith(f"<@{bob}> HPS ")
-    assert len(emulator.calls_to("POST", f"/webhooks/{emulator.application_id}/{first}")) == 3
+    await eventually(lambda: bool(record.public_followups), 60)
+    assert record.public_followups[0]["content"].startswith(f"<@{bob}> HPS ")
+    # The queued note and the result were posted; the two 429s were waited out and retried.
+    assert len(record.followups) == 2
+    assert len(emulator.calls_to("POST", f"/webhooks/{emulator.application_id}/{first}")) >= 3
 
     second = await emulator.inject_slash_command(
         bob, "general", "hps", score_options("a fox"), attachments=attachments
@@ -81,8 +88,10 @@ async def test_rate_limits_per_user_and_429s_waited_out(live: dict[str, Any]) ->
     other = await emulator.inject_slash_command(  # the limit is per user
         carol, "general", "hps", score_options("a fox"), attachments=attachments
     )
-    await eventually(lambda: bool(emulator.interactions[other].followups), 60)
-    assert emulator.interactions[other].followups[0]["content"].startswith(f"<@{carol}> HPS ")
+    await eventually(lambda: bool(emulator.interactions[other].public_followups), 60)
+    assert emulator.interactions[other].public_followups[0]["content"].startswith(
+        f"<@{carol}> HPS "
+    )
 
 
 async def test_a_non_image_gets_a_short_private_answer(live: dict[str, Any]) -> None:
@@ -134,8 +143,8 @@ async def test_generate_then_pick_with_buttons_that_survive_a_restart(
     assert refusal["content"] == (
         "Sorry: you already have 1 jobs waiting or running; try again when one has finished"
     )
-    await eventually(lambda: bool(record.followups), 120)
-    posted = record.followups[0]
+    await eventually(lambda: bool(record.public_followups), 120)
+    posted = record.public_followups[0]
     # While it ran, the response showed its progress; then it pointed at the result.
     assert any(edit.startswith("Generating: ") and "% — 2 images" in edit for edit in record.edits)
     await eventually(lambda: record.edits[-1] == "Generating: done, the result is posted below.")
@@ -205,8 +214,10 @@ async def test_rank_and_regenerate_a_harvested_generation(
         [{"name": "rank", "type": 1, "options": [{"name": "message", "type": 3, "value": link}]}],
     )
     record = emulator.interactions[token]
-    await eventually(lambda: bool(record.followups), 60)
-    assert record.followups[0]["content"].startswith(f"<@{alice}> ranking by HPS (bot-score): #")
+    await eventually(lambda: bool(record.public_followups), 60)
+    assert record.public_followups[0]["content"].startswith(
+        f"<@{alice}> ranking of **a quiet harbour** by HPS (bot-score): #"
+    )
 
     token = await emulator.inject_slash_command(
         alice,
@@ -224,8 +235,8 @@ async def test_rank_and_regenerate_a_harvested_generation(
         ],
     )
     record = emulator.interactions[token]
-    await eventually(lambda: bool(record.followups), 120)
-    answer = record.followups[0]
+    await eventually(lambda: bool(record.public_followups), 120)
+    answer = record.public_followups[0]
     assert "**a quiet harbour** regenerated (best of 2): HPS" in answer["content"]
     assert "vs best original" in answer["content"]
     assert answer["attachments"][0]["filename"] == "regenerated.png"
@@ -271,8 +282,8 @@ async def test_admin_stats_and_export_post_their_reports(
     stats = emulator.interactions[
         await emulator.inject_slash_command(admin, "general", "hps", admin_call("stats"))
     ]
-    await eventually(lambda: bool(stats.followups), 120)
-    report = stats.followups[0]
+    await eventually(lambda: bool(stats.public_followups), 120)
+    report = stats.public_followups[0]
     names = [a["filename"] for a in report["attachments"]]
     assert names and all(name.endswith(".png") for name in names)
     assert stats.edits[0].startswith("The dataset holds 3 generations")
@@ -280,8 +291,8 @@ async def test_admin_stats_and_export_post_their_reports(
     export = emulator.interactions[
         await emulator.inject_slash_command(admin, "general", "hps", admin_call("export"))
     ]
-    await eventually(lambda: bool(export.followups), 120)
-    card = export.followups[0]
+    await eventually(lambda: bool(export.public_followups), 120)
+    card = export.public_followups[0]
     assert [a["filename"] for a in card["attachments"]] == ["histogram.png"]
     assert "Dataset exported: 3 choices by 3 users on 3 prompts" in card["content"]
 
@@ -316,5 +327,5 @@ async def test_commands_are_acknowledged_while_the_database_is_stuck(
     finally:
         await blocker.rollback()
         await blocker.close()
-    await eventually(lambda: bool(record.followups), 60)
-    assert record.followups[0]["content"].startswith(f"<@{alice}> HPS ")
+    await eventually(lambda: bool(record.public_followups), 60)
+    assert record.public_followups[0]["content"].startswith(f"<@{alice}> HPS ")

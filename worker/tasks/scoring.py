@@ -100,7 +100,12 @@ def rank_generation(context: JobContext) -> JobOutcome:
         key=lambda row: -float(row["score"]),
     )
     return JobOutcome(
-        {"generation_id": generation_id, "model_version": model, "ranking": ranking},
+        {
+            "generation_id": generation_id,
+            "prompt": images[0].prompt,
+            "model_version": model,
+            "ranking": ranking,
+        },
         outbox_kind="rank_result",
     )
 
