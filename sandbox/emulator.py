@@ -383,14 +383,19 @@ class DiscordEmulator:
     def _channel_name(self, channel_id: int) -> str:
         return next(name for name, cid in self.channels.items() if cid == channel_id)
 
-    async def inject_reaction(self, user_id: int, message: dict[str, Any], emoji: str) -> None:
+    async def inject_reaction(
+        self, user_id: int, message: dict[str, Any], emoji: str, *, dispatch: bool = True
+    ) -> None:
         """A user reacts to ``message`` with a unicode ``emoji`` (kept on the message, so that
-        history and the reaction-users route show it later)."""
+        history and the reaction-users route show it later; without ``dispatch`` only
+        there)."""
         users = self.reactions.setdefault(int(message["id"]), {}).setdefault(emoji, [])
         if user_id not in users:
             users.append(user_id)
         self._refresh_reactions(message)
         guild_id = self.guild_of(int(message["channel_id"]))
+        if not dispatch:
+            return
         await self.dispatch(
             "MESSAGE_REACTION_ADD",
             {
@@ -530,9 +535,11 @@ class DiscordEmulator:
         *,
         reply_to: dict[str, Any] | None = None,
         components: list[Any] | None = None,
+        dispatch: bool = True,
     ) -> dict[str, Any]:
         """A message posted by a user or another bot (attachments: name, bytes, MIME type),
-        optionally as a reply to another message and with buttons."""
+        optionally as a reply to another message and with buttons. Without ``dispatch`` it
+        is only history: posted while the bot was away, seen only by reading the channel."""
         message = self._store_message(
             self.channels[channel], self.users[author_id], content, attachments or [], components
         )
@@ -545,7 +552,8 @@ class DiscordEmulator:
                 "guild_id": str(self.guild_of(int(reply_to["channel_id"]))),
             }
             message["referenced_message"] = reply_to
-        await self.dispatch("MESSAGE_CREATE", message)
+        if dispatch:
+            await self.dispatch("MESSAGE_CREATE", message)
         return message
 
     async def dispatch(self, event: str, data: dict[str, Any]) -> None:

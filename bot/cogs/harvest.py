@@ -59,6 +59,8 @@ class HarvestCog(commands.Cog):
         self.bot = bot
         self.harvester = harvester
         self._adapters: dict[int, tuple[float, str | None]] = {}
+        self._adapter_queries: dict[int, asyncio.Future[str | None]] = {}
+        self._config_epoch = 0
         self.marks = Watermarks()
         self.backfiller = Backfiller(bot, self)
         self._flusher: asyncio.Task[None] | None = None
@@ -103,15 +105,33 @@ class HarvestCog(commands.Cog):
         cached = self._adapters.get(channel_id)
         if cached and time.monotonic() - cached[0] < CONFIG_TTL_S:
             return cached[1]
+        # One query per channel at a time: a burst of messages waits for the same answer
+        # instead of sending the database one query each.
+        pending = self._adapter_queries.get(channel_id)
+        if pending is None:
+            pending = asyncio.ensure_future(self._query_adapter(channel_id))
+            self._adapter_queries[channel_id] = pending
+            pending.add_done_callback(partial(self._query_done, channel_id))
+        return await asyncio.shield(pending)
+
+    def _query_done(self, channel_id: int, query: asyncio.Future[str | None]) -> None:
+        if self._adapter_queries.get(channel_id) is query:
+            del self._adapter_queries[channel_id]
+
+    async def _query_adapter(self, channel_id: int) -> str | None:
+        epoch = self._config_epoch
         adapter = await run_transaction_async(
             self.harvester.factory, lambda session: harvest_adapter(session, channel_id)
         )
-        self._adapters[channel_id] = (time.monotonic(), adapter)
+        if epoch == self._config_epoch:  # not read before an admin's change
+            self._adapters[channel_id] = (time.monotonic(), adapter)
         return adapter
 
     def forget_channel_config(self) -> None:
         """Drop cached channel settings (after an admin changed them)."""
         self._adapters.clear()
+        self._adapter_queries.clear()  # a query in flight may have read the old settings
+        self._config_epoch += 1
 
     @commands.Cog.listener()
     async def on_message(self, message: discord.Message) -> None:

@@ -341,7 +341,14 @@ async def test_admin_commands_are_checked_server_side(
 
 
 def post_generation(
-    emulator: DiscordEmulator, channel: str, generator: int, user: int, prompt: str, seed: int
+    emulator: DiscordEmulator,
+    channel: str,
+    generator: int,
+    user: int,
+    prompt: str,
+    seed: int,
+    *,
+    dispatch: bool = True,
 ) -> Any:
     colors = [(seed * 40 % 256, 10 * k, 200 - seed) for k in range(3)]
     return emulator.inject_message(
@@ -349,6 +356,7 @@ def post_generation(
         generator,
         f"**{prompt}** - <@{user}>",
         [(f"{k}.png", png(color), "image/png") for k, color in enumerate(colors)],
+        dispatch=dispatch,
     )
 
 
@@ -398,12 +406,14 @@ async def test_admin_backfill_reads_a_channels_history_with_progress(
 ) -> None:
     emulator: DiscordEmulator = world["emulator"]
     gen, alice = world["generator"], world["alice"]
-    # History from before the channel was harvested: 120 messages, 2 pages of history.
+    # History from before the bot was here: 120 messages, 2 pages of history. (Not dispatched:
+    # live events for them could still be in flight when the channel is enabled below, and
+    # would harvest them before the backfill does.)
     for n in range(118):
-        await emulator.inject_message("general", alice, f"chatter {n}")
-    first = await post_generation(emulator, "general", gen, alice, "old one", 3)
-    await post_generation(emulator, "general", gen, world["bob"], "old two", 4)
-    await emulator.inject_reaction(alice, first, "3\ufe0f\u20e3")
+        await emulator.inject_message("general", alice, f"chatter {n}", dispatch=False)
+    first = await post_generation(emulator, "general", gen, alice, "old one", 3, dispatch=False)
+    await post_generation(emulator, "general", gen, world["bob"], "old two", 4, dispatch=False)
+    await emulator.inject_reaction(alice, first, "3\ufe0f\u20e3", dispatch=False)
     admin = emulator.add_user("mod", admin=True)
     general = emulator.channels["general"]
     token = await emulator.inject_slash_command(
