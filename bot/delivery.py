@@ -1,24 +1,32 @@
 """Posting job results: LISTEN on the outbox channel (polling as a fallback, and the only way
-on SQLite), claim rows with SKIP LOCKED, post each one, stamp it delivered.
+on SQLite), claim due rows with SKIP LOCKED, post each one, stamp it delivered.
 
 A result goes back through the interaction's webhook while its token is valid (15 minutes),
-else to the channel. A failed post is counted and retried on the next round."""
+else to the channel. A round drains every due row, channels side by side (one slow or broken
+channel does not hold up the others), rows of one channel in order. A failed post is classified
+(:func:`classify_failure`): one that may pass (Discord 5xx or 429, the network, a timeout) is
+retried later with backoff (db.outbox.backoff_delay); one that cannot (Discord refused it with a
+4xx, a file is missing from the store), or the last allowed attempt, makes the row a dead
+letter: logged, counted, kept for admins (``hps outbox dead``), and its requester is told once,
+briefly, that the result could not be posted."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
+from collections import defaultdict
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any
 
+import aiohttp
 import discord
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
 from bot import metrics
-from bot.formatting import render_result
+from bot.formatting import only_pings, render_result
 from bot.picks import pick_view
 from db.engine import run_transaction_async
 from db.errors import DomainError
@@ -30,11 +38,52 @@ from db.outbox import (
     mark_outbox_delivered,
     record_outbox_failure,
 )
-from media.store import key_for
+from media.store import BlobIntegrityError, BlobNotFound, key_for
 
 log = logging.getLogger(__name__)
 POLL_INTERVAL_S = 5.0
 BATCH = 20
+POST_TIMEOUT_S = 120.0  # one post, discord.py's own 5xx/429 retries included (< the lease)
+NOTICE_TIMEOUT_S = 30.0
+CHANNELS_AT_ONCE = 8
+
+# Why a dead letter's requester is told their result did not come (never user or error text).
+DEAD_NOTICE_WHY = {
+    "discord_refused": "Discord refused it",
+    "file_missing": "a file of it is missing",
+    "file_corrupt": "a file of it is damaged",
+    "retries_exhausted": "Discord kept failing",
+}
+
+
+def classify_failure(exc: BaseException) -> tuple[str, bool]:
+    """``(reason, permanent)`` for a failed post. Permanent: Discord refused the message (a
+    4xx, except 429 and 401: a 401 is about the bot's credentials, not this message) or a file
+    of it is missing or damaged in the store. Anything else may pass."""
+    if isinstance(exc, BlobNotFound):
+        return "file_missing", True
+    if isinstance(exc, BlobIntegrityError):
+        return "file_corrupt", True
+    if isinstance(exc, discord.HTTPException):
+        if exc.status == 429:
+            return "rate_limited", False
+        if exc.status == 401:
+            return "unauthorized", False
+        if 400 <= exc.status < 500:
+            return "discord_refused", True
+        return "server_error", False
+    if isinstance(exc, TimeoutError):
+        return "timeout", False
+    if isinstance(exc, aiohttp.ClientError | OSError):
+        return "network", False
+    return "unexpected", False
+
+
+def describe_failure(exc: BaseException, token: str | None) -> str:
+    """The failure as admins see it in ``last_error`` and the log: the exception's class and
+    message, with the interaction token (a credential) blanked out."""
+    detail = f"{type(exc).__name__}: {exc}"
+    return detail.replace(token, "<token>") if token else detail
 
 
 class OutboxDelivery:
@@ -81,37 +130,141 @@ class OutboxDelivery:
                 await asyncio.sleep(POLL_INTERVAL_S)
 
     async def deliver_pending(self) -> int:
-        """Deliver what is pending now; return how many rows were posted."""
-        rows = await run_transaction_async(self.bot.factory, self._claim_and_describe)
+        """Deliver every row due now (batch after batch, until none is left); return how many
+        were posted. Rows that fail are rescheduled or dead, so they are not due again."""
         posted = 0
-        for row in rows:
-            try:
-                await self._post(row)
-            except Exception as exc:  # Discord refused it, or a file is missing: count, go on
-                metrics.count_error("delivery")
-                if not isinstance(exc, discord.HTTPException):
-                    log.exception("outbox row %s could not be posted", row["id"])
-                error = f"{type(exc).__name__}: {exc}"
-                await run_transaction_async(
-                    self.bot.factory,
-                    partial(record_outbox_failure, outbox_id=row["id"], error=error),
-                )
-                continue
-            await run_transaction_async(
-                self.bot.factory, partial(mark_outbox_delivered, outbox_id=row["id"])
+        while True:
+            rows = await run_transaction_async(self.bot.factory, self._claim_and_describe)
+            by_channel: dict[Any, list[dict[str, Any]]] = defaultdict(list)
+            for row in rows:
+                by_channel[row["channel_id"]].append(row)
+            slots = asyncio.Semaphore(CHANNELS_AT_ONCE)
+            outcomes = await asyncio.gather(
+                *(self._deliver_in_order(group, slots) for group in by_channel.values()),
+                return_exceptions=True,
             )
-            posted += 1
+            posted += sum(n for n in outcomes if isinstance(n, int))
+            errors = [e for e in outcomes if isinstance(e, BaseException)]
+            if errors:  # the database failed under a channel: the rest of the round waits
+                self.delivered += posted
+                raise errors[0]
+            if len(rows) < BATCH:
+                break
         self.delivered += posted
         return posted
+
+    async def _deliver_in_order(self, rows: list[dict[str, Any]], slots: asyncio.Semaphore) -> int:
+        """One channel's rows, in the order they were claimed."""
+        async with slots:
+            delivered = [await self._deliver(row) for row in rows]
+        return sum(delivered)
+
+    async def _deliver(self, row: dict[str, Any]) -> bool:
+        """Post one claimed row and stamp it, or record why it failed; never raises for the
+        row's own failure."""
+        try:
+            async with asyncio.timeout(POST_TIMEOUT_S):
+                posted = await self._post(row)
+        except Exception as exc:  # Discord refused it, a file is missing, the network...
+            await self._failed(row, exc)
+            return False
+        stamped = await run_transaction_async(
+            self.bot.factory, partial(mark_outbox_delivered, outbox_id=row["id"])
+        )
+        if not stamped:  # its lease ran out mid-post and another deliverer settled it
+            log.warning("outbox row %s was settled by another deliverer meanwhile", row["id"])
+        if row["kind"] == "generate_result" and posted is not None:
+            # After the stamp: a failure here must not make the result post a second time.
+            try:
+                await self._record_generation(row["payload"], posted)
+            except Exception:
+                metrics.count_error("delivery_record")
+                log.exception("posted generation %s could not be recorded", posted.id)
+        return True
+
+    async def _failed(self, row: dict[str, Any], exc: Exception) -> None:
+        metrics.count_error("delivery")
+        reason, permanent = classify_failure(exc)
+        detail = describe_failure(exc, row["token"])
+        outcome = await run_transaction_async(
+            self.bot.factory,
+            partial(
+                record_outbox_failure,
+                outbox_id=row["id"],
+                error=f"{reason}: {detail}",
+                permanent=permanent,
+            ),
+        )
+        if not outcome.dead:
+            metrics.count_outbox_retry(reason)
+            log.warning(
+                "outbox row %s not posted (%s, attempt %d): %s; retrying at %s",
+                row["id"],
+                reason,
+                outcome.attempts,
+                detail,
+                outcome.retry_at.isoformat() if outcome.retry_at else "-",
+                exc_info=exc if reason == "unexpected" else None,
+            )
+            return
+        dead_reason = reason if permanent else "retries_exhausted"
+        metrics.count_dead_letter(dead_reason)
+        log.warning(
+            "outbox row %s is a dead letter (%s after %d attempts): %s",
+            row["id"],
+            dead_reason,
+            outcome.attempts,
+            detail,
+            exc_info=exc if reason == "unexpected" else None,
+        )
+        await self._tell_requester(row, dead_reason)
+
+    async def _tell_requester(self, row: dict[str, Any], reason: str) -> None:
+        """Tell the requester, once and briefly, that their result will not come: privately
+        through the interaction while its token is valid, else in the channel. Best effort:
+        a failure is logged, never retried."""
+        requester = row["requester_id"]
+        if requester is None:
+            return
+        why = DEAD_NOTICE_WHY.get(reason, "it failed")
+        text = (
+            f"Sorry <@{requester}>, your result could not be posted ({why}); "
+            "the admins can see why."
+        )
+        mentions = only_pings(requester)
+        token, expires = row["token"], row["expires"]
+        try:
+            async with asyncio.timeout(NOTICE_TIMEOUT_S):
+                if token and expires and expires > datetime.now(UTC):
+                    followup = discord.Webhook.from_state(
+                        {"id": self.bot.application_id, "type": 3, "token": token},
+                        self.bot._connection,
+                    )
+                    await followup.send(text, ephemeral=True, allowed_mentions=mentions)
+                elif row["channel_id"]:
+                    channel = self.bot.get_channel(row["channel_id"])
+                    if channel is None:
+                        channel = await self.bot.fetch_channel(row["channel_id"])
+                    await channel.send(text, allowed_mentions=mentions)
+        except Exception as exc:  # the channel is gone too, Discord is down...: the log has it
+            metrics.count_error("delivery_notice")
+            log.warning(
+                "could not tell the requester of dead outbox row %s (%s)",
+                row["id"],
+                type(exc).__name__,
+            )
 
     @staticmethod
     def _claim_and_describe(session: Session) -> list[dict[str, Any]]:
         described = []
         for row in claim_pending_outbox(session, BATCH):
-            token, expires = None, None
+            token, expires, requester = None, None, None
             if row.job_id is not None:
                 job = get_job(session, row.job_id)
                 token, expires = job.interaction_token, job.interaction_expires_at
+                requester = job.requested_by
+            if requester is None and str(row.payload.get("requested_by") or "").isdigit():
+                requester = int(row.payload["requested_by"])
             described.append(
                 {
                     "id": row.id,
@@ -120,11 +273,13 @@ class OutboxDelivery:
                     "channel_id": row.channel_id,
                     "token": token,
                     "expires": expires,
+                    "requester_id": requester,
                 }
             )
         return described
 
-    async def _post(self, row: dict[str, Any]) -> None:
+    async def _post(self, row: dict[str, Any]) -> Any:
+        """Post one row; return the message posted (None when it had nowhere to go)."""
         post = render_result(row["kind"], row["payload"], self.bot.store)
         content, files = post.content, post.files
         is_generation = row["kind"] == "generate_result"
@@ -144,8 +299,7 @@ class OutboxDelivery:
                 channel = await self.bot.fetch_channel(row["channel_id"])
             if channel is not None:
                 posted = await channel.send(content, files=files, **extra)
-        if is_generation and posted is not None:
-            await self._record_generation(row["payload"], posted)
+        return posted
 
     async def _record_generation(self, payload: dict[str, Any], posted: Any) -> None:
         """The bot's own generation becomes harvestable once it is posted: its message id is

@@ -12,6 +12,12 @@ Exposed (all prefixed ``hps_bot_``):
 - ``choices_recorded_total{how}``: picks recorded (button, reaction, upscale, vote, ...);
 - ``errors_total{kind}``: failures the bot handled (download refused, db error, ...);
 - ``gateway_reconnects_total``: gateway sessions resumed or re-identified after a drop;
+- ``outbox_retries_total{reason}``: result posts that failed for a reason that may pass
+  (``server_error``, ``rate_limited``, ``network``, ``timeout``, ``unexpected``) and were
+  rescheduled with backoff;
+- ``outbox_dead_letters_total{reason}``: results given up on (``discord_refused``,
+  ``file_missing``, ``file_corrupt``, ``retries_exhausted``), kept for admins
+  (``hps outbox dead``);
 - ``interaction_ack_seconds``: time from an interaction's creation to its acknowledgement
   (Discord's deadline is 3 s; the buckets are dense below it).
 """
@@ -68,6 +74,20 @@ GATEWAY_RECONNECTS = Counter(
     namespace="hps_bot",
     registry=REGISTRY,
 )
+OUTBOX_RETRIES = Counter(
+    "outbox_retries",
+    "Result posts that failed for a passing reason and were rescheduled, by reason",
+    ["reason"],
+    namespace="hps_bot",
+    registry=REGISTRY,
+)
+OUTBOX_DEAD_LETTERS = Counter(
+    "outbox_dead_letters",
+    "Results that will not be posted (dead letters), by reason",
+    ["reason"],
+    namespace="hps_bot",
+    registry=REGISTRY,
+)
 INTERACTION_ACK = Histogram(
     "interaction_ack_seconds",
     "Seconds from an interaction's creation to its acknowledgement (deadline 3 s)",
@@ -111,6 +131,16 @@ def count_error(kind: object) -> None:
 def count_reconnect() -> None:
     """The gateway connection was resumed or re-identified after a drop."""
     GATEWAY_RECONNECTS.inc()
+
+
+def count_outbox_retry(reason: str) -> None:
+    """A result post failed for a reason that may pass; it will be retried later."""
+    OUTBOX_RETRIES.labels(reason=label_value(reason)).inc()
+
+
+def count_dead_letter(reason: str) -> None:
+    """A result became a dead letter (``discord_refused``, ``retries_exhausted``, ...)."""
+    OUTBOX_DEAD_LETTERS.labels(reason=label_value(reason)).inc()
 
 
 def observe_ack(seconds: float) -> None:

@@ -113,12 +113,16 @@ def test_outbox_claim_and_delivery(factory: sessionmaker[Session]) -> None:
         rows = claim_pending_outbox(session)
         assert [row.id for row in rows] == [first, second]
         assert first is not None and second is not None
-        mark_outbox_delivered(session, first)
-        record_outbox_failure(session, second, "HTTP 503 from Discord")
+        assert mark_outbox_delivered(session, first)
+        outcome = record_outbox_failure(session, second, "server_error: HTTP 503 from Discord")
+        assert not outcome.dead and outcome.retry_at is not None
     with factory() as session, session.begin():
-        rows = claim_pending_outbox(session)
+        assert claim_pending_outbox(session) == []  # the failed row backs off
+        assert not mark_outbox_delivered(session, first)  # stamped once only
+    with factory() as session, session.begin():
+        rows = claim_pending_outbox(session, now=outcome.retry_at)
         assert [(row.id, row.attempts, row.last_error) for row in rows] == [
-            (second, 1, "HTTP 503 from Discord")
+            (second, 2, "server_error: HTTP 503 from Discord")
         ]
 
 
