@@ -59,6 +59,7 @@ def register(subcommands: argparse._SubParsersAction) -> None:
     promote = registry_sub.add_parser("promote", help="make a version the active one")
     promote.add_argument("version_id", type=int)
     registry.set_defaults(handler=cmd_registry)
+    _register_outbox(subcommands)
 
 
 def _factory() -> Any:
@@ -218,5 +219,45 @@ def cmd_registry(args: argparse.Namespace) -> int:
         print(json.dumps(view, indent=2))
         return 0
     views = run_transaction(factory, lambda s: [describe(v) for v in list_model_versions(s)])
+    print(json.dumps(views, indent=2))
+    return 0
+
+
+def _register_outbox(subcommands: argparse._SubParsersAction) -> None:
+    outbox = subcommands.add_parser("outbox", help="results the bot could not post (dead letters)")
+    outbox_sub = outbox.add_subparsers(dest="outbox_command", metavar="ACTION", required=True)
+    dead = outbox_sub.add_parser("dead", help="dead letters, most recent first, with the reason")
+    dead.add_argument("--limit", type=int, default=50)
+    retry = outbox_sub.add_parser("retry", help="post a dead letter again (from attempt one)")
+    retry.add_argument("outbox_id", type=int)
+    outbox.set_defaults(handler=cmd_outbox)
+
+
+def cmd_outbox(args: argparse.Namespace) -> int:
+    from db.engine import run_transaction
+    from db.outbox import list_dead_letters, requeue_dead_letter
+
+    def describe(row: Any) -> dict[str, Any]:
+        return {
+            "id": row.id,
+            "kind": row.kind,
+            "job_id": str(row.job_id) if row.job_id else None,
+            "guild_id": row.guild_id,
+            "channel_id": row.channel_id,
+            "attempts": row.attempts,
+            "created_at": row.created_at.isoformat(),
+            "dead_at": row.dead_at.isoformat() if row.dead_at else None,
+            "next_attempt_at": row.next_attempt_at.isoformat(),
+            "reason": row.last_error,
+        }
+
+    factory = _factory()
+    if args.outbox_command == "retry":
+        view = run_transaction(factory, lambda s: describe(requeue_dead_letter(s, args.outbox_id)))
+        print(json.dumps(view, indent=2))
+        return 0
+    views = run_transaction(
+        factory, lambda s: [describe(r) for r in list_dead_letters(s, args.limit)]
+    )
     print(json.dumps(views, indent=2))
     return 0
