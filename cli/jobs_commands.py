@@ -53,7 +53,16 @@ def register(subcommands: argparse._SubParsersAction) -> None:
     add.add_argument("--kind", choices=["hps", "lora"], default="hps")
     add.add_argument("--name", required=True)
     add.add_argument("--arch", required=True)
-    add.add_argument("--checkpoint", required=True, help="path (inside MODELS_DIR or absolute)")
+    add.add_argument(
+        "--checkpoint",
+        required=True,
+        help="path (inside MODELS_DIR or absolute): a file for hps, a folder for lora",
+    )
+    add.add_argument(
+        "--sha256",
+        help="expected sha256 of the checkpoint (default: its .sha256 sidecar, if any); "
+        "the file's own sha256 is registered and verified on every load",
+    )
     add.add_argument("--activate", action="store_true")
     registry_sub.add_parser("list", help="all versions, newest first")
     promote = registry_sub.add_parser("promote", help="make a version the active one")
@@ -167,6 +176,40 @@ def cmd_worker(args: argparse.Namespace) -> int:
     return 0
 
 
+def _checkpoint_sha256(path: Path, kind: Any, pinned: str | None) -> tuple[str, str]:
+    """The sha256 to register for ``path`` and what it was checked against.
+
+    The file's own sha256 is always computed (and is what gets registered); it must equal
+    ``--sha256`` when given, else the ``<file>.sha256`` sidecar that ``hps models fetch``
+    wrote, when there is one. A LoRA is a folder: its weights file is what is hashed."""
+    from db.models import ModelKind
+    from hps.checkpoints import (
+        LORA_WEIGHTS_FILE,
+        normalize_sha256,
+        read_sidecar,
+        sha256_of_file,
+    )
+
+    if kind == ModelKind.lora:
+        if not path.is_dir():
+            raise FileNotFoundError(f"no LoRA folder at {path}")
+        hashed = path / LORA_WEIGHTS_FILE
+    else:
+        hashed = path
+    if not hashed.is_file():
+        raise FileNotFoundError(f"no checkpoint at {hashed}")
+    actual = sha256_of_file(hashed)
+    expected: str | None = normalize_sha256(pinned) if pinned else read_sidecar(hashed)
+    source = "--sha256" if pinned else f"{hashed.name}.sha256"
+    if expected is None:
+        return actual, "nothing (no --sha256, no sidecar): computed from the file"
+    if expected != actual:
+        raise ValueError(
+            f"{hashed}: sha256 is {actual}, but {source} says {expected}; not registered"
+        )
+    return actual, source
+
+
 def cmd_registry(args: argparse.Namespace) -> int:
     from db.engine import run_transaction
     from db.models import ModelKind
@@ -182,6 +225,7 @@ def cmd_registry(args: argparse.Namespace) -> int:
             "architecture": version.architecture,
             "status": version.status.value,
             "checkpoint_key": version.checkpoint_key,
+            "checkpoint_sha256": version.checkpoint_sha256,
             "metrics": version.metrics,
             "created_at": version.created_at.isoformat(),
         }
@@ -190,8 +234,7 @@ def cmd_registry(args: argparse.Namespace) -> int:
         settings = get_settings()
         assert settings.models_dir is not None
         path = Path(args.checkpoint).expanduser().resolve()
-        if not path.is_file():
-            raise FileNotFoundError(f"no checkpoint at {path}")
+        digest, digest_from = _checkpoint_sha256(path, ModelKind(args.kind), args.sha256)
         key = (
             str(path.relative_to(settings.models_dir))
             if path.is_relative_to(settings.models_dir)
@@ -205,10 +248,11 @@ def cmd_registry(args: argparse.Namespace) -> int:
                 name=args.name,
                 checkpoint_key=key,
                 architecture=args.arch,
+                checkpoint_sha256=digest,
             )
             if args.activate:
                 promote_model_version(session, version.id)
-            return describe(version)
+            return {**describe(version), "sha256_checked_against": digest_from}
 
         print(json.dumps(run_transaction(factory, add), indent=2))
         return 0

@@ -25,8 +25,19 @@ def register_model_version(
     architecture: str,
     metrics: dict[str, Any] | None = None,
     trained_on: dict[str, Any] | None = None,
+    checkpoint_sha256: str | None = None,
 ) -> ModelVersion:
-    """Add a candidate version (flushed, so ``id`` is set)."""
+    """Add a candidate version (flushed, so ``id`` is set).
+
+    ``checkpoint_sha256`` is the sha256 (hex) of the checkpoint file as registered (for a LoRA,
+    of its weights file); workers verify the file against it before loading it, so a swapped
+    or corrupted file is refused. None (older rows) skips that check.
+    """
+    if checkpoint_sha256 is not None:
+        digest = checkpoint_sha256.strip().lower()
+        if len(digest) != 64 or not all(c in "0123456789abcdef" for c in digest):
+            raise ValueError(f"checkpoint_sha256 is not a sha256: {checkpoint_sha256!r}")
+        checkpoint_sha256 = digest
     version = ModelVersion(
         kind=kind,
         name=name,
@@ -35,6 +46,7 @@ def register_model_version(
         status=ModelStatus.candidate,
         metrics=metrics or {},
         trained_on=trained_on or {},
+        checkpoint_sha256=checkpoint_sha256,
         created_at=utcnow(),
     )
     session.add(version)

@@ -8,6 +8,13 @@
 - ``hps-safetensors``: the project's own format, one ``.safetensors`` file whose header
   metadata holds a JSON document (architecture, preprocessing, score scale, training data
   snapshot, metrics).
+
+Integrity: :func:`load_model <hps.factory.load_model>` verifies a checkpoint's sha256 when one
+is given, or else when a ``<file>.sha256`` sidecar lies beside it (``hps models fetch`` writes
+one, in ``sha256sum`` format); a mismatch raises :class:`ChecksumMismatch`. Torch files are
+only ever read with ``weights_only=True`` (tensors and plain containers, no code).
+
+This module imports torch lazily: hashing and sidecars work without it.
 """
 
 from __future__ import annotations
@@ -17,9 +24,10 @@ import json
 import struct
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 CheckpointFormat = Literal["clip-state-dict", "hps-safetensors"]
 METADATA_KEY = "hps"
@@ -27,10 +35,24 @@ FORMAT_VERSION = 1
 # Buffers that OpenAI's JIT archives carry and that are not model weights.
 IGNORED_KEYS = frozenset({"input_resolution", "context_length", "vocab_size"})
 MAX_NAMES_SHOWN = 5
+SIDECAR_SUFFIX = ".sha256"
+# A LoRA is a folder (diffusers format); its sha256 is the sha256 of this file in it.
+LORA_WEIGHTS_FILE = "pytorch_lora_weights.safetensors"
+_HEX = frozenset("0123456789abcdef")
 
 
 class CheckpointError(ValueError):
     """The checkpoint cannot be used; the message says why (file, keys, shapes, hash)."""
+
+
+class ChecksumMismatch(CheckpointError):
+    """The file's sha256 is not the expected one (swapped, corrupted or tampered with)."""
+
+    def __init__(self, source: Path | str, actual: str, expected: str) -> None:
+        super().__init__(f"{source}: sha256 is {actual}, expected {expected}")
+        self.source = source
+        self.actual = actual
+        self.expected = expected
 
 
 def sha256_of_file(path: Path, chunk_size: int = 1 << 20) -> str:
@@ -42,11 +64,54 @@ def sha256_of_file(path: Path, chunk_size: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
+def normalize_sha256(value: str) -> str:
+    """``value`` as 64 lower-case hex digits; ValueError otherwise."""
+    digest = value.strip().lower()
+    if len(digest) != 64 or not set(digest) <= _HEX:
+        raise ValueError(f"not a sha256 (64 hex digits): {value.strip()[:80]!r}")
+    return digest
+
+
 def verify_sha256(path: Path, expected: str) -> None:
-    """Raise CheckpointError unless the file hashes to ``expected``."""
-    actual = sha256_of_file(path)
-    if actual != expected.lower():
-        raise CheckpointError(f"{path}: sha256 is {actual}, expected {expected.lower()}")
+    """Raise ChecksumMismatch (a CheckpointError) unless the file hashes to ``expected``."""
+    try:
+        actual = sha256_of_file(path)
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: no such checkpoint file") from None
+    if actual != expected.strip().lower():
+        raise ChecksumMismatch(path, actual, expected.strip().lower())
+
+
+def weights_file(path: Path) -> Path:
+    """The file whose sha256 identifies a model: ``path`` itself, or a LoRA folder's weights."""
+    return path / LORA_WEIGHTS_FILE if path.is_dir() else path
+
+
+def sidecar_path(path: Path) -> Path:
+    """Where the sha256 of ``path`` is recorded: ``<file>.sha256`` beside it."""
+    return path.with_name(path.name + SIDECAR_SUFFIX)
+
+
+def write_sidecar(path: Path, digest: str) -> Path:
+    """Record ``digest`` beside ``path`` in ``sha256sum`` format (atomically)."""
+    sidecar = sidecar_path(path)
+    partial = sidecar.with_name(sidecar.name + ".partial")
+    partial.write_text(f"{normalize_sha256(digest)}  {path.name}\n")
+    partial.replace(sidecar)
+    return sidecar
+
+
+def read_sidecar(path: Path) -> str | None:
+    """The sha256 recorded beside ``path``, or None without a sidecar."""
+    sidecar = sidecar_path(path)
+    try:
+        text = sidecar.read_text(errors="replace")
+    except FileNotFoundError:
+        return None
+    try:
+        return normalize_sha256(text.split()[0] if text.split() else "")
+    except ValueError:
+        raise CheckpointError(f"{sidecar}: not a sha256 sidecar") from None
 
 
 def detect_format(path: Path) -> CheckpointFormat:
@@ -77,6 +142,8 @@ def load_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]
 
 
 def _load_torch(path: Path) -> dict[str, torch.Tensor]:
+    import torch
+
     try:
         raw = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:

@@ -83,7 +83,12 @@ def register(subcommands: argparse._SubParsersAction) -> None:
     fetch = models_sub.add_parser("fetch", help="download a published checkpoint (explicit)")
     fetch.add_argument("name", help="a published name (see list) or an https URL")
     fetch.add_argument("--out", help="target file (default: ./models/<file name>)")
-    fetch.add_argument("--sha256", help="expected sha256 of the download")
+    fetch.add_argument(
+        "--sha256", help="expected sha256 of the download (a mismatch keeps nothing)"
+    )
+    fetch.add_argument(
+        "--max-gib", type=float, default=16.0, help="refuse downloads larger than this (GiB)"
+    )
     models.set_defaults(handler=cmd_models)
 
 
@@ -176,6 +181,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             "checkpoint": str(result.checkpoint),
             "steps": result.steps,
             "final_loss": result.final_loss,
+            "checkpoint_sha256": result.checkpoint_sha256,
             "metrics": str(result.metrics_file),
             "curve": str(result.curve_file) if result.curve_file else None,
             **result.extra,
@@ -353,12 +359,26 @@ def _fetch(args: argparse.Namespace) -> int:
         raise ValueError(f"{args.name!r} is neither a published name nor an https URL")
     target = Path(args.out) if args.out else Path("models") / url.rsplit("/", 1)[-1]
     sha256 = args.sha256 or (published.sha256 if published else None)
-    with tqdm(unit="B", unit_scale=True, desc=target.name) as bar:
+    with tqdm(unit="B", unit_scale=True, desc=target.name, file=sys.stderr) as bar:
 
         def progress(done: int, total: int | None) -> None:
             bar.total = total
             bar.update(done - bar.n)
 
-        fetch(url, target, sha256=sha256, on_progress=progress)
-    print(str(target))
+        fetched = fetch(
+            url,
+            target,
+            sha256=sha256,
+            on_progress=progress,
+            max_bytes=int(args.max_gib * 1024**3),
+        )
+    _print_json(
+        {
+            "path": str(fetched.path),
+            "sha256": fetched.sha256,
+            "bytes": fetched.size,
+            "sha256_file": str(fetched.sidecar),
+            "pinned": bool(sha256),
+        }
+    )
     return 0

@@ -15,7 +15,13 @@ from hps.architectures import (
     get_architecture,
     list_architectures,
 )
-from hps.checkpoints import CheckpointError, check_state_dict, load_checkpoint, verify_sha256
+from hps.checkpoints import (
+    CheckpointError,
+    check_state_dict,
+    load_checkpoint,
+    read_sidecar,
+    verify_sha256,
+)
 
 
 @dataclass
@@ -58,7 +64,9 @@ def load_model(
     """Build ``arch`` and load ``checkpoint`` into it (format detected from the file).
 
     Without a checkpoint the weights are randomly initialised (tests, timing). With a
-    project checkpoint the architecture may be omitted: its metadata names it.
+    project checkpoint the architecture may be omitted: its metadata names it. The file must
+    hash to ``sha256`` when given, else to its ``<file>.sha256`` sidecar when there is one
+    (:class:`hps.checkpoints.ChecksumMismatch` otherwise), before anything is read from it.
     """
     if checkpoint is None:
         if arch is None:
@@ -66,8 +74,9 @@ def load_model(
         architecture = get_architecture(arch)
         return LoadedModel(build_model(architecture), architecture, {"format": "random-init"})
     path = Path(checkpoint)
-    if sha256:
-        verify_sha256(path, sha256)
+    expected = sha256 or read_sidecar(path)
+    if expected:
+        verify_sha256(path, expected)
     state, metadata = load_checkpoint(path)
     if arch is None:
         named = metadata.get("architecture")

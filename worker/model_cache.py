@@ -1,5 +1,8 @@
 """Models loaded once per worker process, keyed by model version: promoting a model takes
-effect on the next task, with no restart, and a retired one is evicted after a while."""
+effect on the next task, with no restart, and a retired one is evicted after a while.
+
+A checkpoint is verified against the sha256 it was registered with before it is loaded: a file
+swapped or corrupted since is refused (:class:`ModelFileChanged`), never loaded."""
 
 from __future__ import annotations
 
@@ -14,6 +17,11 @@ class ModelFileMissing(FileNotFoundError):
     """The registry names a checkpoint file that is not there."""
 
 
+class ModelFileChanged(ModelFileMissing):
+    """The checkpoint file is not the one registered (its sha256 differs): the registered file
+    is, in effect, missing. Refused before anything is read from it."""
+
+
 @dataclass(frozen=True)
 class ModelRef:
     """What a worker needs to know of a registered model version."""
@@ -22,6 +30,26 @@ class ModelRef:
     name: str
     architecture: str
     checkpoint_key: str
+    checkpoint_sha256: str | None = None  # None: registered before sha256s were recorded
+
+    @classmethod
+    def of(cls, version: Any) -> ModelRef:
+        """The reference to a ``db.models.ModelVersion`` row (or anything with its fields)."""
+        return cls(
+            version.id,
+            version.name,
+            version.architecture,
+            version.checkpoint_key,
+            getattr(version, "checkpoint_sha256", None),
+        )
+
+
+def file_changed(version: ModelRef, actual: str, expected: str) -> ModelFileChanged:
+    """The error for a file of ``version`` that hashes to ``actual`` (short, no path)."""
+    return ModelFileChanged(
+        f"the checkpoint of model version {version.id} is not the registered file "
+        f"(sha256 {actual[:12]}..., expected {expected[:12]}...); refusing to load it"
+    )
 
 
 class ModelCache:
@@ -40,6 +68,26 @@ class ModelCache:
         path = Path(checkpoint_key)
         return path if path.is_absolute() else self.models_dir / path
 
+    def _existing_path(self, version: ModelRef) -> Path:
+        path = self.checkpoint_path(version.checkpoint_key)
+        if not path.is_file():
+            raise ModelFileMissing(
+                f"the checkpoint of model version {version.id} is missing: {path}"
+            )
+        return path
+
+    def verified_path(self, version: ModelRef) -> Path:
+        """The checkpoint file of ``version``, after checking it is the registered file
+        (ModelFileMissing / ModelFileChanged otherwise). For code that loads it itself."""
+        path = self._existing_path(version)
+        if version.checkpoint_sha256:
+            from hps.checkpoints import sha256_of_file
+
+            actual = sha256_of_file(path)
+            if actual != version.checkpoint_sha256:
+                raise file_changed(version, actual, version.checkpoint_sha256)
+        return path
+
     def scorer(self, version: ModelRef) -> Any:
         """The scorer of ``version``, loading it on first use."""
         key = (version.id, version.checkpoint_key)
@@ -47,16 +95,21 @@ class ModelCache:
             if key in self._scorers:
                 self._scorers.move_to_end(key)
                 return self._scorers[key]
-            path = self.checkpoint_path(version.checkpoint_key)
-            if not path.is_file():
-                raise ModelFileMissing(
-                    f"the checkpoint of model version {version.id} is missing: {path}"
-                )
+            path = self._existing_path(version)
+            from hps.checkpoints import ChecksumMismatch
             from hps.factory import build_scorer
             from worker.metrics import model_load_timer
 
             with model_load_timer("hps"):
-                scorer = build_scorer(version.architecture, path, device=self.device)
+                try:
+                    scorer = build_scorer(
+                        version.architecture,
+                        path,
+                        device=self.device,
+                        sha256=version.checkpoint_sha256,
+                    )
+                except ChecksumMismatch as exc:
+                    raise file_changed(version, exc.actual, exc.expected) from None
             self.loads += 1
             self._scorers[key] = scorer
             while len(self._scorers) > self.capacity:

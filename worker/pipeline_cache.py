@@ -1,5 +1,6 @@
 """The Stable Diffusion pipeline of a worker process, loaded once, with the active LoRA
-switched in by model version (or removed) before each generation."""
+switched in by model version (or removed) before each generation. A LoRA's weights file is
+verified against the sha256 it was registered with before it is switched in."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from worker.lifecycle import JobFailure
-from worker.model_cache import ModelRef
+from worker.model_cache import ModelRef, file_changed
 
 
 def load_configured_pipeline(source: str, device: str) -> Any:
@@ -25,6 +26,20 @@ def load_configured_pipeline(source: str, device: str) -> Any:
 
     dtype = torch.float16 if target.type == "cuda" else None
     return load_pipeline(source, device=str(target), dtype=dtype)
+
+
+def verify_lora(lora: ModelRef, folder: Path) -> None:
+    """Raise ModelFileChanged unless the folder's weights file has the registered sha256."""
+    if not lora.checkpoint_sha256:
+        return
+    from hps.checkpoints import LORA_WEIGHTS_FILE, sha256_of_file
+
+    weights = folder / LORA_WEIGHTS_FILE
+    if not weights.is_file():
+        raise JobFailure(f"the files of LoRA version {lora.id} are missing: {weights.name}")
+    actual = sha256_of_file(weights)
+    if actual != lora.checkpoint_sha256:
+        raise file_changed(lora, actual, lora.checkpoint_sha256)
 
 
 class PipelineCache:
@@ -56,6 +71,7 @@ class PipelineCache:
                         raise JobFailure(
                             f"the files of LoRA version {lora.id} are missing: {folder}"
                         )
+                    verify_lora(lora, folder)
                     with model_load_timer("lora"):
                         use_lora(self._pipe, folder, wanted or "")
                 self._active = wanted

@@ -10,6 +10,7 @@ import shlex
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -30,7 +31,7 @@ from hps.training.trainer import (
 from tests.hps.datasets import write_export_manifest, write_planted_sets
 
 ROOT = Path(__file__).resolve().parents[2]
-FAST = {"lr": 1e-3, "batch_size": 4, "device": "cpu", "warmup_ratio": 0.1}
+FAST: dict[str, Any] = {"lr": 1e-3, "batch_size": 4, "device": "cpu", "warmup_ratio": 0.1}
 
 
 class Exploit:
@@ -121,7 +122,7 @@ def test_a_saved_state_round_trips_exactly(tmp_path: Path) -> None:
     np.random.seed(12)
     np.random.standard_normal()  # leaves a cached gaussian in NumPy's state
     torch.manual_seed(13)
-    payload = {
+    payload: dict[str, Any] = {
         "trainable": {k: v.detach().clone() for k, v in model.state_dict().items()},
         "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict(),

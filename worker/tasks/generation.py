@@ -30,7 +30,7 @@ def active_lora(context: JobContext) -> ModelRef | None:
         version = get_active_model(session, ModelKind.lora)
         if version is None:
             return None
-        return ModelRef(version.id, version.name, version.architecture, version.checkpoint_key)
+        return ModelRef.of(version)
 
     return context.transaction(load)
 
@@ -235,6 +235,9 @@ def adapt(context: JobContext) -> JobOutcome:
         raise JobCancelled() from None
     name = f"lora-{str(context.job_id)[:8]}"
     evaluation = result.metadata["evaluation"]
+    from hps.checkpoints import LORA_WEIGHTS_FILE, sha256_of_file
+
+    lora_sha256 = sha256_of_file(result.lora_dir / LORA_WEIGHTS_FILE)
 
     def register(session: Session) -> int:
         version = register_model_version(
@@ -245,6 +248,7 @@ def adapt(context: JobContext) -> JobOutcome:
             architecture=f"sd-lora-r{config.lora.rank}",
             metrics=evaluation,
             trained_on=result.metadata["selection"],
+            checkpoint_sha256=lora_sha256,
         )
         return version.id
 

@@ -15,6 +15,7 @@ from db.jobs import finish_job
 from db.models import ModelKind
 from db.registry import get_active_model, promote_model_version, register_model_version
 from worker.lifecycle import JobCancelled, JobContext, JobFailure, JobOutcome
+from worker.model_cache import ModelRef
 from worker.report import plot_comparison
 from worker.snapshot import take_snapshot
 
@@ -40,11 +41,21 @@ def train_candidate(context: JobContext) -> JobOutcome:
             "no active HPS model to start from: give base_checkpoint and arch, or register one"
         )
     arch = params.get("arch") or (active["architecture"] if active else None)
-    base_path = (
-        str(rt.models.checkpoint_path(active["checkpoint_key"]))
-        if active and not params.get("base_checkpoint")
-        else params.get("base_checkpoint")
-    )
+    base_sha256: str | None = None
+    base_path: str | None
+    if active and not params.get("base_checkpoint"):
+        # The active model's file must still be the registered one (sha256) to start from it.
+        base_ref = ModelRef(
+            active["id"],
+            active["name"],
+            active["architecture"],
+            active["checkpoint_key"],
+            active["checkpoint_sha256"],
+        )
+        base_path = str(rt.models.verified_path(base_ref))
+        base_sha256 = base_ref.checkpoint_sha256
+    else:
+        base_path = params.get("base_checkpoint")
     run_dir = settings.models_dir / f"hps-{context.job_id}"
     context.progress(0.01, "taking a snapshot of the choices", force=True)
     snapshot = take_snapshot(
@@ -87,6 +98,7 @@ def train_candidate(context: JobContext) -> JobOutcome:
         trained_on=snapshot.description,
         progress=False,
         on_step=on_step,
+        base_sha256=base_sha256,
     )
     if result.stopped_early:
         raise JobCancelled()
@@ -95,10 +107,17 @@ def train_candidate(context: JobContext) -> JobOutcome:
     from hps.factory import build_scorer
 
     candidate_metrics = evaluate(
-        build_scorer(arch, result.checkpoint, device=settings.worker_device), snapshot.test
+        build_scorer(
+            arch,
+            result.checkpoint,
+            device=settings.worker_device,
+            sha256=result.checkpoint_sha256,
+        ),
+        snapshot.test,
     )
     baseline_metrics = evaluate(
-        build_scorer(arch, base_path, device=settings.worker_device), snapshot.test
+        build_scorer(arch, base_path, device=settings.worker_device, sha256=base_sha256),
+        snapshot.test,
     )
     margin = float(params.get("margin", settings.promotion_margin))
     gain = candidate_metrics.top1_accuracy - baseline_metrics.top1_accuracy
@@ -153,6 +172,7 @@ def train_candidate(context: JobContext) -> JobOutcome:
             architecture=str(arch),
             metrics=metrics,
             trained_on=snapshot.description,
+            checkpoint_sha256=result.checkpoint_sha256,
         )
         if promote:
             promote_model_version(session, version.id)
@@ -172,6 +192,7 @@ def _active_description(session: Session) -> dict[str, Any] | None:
         "name": active.name,
         "architecture": active.architecture,
         "checkpoint_key": active.checkpoint_key,
+        "checkpoint_sha256": active.checkpoint_sha256,
     }
 
 
