@@ -236,11 +236,9 @@ class OutboxDelivery:
         try:
             async with asyncio.timeout(NOTICE_TIMEOUT_S):
                 if token and expires and expires > datetime.now(UTC):
-                    followup = discord.Webhook.from_state(
-                        {"id": self.bot.application_id, "type": 3, "token": token},
-                        self.bot._connection,
+                    await self._followup(token).send(
+                        text, ephemeral=True, allowed_mentions=mentions
                     )
-                    await followup.send(text, ephemeral=True, allowed_mentions=mentions)
                 elif row["channel_id"]:
                     channel = self.bot.get_channel(row["channel_id"])
                     if channel is None:
@@ -278,6 +276,13 @@ class OutboxDelivery:
             )
         return described
 
+    def _followup(self, token: str) -> discord.Webhook:
+        """The follow-up webhook of an interaction (an application webhook: it may post
+        ephemeral messages), as ``interaction.followup`` builds it."""
+        return discord.Webhook.from_state(
+            {"id": self.bot.application_id, "type": 3, "token": token}, self.bot._connection
+        )
+
     async def _post(self, row: dict[str, Any]) -> Any:
         """Post one row; return the message posted (None when it had nowhere to go)."""
         post = render_result(row["kind"], row["payload"], self.bot.store)
@@ -289,10 +294,12 @@ class OutboxDelivery:
         token, expires = row["token"], row["expires"]
         posted: Any = None
         if token and expires and expires > datetime.now(UTC):
-            webhook = discord.Webhook.partial(
-                self.bot.application_id, token, session=self.bot.http_session, client=self.bot
+            webhook = self._followup(token)
+            # A failure is the requester's business: private while the interaction lives
+            # (the command's first follow-up already took the deferral, so flags hold).
+            posted = await webhook.send(
+                content, files=files, wait=True, ephemeral=post.private, **extra
             )
-            posted = await webhook.send(content, files=files, wait=True, **extra)
         else:
             channel = self.bot.get_channel(row["channel_id"]) if row["channel_id"] else None
             if channel is None and row["channel_id"]:

@@ -28,6 +28,8 @@ class RenderedPost:
     content: str
     files: list[discord.File] = field(default_factory=list)
     allowed_mentions: discord.AllowedMentions = field(default_factory=discord.AllowedMentions.none)
+    # Only the requester should see it (a failure): ephemeral while the interaction lives.
+    private: bool = False
 
 
 def only_pings(user_id: int | None) -> discord.AllowedMentions:
@@ -65,7 +67,12 @@ def render_result(kind: str, payload: dict[str, Any], store: ImageStore) -> Rend
         files.append(discord.File(io.BytesIO(body.encode()), filename=REPORT_FILENAME))
         note = f" (the whole text is in {REPORT_FILENAME})"
         content = fit_content(content, MAX_CONTENT_CHARS - len(note)) + note
-    return RenderedPost(fit_content(content), files[:MAX_FILES], only_pings(requester_id))
+    return RenderedPost(
+        fit_content(content),
+        files[:MAX_FILES],
+        only_pings(requester_id),
+        private=kind == "job_failed",
+    )
 
 
 def _body(kind: str, payload: dict[str, Any], store: ImageStore) -> tuple[str, list[discord.File]]:

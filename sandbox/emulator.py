@@ -54,6 +54,40 @@ def _option_values(options: list[dict[str, Any]], option_type: int) -> list[Any]
     return found
 
 
+class OptionRefused(ValueError):
+    """A slash command whose options break the constraints its bot registered: Discord's
+    client and API refuse it, so the bot never receives it."""
+
+
+def check_options(given: list[dict[str, Any]], registered: list[dict[str, Any]]) -> None:
+    """Raise OptionRefused where ``given`` options break the registered constraints (string
+    lengths, number ranges, choices, unknown or missing required options)."""
+    by_name = {option["name"]: option for option in registered}
+    for option in given:
+        spec = by_name.get(option["name"])
+        if spec is None:
+            raise OptionRefused(f"unknown option {option['name']!r}")
+        if option.get("type") in (1, 2):  # a subcommand (group): check what it holds
+            check_options(option.get("options", []), spec.get("options", []))
+            continue
+        value = option.get("value")
+        lengths = (spec.get("min_length", 0), spec.get("max_length", 6000))
+        if spec.get("type") == 3 and not lengths[0] <= len(str(value)) <= lengths[1]:
+            raise OptionRefused(f"option {option['name']!r} has {len(str(value))} characters")
+        if spec.get("type") in (4, 10) and isinstance(value, int | float):
+            low, high = spec.get("min_value"), spec.get("max_value")
+            if (low is not None and value < low) or (high is not None and value > high):
+                raise OptionRefused(f"option {option['name']!r} is out of range: {value}")
+        choices = spec.get("choices")
+        if choices and value not in [c["value"] for c in choices]:
+            raise OptionRefused(f"option {option['name']!r} is not one of its choices")
+    leaf = not any(o.get("type") in (1, 2) for o in registered)
+    given_names = {option["name"] for option in given}
+    for spec in registered:
+        if leaf and spec.get("required") and spec["name"] not in given_names:
+            raise OptionRefused(f"required option {spec['name']!r} is missing")
+
+
 def _replace_attachment_indexes(options: list[dict[str, Any]], ids: list[str]) -> None:
     for option in options:
         if option.get("type") == 11 and isinstance(option.get("value"), int):
@@ -204,6 +238,7 @@ class DiscordEmulator:
         self.interactions: dict[str, InteractionRecord] = {}
         self.reactions: dict[int, dict[str, list[int]]] = {}  # message -> emoji -> user ids
         self.posts: list[PostRecord] = []
+        self.commands: dict[str, dict[str, Any]] = {}  # registered by the bot (PUT)
         self.ack_deadline_s = INTERACTION_ACK_DEADLINE_S
         self.token_lifetime_s = INTERACTION_TOKEN_LIFETIME_S
         self.upload_limit = ATTACHMENT_SIZE_LIMIT
@@ -302,7 +337,11 @@ class DiscordEmulator:
         attachments: list[tuple[str, bytes, str]] | None = None,
     ) -> str:
         """A user runs ``/name`` with ``options`` (ready-made Discord option dicts; an
-        attachment option's value is the index into ``attachments``). Returns the token."""
+        attachment option's value is the index into ``attachments``). Returns the token.
+        Options that break the constraints the bot registered raise OptionRefused: Discord
+        would not send them."""
+        if name in self.commands:
+            check_options(options or [], self.commands[name].get("options", []))
         channel_id = self.channels[channel]
         resolved: dict[str, Any] = {}
         options = copy.deepcopy(options or [])  # attachment indexes are replaced below
@@ -771,6 +810,7 @@ class DiscordEmulator:
                 }
             )
         if parts[0] == "applications" and "commands" in parts and method == "PUT":
+            self.commands = {command["name"]: command for command in body or []}
             return self._json(
                 [
                     {

@@ -134,8 +134,7 @@ def describe_failure(exc: BaseException) -> str:
 
     if isinstance(exc, BlobNotFound):
         return f"image {exc.args[0]} is no longer stored (was it deleted?)"
-    detail = str(exc) or type(exc).__name__
-    return detail if isinstance(exc, JobFailure | DomainError) else f"{type(exc).__name__}: {detail}"
+    return str(exc) or type(exc).__name__
 
 
 def run_job(job_id: str, body: Callable[[JobContext], JobOutcome]) -> str:

@@ -89,8 +89,8 @@ async def test_rate_limits_per_user_and_429s_waited_out(live: dict[str, Any]) ->
         carol, "general", "hps", score_options("a fox"), attachments=attachments
     )
     await eventually(lambda: bool(emulator.interactions[other].public_followups), 60)
-    assert emulator.interactions[other].public_followups[0]["content"].startswith(
-        f"<@{carol}> HPS "
+    assert (
+        emulator.interactions[other].public_followups[0]["content"].startswith(f"<@{carol}> HPS ")
     )
 
 

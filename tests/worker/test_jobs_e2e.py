@@ -221,6 +221,12 @@ def test_failures_are_readable_and_the_worker_keeps_serving(
     job = wait_for_job(pg_factory, job_id)
     assert job.status == JobStatus.failed
     assert job.error.startswith(f"the checkpoint of model version {missing} is missing")
+    # The requester is told briefly: no path (the detail above is for admins).
+    [failed] = outbox_rows(pg_factory, job_id)
+    assert (
+        failed.payload["error"]
+        == "the model's files are missing or damaged; the admins can see which"
+    )
 
     corrupt = register_tiny_model(pg_factory, models, "corrupt", seed=8, activate=False)
     (models / "corrupt.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{garbage")
