@@ -115,7 +115,7 @@ def install_base_model(settings: Settings, sessions: sessionmaker[Session]) -> N
     from db.models import ModelKind
     from db.registry import promote_model_version, register_model_version
     from hps.architectures import get_architecture
-    from hps.checkpoints import save_checkpoint
+    from hps.checkpoints import save_checkpoint, sha256_of_file
     from hps.factory import build_model
 
     assert settings.models_dir is not None
@@ -134,6 +134,7 @@ def install_base_model(settings: Settings, sessions: sessionmaker[Session]) -> N
                 name="demo-base",
                 checkpoint_key=key,
                 architecture="tiny",
+                checkpoint_sha256=sha256_of_file(settings.models_dir / key),
             )
             promote_model_version(session, version.id)
     finally:

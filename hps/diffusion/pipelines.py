@@ -270,7 +270,10 @@ def use_lora(pipe: Any, folder: Path, name: str) -> None:
         weights = folder / "pytorch_lora_weights.safetensors"
         if not weights.is_file():
             raise PipelineError(f"{folder}: no pytorch_lora_weights.safetensors")
-        pipe.load_lora_weights(str(folder), adapter_name=name)
+        # Name the safetensors file: diffusers must never fall back to a pickled .bin.
+        pipe.load_lora_weights(
+            str(folder), weight_name="pytorch_lora_weights.safetensors", adapter_name=name
+        )
     pipe.set_adapters([name])
 
 

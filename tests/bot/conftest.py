@@ -1,5 +1,6 @@
-"""A live stack for bot tests: the Discord emulator, the bot (real discord.py), PostgreSQL,
-Redis and a worker process with a tiny HPS model and the tiny SD pipeline."""
+"""Live stacks for bot tests: the Discord emulator and the bot (real discord.py) on PostgreSQL;
+``world`` harvests (no worker), ``live`` adds Redis and a worker process with a tiny HPS model
+and the tiny SD pipeline."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from bot.client import HpsBot
 from config import load_settings
+from db.channels import enable_channel
+from media.store import LocalImageStore
 from sandbox.emulator import DiscordEmulator
 from tests.worker.harness import (
     BROKER_URL,
@@ -53,3 +56,39 @@ async def live(
         await asyncio.wait_for(runner, 10)
         await emulator.stop()
         worker.stop()
+
+
+@pytest.fixture
+async def world(
+    pg_url: str, pg_factory: sessionmaker[Session], tmp_path: Path
+) -> AsyncIterator[dict[str, Any]]:
+    emulator = await DiscordEmulator().start()
+    settings = load_settings(
+        database_url=pg_url,
+        storage_url=(tmp_path / "images").as_uri(),
+        hps_data_dir=tmp_path,
+        discord_token="emulator-token",
+        discord_api_base=emulator.api_base,
+        discord_gateway_url=emulator.gateway_url,
+        allowed_cdn_hosts=f"127.0.0.1:{emulator.port}",
+        allow_insecure_cdn=True,
+        max_image_bytes=200_000,
+    )
+    with pg_factory() as session, session.begin():
+        enable_channel(
+            session, emulator.guild_id, emulator.channels["generations"], "multi_attachment"
+        )
+    bot = HpsBot(settings)
+    runner = asyncio.create_task(bot.start("emulator-token"))
+    await asyncio.wait_for(bot.wait_until_ready(), 20)
+    yield {
+        "emulator": emulator,
+        "bot": bot,
+        "store": LocalImageStore(tmp_path / "images"),
+        "generator": emulator.add_user("ImageGen", bot=True),
+        "alice": emulator.add_user("alice"),
+        "bob": emulator.add_user("bob"),
+    }
+    await bot.close()
+    await asyncio.wait_for(runner, 10)
+    await emulator.stop()

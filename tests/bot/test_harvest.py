@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import io
-from collections.abc import AsyncIterator, Callable
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -16,12 +15,10 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from bot.client import HpsBot
 from bot.downloads import DownloadRefused, check_url
-from config import load_settings
 from db.channels import enable_channel
 from db.models import Choice, Generation
 from db.models import Image as ImageRow
 from db.privacy import opt_out
-from media.store import LocalImageStore
 from sandbox.emulator import DiscordEmulator
 
 
@@ -42,42 +39,6 @@ async def eventually(check: Callable[[], bool], timeout: float = 15.0) -> None:
 def count(factory: sessionmaker[Session], model: type, *conditions: Any) -> int:
     with factory() as session:
         return int(session.scalar(select(func.count()).select_from(model).where(*conditions)) or 0)
-
-
-@pytest.fixture
-async def world(
-    pg_url: str, pg_factory: sessionmaker[Session], tmp_path: Path
-) -> AsyncIterator[dict[str, Any]]:
-    emulator = await DiscordEmulator().start()
-    settings = load_settings(
-        database_url=pg_url,
-        storage_url=(tmp_path / "images").as_uri(),
-        hps_data_dir=tmp_path,
-        discord_token="emulator-token",
-        discord_api_base=emulator.api_base,
-        discord_gateway_url=emulator.gateway_url,
-        allowed_cdn_hosts=f"127.0.0.1:{emulator.port}",
-        allow_insecure_cdn=True,
-        max_image_bytes=200_000,
-    )
-    with pg_factory() as session, session.begin():
-        enable_channel(
-            session, emulator.guild_id, emulator.channels["generations"], "multi_attachment"
-        )
-    bot = HpsBot(settings)
-    runner = asyncio.create_task(bot.start("emulator-token"))
-    await asyncio.wait_for(bot.wait_until_ready(), 20)
-    yield {
-        "emulator": emulator,
-        "bot": bot,
-        "store": LocalImageStore(tmp_path / "images"),
-        "generator": emulator.add_user("ImageGen", bot=True),
-        "alice": emulator.add_user("alice"),
-        "bob": emulator.add_user("bob"),
-    }
-    await bot.close()
-    await asyncio.wait_for(runner, 10)
-    await emulator.stop()
 
 
 async def test_generation_pick_replay_and_deletion(

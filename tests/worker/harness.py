@@ -21,7 +21,7 @@ from db.jobs import get_job
 from db.models import TERMINAL_JOB_STATUSES, ModelKind, OutboxMessage
 from db.registry import promote_model_version, register_model_version
 from hps.architectures import build_model, get_architecture
-from hps.checkpoints import save_checkpoint
+from hps.checkpoints import save_checkpoint, sha256_of_file
 from worker.process import WorkerProcess
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -133,7 +133,12 @@ def register_tiny_model(
     )
     with factory() as session, session.begin():
         version = register_model_version(
-            session, kind=ModelKind.hps, name=name, checkpoint_key=key, architecture="tiny"
+            session,
+            kind=ModelKind.hps,
+            name=name,
+            checkpoint_key=key,
+            architecture="tiny",
+            checkpoint_sha256=sha256_of_file(models_dir / key),
         )
         if activate:
             promote_model_version(session, version.id)

@@ -36,7 +36,7 @@ def scoring_model(context: JobContext) -> tuple[dict[str, Any], Any]:
         )
         if version is None:
             return None
-        return ModelRef(version.id, version.name, version.architecture, version.checkpoint_key)
+        return ModelRef.of(version)
 
     ref = context.transaction(load)
     if ref is None:
