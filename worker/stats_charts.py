@@ -15,6 +15,7 @@ from datetime import date, timedelta
 from typing import Any
 
 from db.stats import AgreementBucket, DailyCount, StatsReport
+from discord_text import quote_user_text
 
 MAX_LABEL_CHARS = 48
 SUMMARY_LIMIT = 1800  # a Discord message holds 2000 characters; leave room for the mention
@@ -170,7 +171,8 @@ def summary_text(report: StatsReport) -> str:
         )
     if report.images_per_generator:
         top = ", ".join(
-            f"{_short(g.generator, 32)} {g.images}" for g in report.images_per_generator[:3]
+            f"{quote_user_text(g.generator, 32)} {g.images}"
+            for g in report.images_per_generator[:3]
         )
         lines.append(f"**Images per generator**: {top}.")
     overall = report.agreement
@@ -184,11 +186,12 @@ def summary_text(report: StatsReport) -> str:
         lines.append("**Agreement**: no generation has two choosers yet.")
     for dist in report.score_distributions[:3]:
         lines.append(
-            f"**Scores of {_short(dist.name, 40)}** ({dist.status}): {dist.count} images, "
+            f"**Scores of {quote_user_text(dist.name, 40)}** ({dist.status}): {dist.count} images, "
             f"mean {dist.mean:.2f}, range {dist.minimum:.2f} to {dist.maximum:.2f}."
         )
     if report.top_prompts:
         best = report.top_prompts[0]
-        lines.append(f"**Most chosen prompt**: “{_short(best.text, 80)}” ({best.choices} choices).")
+        prompt = quote_user_text(best.text, 80)  # user text: no pings, no formatting
+        lines.append(f"**Most chosen prompt**: “{prompt}” ({best.choices} choices).")
     text = "\n".join(lines)
     return text if len(text) <= SUMMARY_LIMIT else text[: SUMMARY_LIMIT - 1] + "…"

@@ -231,6 +231,22 @@ def test_charts_are_pngs_and_summary_is_short(pg_factory: sessionmaker[Session])
     assert "57.1% of 7 chooser pairs" in text and "chance 35.7%" in text
 
 
+def test_the_summary_quotes_prompts_without_pings_or_markdown(
+    pg_factory: sessionmaker[Session],
+) -> None:
+    from sandbox.discord_rules import pings_of
+    from worker.stats_charts import summary_text
+
+    hostile = "@everyone <@&123456789012345678> <@876543210987654321> **loud**"
+    with pg_factory() as session, session.begin():
+        ids = _generation(session, hostile, "bot", D3, 2, 10)
+        _pick(session, ids, 102, 1, D3)
+    with pg_factory() as session:
+        text = summary_text(collect_stats(session, bins=5))
+    assert "Most chosen prompt" in text and "\\*\\*loud\\*\\*" in text
+    assert not pings_of(text, None).anyone
+
+
 def test_empty_database(pg_factory: sessionmaker[Session]) -> None:
     from worker.stats_charts import render_charts, summary_text
 

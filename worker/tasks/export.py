@@ -14,6 +14,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+from discord_text import quote_user_text
 from exchange import export as exchange_export
 from exchange.card import DEFAULT_LICENSE
 from exchange.export import FORMATS, ExportOptions
@@ -80,7 +81,8 @@ def export_dataset(context: JobContext) -> JobOutcome:
         f"{counts['images']:,} images); splits by prompt train/validation/test "
         f"{splits['train']['choices']:,}/{splits['validation']['choices']:,}/"
         f"{splits['test']['choices']:,} choices; formats {', '.join(summary.formats)}; "
-        f"licence {summary.license}. Folder: `{summary.path.name}` on the worker."
+        f"licence {quote_user_text(summary.license, 100)}. Folder: `{summary.path.name}` on "
+        "the worker."
     )
     result = summary.as_dict()
     payload = {
