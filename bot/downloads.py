@@ -38,7 +38,8 @@ def check_url(url: str, allowed_hosts: list[str], *, allow_insecure: bool = Fals
     except ValueError:
         raise DownloadRefused("refused a URL with an invalid port") from None
     if host not in allowed_hosts and f"{host}:{port}" not in allowed_hosts:
-        raise DownloadRefused(f"refused download from {host or 'nowhere'}: not an allowed CDN host")
+        where = f"{host}:{port}" if port is not None else host or "nowhere"
+        raise DownloadRefused(f"refused download from {where}: not an allowed CDN host")
     default_port = DEFAULT_PORTS[parts.scheme]
     if port not in (None, default_port) and f"{host}:{port}" not in allowed_hosts:
         raise DownloadRefused(

@@ -167,8 +167,17 @@ def has_followup(record: InteractionRecord) -> bool:
     return bool(record.followups)
 
 
+def has_result(record: InteractionRecord) -> bool:
+    """A job's command got its outcome: the public result, or a private word after the
+    private "queued" note (a refusal or a failure)."""
+    return bool(record.public_followups) or len(record.private_followups) > 1
+
+
 def answer(record: InteractionRecord) -> str:
-    """The bot's last word on an interaction: its newest follow-up, else its response."""
+    """The bot's last word on an interaction: its result, else its newest follow-up, else its
+    response."""
+    if record.public_followups:
+        return str(record.public_followups[-1].get("content", ""))
     if record.followups:
         return str(record.followups[-1].get("content", ""))
     return record.edits[-1] if record.edits else ""
@@ -271,7 +280,7 @@ class Demo:
             slash("score", image=0, prompt="a shiny robot at night"),
             attachments=[("mine.png", png(picture.image), "image/png")],
         )
-        await wait_for(partial(has_followup, record), REPLY_TIMEOUT_S, "/hps score")
+        await wait_for(partial(has_result, record), REPLY_TIMEOUT_S, "/hps score")
         self.summary.score_reply = answer(record)
         self.say(f"{member.name}: /hps score -> {self.summary.score_reply}")
         self.summary.seconds["score"] = time.monotonic() - started
@@ -313,7 +322,7 @@ class Demo:
         """Mirror the progress the bot shows in Discord on the terminal until the result."""
         bar = tqdm(total=100, desc=what, unit="%", file=sys.stdout)
         deadline = time.monotonic() + REPLY_TIMEOUT_S
-        while not record.followups:
+        while not has_result(record):
             if time.monotonic() > deadline:
                 bar.close()
                 raise TimeoutError(f"the demo waited {REPLY_TIMEOUT_S:.0f} s for {what}")

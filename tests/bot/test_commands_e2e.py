@@ -73,9 +73,9 @@ async def test_rate_limits_per_user_and_429s_waited_out(live: dict[str, Any]) ->
     emulator.fail_next_with_429(2)  # the next REST calls are rate limited, then succeed
     await eventually(lambda: bool(record.public_followups), 60)
     assert record.public_followups[0]["content"].startswith(f"<@{bob}> HPS ")
-    # The queued note and the result were posted; the two 429s were waited out and retried.
-    assert len(record.followups) == 2
-    assert len(emulator.calls_to("POST", f"/webhooks/{emulator.application_id}/{first}")) >= 3
+    # The queued note and the result were posted: the two 429s (whichever calls met them)
+    # were waited out and retried.
+    assert len(record.followups) == 2 and emulator._pending_429 == 0
 
     second = await emulator.inject_slash_command(
         bob, "general", "hps", score_options("a fox"), attachments=attachments

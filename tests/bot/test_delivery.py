@@ -22,14 +22,13 @@ from sqlalchemy.orm import Session, sessionmaker
 from bot.client import HpsBot
 from bot.delivery import OutboxDelivery, classify_failure, describe_failure
 from bot.metrics import REGISTRY
-from config import load_settings
 from db.jobs import create_job
 from db.models import OutboxMessage, utcnow
 from db.outbox import write_outbox
 from media.store import BlobIntegrityError, BlobNotFound
 from sandbox.emulator import DiscordEmulator
+from tests.bot.conftest import bot_settings, running_bot
 from tests.bot.test_harvest import eventually
-from tests.worker.harness import BROKER_URL
 
 UNKNOWN_CHANNEL = 4_242_424_242
 MISSING_SHA = "0" * 64
@@ -45,30 +44,16 @@ async def bot_alone(
     """The emulator and the bot, without a worker; the bot's own delivery loop is off, so
     each test decides when a delivery round runs."""
     emulator = await DiscordEmulator().start()
-    settings = load_settings(
-        database_url=pg_url,
-        broker_url=BROKER_URL,
-        storage_url=(tmp_path / "images").as_uri(),
-        hps_data_dir=tmp_path,
-        discord_token="t",
-        discord_api_base=emulator.api_base,
-        discord_gateway_url=emulator.gateway_url,
-        allowed_cdn_hosts=f"127.0.0.1:{emulator.port}",
-        allow_insecure_cdn=True,
-    )
-    bot = HpsBot(settings)
+    bot = HpsBot(bot_settings(emulator, pg_url, tmp_path))
 
     async def no_loop() -> None:
         await asyncio.Event().wait()
 
     monkeypatch.setattr(bot.delivery, "run", no_loop)
-    runner = asyncio.create_task(bot.start("t"))
-    await asyncio.wait_for(bot.wait_until_ready(), 30)
     try:
-        yield emulator, bot
+        async with running_bot(bot):
+            yield emulator, bot
     finally:
-        await bot.close()
-        await asyncio.wait_for(runner, 10)
         await emulator.stop()
 
 
