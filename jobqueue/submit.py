@@ -35,7 +35,37 @@ def submit_job(
 
     With ``limits`` the requester's limits are checked atomically with the insert
     (db.errors.JobLimitReached when reached; nothing is queued then)."""
-    spec = task_kind(kind)
+    job_id = record_job(
+        factory,
+        kind,
+        params,
+        requested_by=requested_by,
+        guild_id=guild_id,
+        channel_id=channel_id,
+        interaction_token=interaction_token,
+        interaction_expires_at=interaction_expires_at,
+        limits=limits,
+    )
+    enqueue_job(app, factory, kind, job_id)
+    return job_id
+
+
+def record_job(
+    factory: sessionmaker[Session],
+    kind: str,
+    params: dict[str, Any] | None = None,
+    *,
+    requested_by: int | None = None,
+    guild_id: int | None = None,
+    channel_id: int | None = None,
+    interaction_token: str | None = None,
+    interaction_expires_at: datetime | None = None,
+    limits: UserJobLimits | None = None,
+) -> uuid.UUID:
+    """The first half of :func:`submit_job`: the queued job's row (limits checked), not yet
+    sent to a worker. A client that must say something before any result can exist (the bot's
+    first follow-up) does so between the halves; :func:`enqueue_job` is the second."""
+    task_kind(kind)  # an unknown kind fails before anything is written
 
     def create(session: Session) -> uuid.UUID:
         job = create_job(
@@ -51,7 +81,13 @@ def submit_job(
         )
         return job.id
 
-    job_id = run_transaction(factory, create)
+    return run_transaction(factory, create)
+
+
+def enqueue_job(app: Celery, factory: sessionmaker[Session], kind: str, job_id: uuid.UUID) -> None:
+    """Send a recorded job's task; if the broker refuses, fail the job and raise
+    EnqueueError."""
+    spec = task_kind(kind)
     try:
         app.send_task(spec.task_name, args=[str(job_id)], task_id=str(job_id), queue=spec.queue)
     except Exception as exc:
@@ -62,4 +98,3 @@ def submit_job(
             lambda session: fail_job(session, job_id, detail, user_message=message),
         )
         raise EnqueueError(message) from exc
-    return job_id

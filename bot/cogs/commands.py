@@ -37,7 +37,7 @@ from db.jobs import UserJobLimits, check_user_job_limits
 from db.privacy import forget_user, opt_in, opt_out
 from db.registry import promote_model_version
 from db.stats import row_counts
-from jobqueue.submit import EnqueueError, submit_job
+from jobqueue.submit import EnqueueError, enqueue_job, record_job
 from media.intake import ImageRejected, intake_and_store
 
 log = logging.getLogger(__name__)
@@ -125,9 +125,9 @@ class HpsCommands(commands.Cog):
         response (first: ``queued``, or "<label>: queued"). The user's rate and open-job
         limits are checked atomically with the job's insert unless ``limited`` is False
         (admins' jobs); JobLimitReached when reached."""
-        job = partial(
-            submit_job,
-            self.bot.celery,
+        loop = asyncio.get_running_loop()
+        record = partial(
+            record_job,
             self.bot.sync_factory,
             kind,
             params,
@@ -138,9 +138,16 @@ class HpsCommands(commands.Cog):
             interaction_expires_at=interaction.created_at + INTERACTION_TOKEN_LIFETIME,
             limits=self._user_limits() if limited else None,
         )
-        job_id: uuid.UUID = await asyncio.get_running_loop().run_in_executor(None, job)
+        job_id: uuid.UUID = await loop.run_in_executor(None, record)
         label = JOB_LABELS.get(kind, kind.capitalize())
-        await say_privately(interaction, queued or f"{label}: queued")
+        # Said before the task is sent, so that no result can be the first follow-up (which
+        # would take the private deferral's visibility).
+        try:
+            await say_privately(interaction, queued or f"{label}: queued")
+        except discord.HTTPException as exc:  # a courtesy: the job still runs
+            log.info("queued note for job %s not posted: %s", job_id, exc)
+        enqueue = partial(enqueue_job, self.bot.celery, self.bot.sync_factory, kind, job_id)
+        await loop.run_in_executor(None, enqueue)
         self.bot.job_progress.follow(job_id, label, interaction)
         return job_id
 
