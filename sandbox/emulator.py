@@ -828,6 +828,10 @@ class DiscordEmulator:
             return await self._webhook(method, parts, body or {}, files)
         if parts[0] == "channels" and len(parts) >= 3 and parts[2] == "messages":
             return await self._messages(method, parts, body, files, request)
+        if parts[0] == "channels" and len(parts) == 2 and method == "GET":
+            if not parts[1].isdigit() or int(parts[1]) not in self.channel_guild:
+                return self._json({"message": "Unknown Channel", "code": 10003}, status=404)
+            return self._json(self._channel_payload(int(parts[1])))
         return self._json({"message": f"emulator: no route {method} {path}", "code": 0}, status=404)
 
     async def _messages(

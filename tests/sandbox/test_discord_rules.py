@@ -234,3 +234,8 @@ async def test_guilds_are_separate(running: tuple[DiscordEmulator, RulesBot]) ->
     assert message["guild_id"] == str(second)
     channel = client.get_channel(emulator.channels["b-generations"])
     assert isinstance(channel, discord.TextChannel) and channel.guild.id == second
+    fetched = await client.fetch_channel(emulator.channels["b-generations"])
+    assert fetched.id == channel.id
+    with pytest.raises(discord.NotFound) as unknown:
+        await client.fetch_channel(4_242_424_242)
+    assert unknown.value.code == 10003
