@@ -19,6 +19,11 @@ existing generations, one transaction per batch); a batch refused by a domain ru
 again one record per transaction, so only the offending record is left out. A bad record
 stops the import with a message naming it (records before it stay imported; run again after
 fixing the file), or is skipped and listed with ``skip_invalid``.
+
+A batch is also bounded in bytes: it is written once the images it holds (parquet cells, and
+the canonical PNGs the intake made of them) reach ``BATCH_IMAGE_BYTES``, so an import of large
+images holds a few of them at a time, not 64 records' worth. An image over
+``max_image_bytes`` is refused by its size before it is read, hashed or decoded.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ from __future__ import annotations
 import logging
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -54,6 +59,7 @@ from media.store import ImageStore, key_for
 log = logging.getLogger(__name__)
 
 BATCH_RECORDS = 64
+BATCH_IMAGE_BYTES = 16 * 2**20  # image bytes a batch may hold before it is written
 KNOWN_GENERATIONS_CACHE = 50_000
 
 Progress = Callable[[int, int, str], None]
@@ -105,7 +111,10 @@ def import_files(
     bad file, or for a bad record unless ``options.skip_invalid``."""
     importer = _Importer(factory, store, options)
     for path in paths:
-        importer.run(open_source(Path(path), options.fmt, options.image_root), progress)
+        source = open_source(
+            Path(path), options.fmt, options.image_root, max_image_bytes=options.max_image_bytes
+        )
+        importer.run(source, progress)
     return importer.summary
 
 
@@ -122,7 +131,8 @@ class _Pending:
     """A checked record waiting for its transaction. ``images`` is None when its generation
     exists already (or an earlier record of the same batch creates it)."""
 
-    record: ImportRecord
+    record: ImportRecord  # without its images (their bytes are not kept)
+    image_count: int
     namespace: str
     source_id: int
     user_id: int
@@ -158,6 +168,7 @@ class _Importer:
         self.summary.files.append(str(source.path))
         occurrences: Counter[str] = Counter()
         batch: list[tuple[ImportRecord, int, int]] = []
+        held = 0  # image bytes the batch's records keep in memory
         name = source.path.name
         if progress is not None:
             progress(0, source.total, name)
@@ -166,7 +177,7 @@ class _Importer:
                 self.summary.unlabeled_rows += entry is RowNote.UNLABELED
             elif isinstance(entry, ImportFormatError):
                 self._flush(batch, namespace)  # the records before it are imported first
-                batch = []
+                batch, held = [], 0
                 self._refuse(entry)
             else:
                 occurrence = 0
@@ -176,9 +187,11 @@ class _Importer:
                     occurrences[identity] += 1
                 source_id = imported_id("generation", namespace, entry.generation_key)
                 batch.append((entry, source_id, user_id_for(entry, namespace, occurrence)))
-                if len(batch) >= BATCH_RECORDS:
+                held += sum(image.held_bytes for image in entry.images)
+                del entry  # the batch alone holds the record: _flush lets go of its images
+                if len(batch) >= BATCH_RECORDS or held >= BATCH_IMAGE_BYTES:
                     self._flush(batch, namespace)
-                    batch = []
+                    batch, held = [], 0
             if progress is not None:
                 progress(done, source.total, name)
         self._flush(batch, namespace)
@@ -210,29 +223,43 @@ class _Importer:
             self._remember(int(source_id), int(generation_id), int(images))
 
     def _flush(self, batch: list[tuple[ImportRecord, int, int]], namespace: str) -> None:
+        """Check, take in and write the records of ``batch``, emptying it as it goes: a
+        record's source images are let go once taken in, before the next is read."""
         if not batch:
             return
         self._look_up({source_id for _, source_id, _ in batch})
+        batch.reverse()
         prepared: list[_Pending] = []
         creators: dict[int, int] = {}  # source id -> number of images of the record making it
-        for record, source_id, user_id in batch:
+        held = 0  # bytes of the canonical images in ``prepared``
+        while batch:
+            source_record, source_id, user_id = batch.pop()
+            record = replace(source_record, images=())  # what the writes need: no image bytes
+            count = len(source_record.images)
             try:
                 known = self.known.get(source_id)
                 expected = known[1] if known is not None else creators.get(source_id)
-                if expected is not None and expected != len(record.images):
+                if expected is not None and expected != count:
                     raise ImportFormatError(
                         f"{record.where}: generation {record.generation_key!r} has {expected} "
-                        f"images; this record has {len(record.images)}"
+                        f"images; this record has {count}"
                     )
                 images = None
                 if expected is None:
-                    images = self._intake(record)
+                    images = self._intake(source_record)
                     creators[source_id] = len(images)
-                prepared.append(_Pending(record, namespace, source_id, user_id, images))
+                    held += sum(len(result.data) for result in images)
+                del source_record
+                prepared.append(_Pending(record, count, namespace, source_id, user_id, images))
             except ImportFormatError as exc:
+                del source_record  # raised before it was let go
                 self._write(prepared)
-                prepared, creators = [], {}
+                prepared, creators, held = [], {}, 0
                 self._refuse(exc)
+                continue
+            if held >= BATCH_IMAGE_BYTES:  # large images: write what is ready, then go on
+                self._write(prepared)
+                prepared, held = [], 0
         self._write(prepared)
 
     def _intake(self, record: ImportRecord) -> list[IntakeResult]:
@@ -242,6 +269,7 @@ class _Importer:
             try:
                 raw = image.read(max_bytes)
                 results.append(intake_image(raw, max_bytes=max_bytes, max_pixels=max_pixels))
+                del raw  # before the next image is read
             except ImageRejected as exc:
                 raise ImportFormatError(
                     f"{record.where}: image {number} ({image.key}) refused: {exc}"
@@ -337,7 +365,7 @@ class _Importer:
         return _Written(
             pending.source_id,
             generation_id,
-            len(record.images),
+            pending.image_count,
             generation_added,
             present is None,
         )
