@@ -158,7 +158,11 @@ class _SplitShards:
 
         path = self.folder / f"{self.split}-{len(self.shards):05d}{PARTIAL_SUFFIX}"
         self.shards.append(path)
-        self.writer = pq.ParquetWriter(path, self.schema, compression="snappy")
+        # Pages of a few rows (a page closes once past 1 MiB, checked every 8 rows): a reader
+        # decompresses a whole page at once, so an export's images stay cheap to import.
+        self.writer = pq.ParquetWriter(
+            path, self.schema, compression="snappy", write_batch_size=8, data_page_size=1 << 20
+        )
 
     def add_choice(self, rows: list[dict[str, Any]], row_group_rows: int) -> None:
         if self.rows_in_shard >= self.rows_per_shard:
