@@ -57,6 +57,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def describe_error(exc: Exception) -> str:
     """One line for the user: the driver's message for database errors, no SQL, no URLs."""
+    if isinstance(exc, RecursionError):  # e.g. a JSON document nested thousands deep
+        return "the input is nested too deeply to read"
     original = getattr(exc, "orig", None)
     message = str(original if original is not None else exc)
     if original is not None:
@@ -73,6 +75,7 @@ def _is_expected(exc: Exception) -> bool:
         ValueError,
         OSError,
         LookupError,
+        RecursionError,
     )
     try:
         from sqlalchemy.exc import OperationalError

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 CLEARED = ("DATABASE_URL", "BROKER_URL", "STORAGE_URL", "DISCORD_TOKEN", "MAX_IMAGE_PIXELS")
 
@@ -69,3 +71,26 @@ def test_config_shows_no_secret(tmp_path: Path) -> None:
     shown = json.loads(result.stdout)
     assert shown["DISCORD_TOKEN"] == "**********"
     assert "very-secret-token" not in result.stdout
+
+
+def test_input_nested_too_deeply_is_one_line(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Any command that meets a RecursionError (a JSON file nested 200,000 deep) says so in
+    one line and exits 2, never with a traceback."""
+    import argparse
+
+    from cli import main as cli_main
+
+    def deep(_args: argparse.Namespace) -> int:
+        import json
+
+        json.loads("[" * 200_000 + "]" * 200_000)
+        return 0
+
+    parser = argparse.ArgumentParser()
+    parser.set_defaults(handler=deep, command="stats")
+    monkeypatch.setattr(cli_main, "build_parser", lambda: parser)
+    assert cli_main.main([]) == 2
+    err = capsys.readouterr().err
+    assert err == "hps stats: error: the input is nested too deeply to read\n"
