@@ -237,7 +237,8 @@ def test_failures_are_readable_and_the_worker_keeps_serving(
         {"prompt": "x", "images": [image.sha256], "model_version_id": corrupt},
     )
     job = wait_for_job(pg_factory, job_id)
-    assert job.status == JobStatus.failed and "unreadable safetensors checkpoint" in job.error
+    # Its registered sha256 no longer matches: refused before it is even parsed.
+    assert job.status == JobStatus.failed and "is not the registered file" in job.error
 
     healthy = submit_job(client, pg_factory, "score", {"prompt": "x", "images": [image.sha256]})
     assert wait_for_job(pg_factory, healthy).status == JobStatus.succeeded
