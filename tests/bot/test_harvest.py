@@ -425,7 +425,8 @@ async def test_a_purge_deletes_the_data_of_every_purged_message(
     await eventually(lambda: count(pg_factory, Generation) == 1)
     with pg_factory() as session:
         assert session.scalars(select(Generation)).one().prompt.text == "purged 2"
-    assert len(list(world["store"].root.rglob("*.png"))) == 3  # the survivor's images only
+    # The blobs go after the rows' transaction has committed: the survivor's images only.
+    await eventually(lambda: len(list(world["store"].root.rglob("*.png"))) == 3)
 
 
 async def test_results_go_to_the_channel_once_the_interaction_token_expired(
