@@ -46,6 +46,7 @@ MESSAGE_LINK = re.compile(r"/channels/\d+/\d+/(\d+)")
 # Discord's own limit on a string option is 6,000 characters; a prompt is far shorter (CLIP
 # reads 77 tokens), and a short cap keeps every echo of it within a message.
 MAX_PROMPT_CHARS = 500
+QUEUED_NOTE_TIMEOUT_S = 10.0
 MAX_LINK_CHARS = 200
 MAX_LICENCE_CHARS = 100
 # Each job's progress is shown by editing the command's (private) response, with this label.
@@ -143,9 +144,10 @@ class HpsCommands(commands.Cog):
         # Said before the task is sent, so that no result can be the first follow-up (which
         # would take the private deferral's visibility).
         try:
-            await say_privately(interaction, queued or f"{label}: queued")
-        except discord.HTTPException as exc:  # a courtesy: the job still runs
-            log.info("queued note for job %s not posted: %s", job_id, exc)
+            async with asyncio.timeout(QUEUED_NOTE_TIMEOUT_S):  # the job waits for this
+                await say_privately(interaction, queued or f"{label}: queued")
+        except (discord.HTTPException, TimeoutError) as exc:  # a courtesy: the job still runs
+            log.info("queued note for job %s not posted: %r", job_id, exc)
         enqueue = partial(enqueue_job, self.bot.celery, self.bot.sync_factory, kind, job_id)
         await loop.run_in_executor(None, enqueue)
         self.bot.job_progress.follow(job_id, label, interaction)
