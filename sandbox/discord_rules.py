@@ -72,11 +72,13 @@ def check_message_body(
         )
     if sum(len(data) for _, data, _ in files) > upload_limit:
         raise FormError(413, {"message": "Request entity too large", "code": 40005})
+    # Discord: at least one of content, embeds, sticker_ids, components, files or poll.
     if (
         not editing
         and not content
         and not embeds
         and not files
+        and not body.get("components")
         and not body.get("sticker_ids")
         and not body.get("poll")
     ):

@@ -272,6 +272,10 @@ class HarvestCog(commands.Cog):
             message = await channel.fetch_message(message_id)
         except discord.NotFound:
             return  # deleted: its delete event takes the data
+        except discord.HTTPException as exc:  # no access any more, Discord down: log it
+            metrics.count_error("reaction_reread")
+            log.warning("reactions of message %s not read again: %s", message_id, exc)
+            return
         await self.sync_reaction_pick(message, requester)
 
     async def sync_reaction_pick(
