@@ -27,6 +27,7 @@ from db.models import Prompt
 from exchange.importer import ImportOptions, import_files
 from exchange.readers import ImportFormatError, ImportRecord, open_source
 from media.store import LocalImageStore
+from tests.cli.test_cli import hps
 from tests.exchange.conftest import counts
 from tests.factories import noise_image
 
@@ -257,19 +258,6 @@ def test_an_import_of_large_cells_holds_a_few_rows_not_the_file(tmp_path: Path) 
 # --- JSON manifests ------------------------------------------------------------------------
 
 
-def hps_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    environment = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "STORAGE_URL")}
-    environment |= {"PYTHONPATH": str(ROOT), "HPS_DATA_DIR": str(cwd / "data")}
-    return subprocess.run(
-        [sys.executable, "-m", "cli.main", *args],
-        cwd=cwd,
-        env=environment,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-
-
 def test_deeply_nested_json_is_one_line_and_exit_status_2(tmp_path: Path) -> None:
     deep_list = tmp_path / "deep-list.json"
     deep_list.write_text("[" * 200_000 + "]" * 200_000)
@@ -282,8 +270,9 @@ def test_deeply_nested_json_is_one_line_and_exit_status_2(tmp_path: Path) -> Non
         deep_record: "deep-record.json: record 1 is nested too deeply",
         deep_object: "deep-object.json: expected a JSON list of records",
     }
+    data_dir = str(tmp_path / "data")
     for path, expected in cases.items():
-        result = hps_cli("import", str(path), "--no-progress", cwd=tmp_path)
+        result = hps("import", str(path), "--no-progress", cwd=tmp_path, HPS_DATA_DIR=data_dir)
         assert result.returncode == 2, result.stderr[-2000:]
         assert "Traceback" not in result.stderr and result.stderr.count("\n") == 1
         assert result.stderr.startswith("hps import: error: ") and expected in result.stderr
