@@ -27,13 +27,20 @@ def register(subcommands: argparse._SubParsersAction) -> None:
     )
     stats.add_argument("--top", type=int, default=10, help="number of top prompts")
     stats.add_argument("--bins", type=int, default=20, help="score histogram bins")
+    stats.add_argument(
+        "--guild",
+        type=int,
+        help="one guild's statistics (default: the guilds that pool their data)",
+    )
     stats.set_defaults(handler=cmd_stats)
 
 
-def gather(days: int, top: int, bins: int) -> dict[str, Any]:
-    """Row counts (as ``hps stats`` always printed them) plus the statistics report."""
+def gather(days: int, top: int, bins: int, guild_id: int | None = None) -> dict[str, Any]:
+    """Row counts (whole tables, as ``hps stats`` always printed them) plus the statistics
+    report of one guild, or of the guilds that pool their data."""
     from db.engine import make_engine, make_session_factory
     from db.models import utcnow
+    from db.scope import Scope
     from db.stats import collect_stats, row_counts
 
     if days < 0 or top < 1 or bins < 2:
@@ -45,14 +52,15 @@ def gather(days: int, top: int, bins: int) -> dict[str, Any]:
         since = now - timedelta(days=days) if days else None
         with make_session_factory(engine)() as session, session.begin():
             counts = row_counts(session)
-            report = collect_stats(session, since=since, top=top, bins=bins, now=now)
+            scope = Scope.guild(guild_id) if guild_id is not None else Scope.pooled()
+            report = collect_stats(session, scope, since=since, top=top, bins=bins, now=now)
     finally:
         engine.dispose()
     return {"counts": counts, "report": report}
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
-    found = gather(args.days, args.top, args.bins)
+    found = gather(args.days, args.top, args.bins, args.guild)
     report = found["report"]
     if args.out is None:
         print(json.dumps({**found["counts"], **report.to_dict()}, indent=2, ensure_ascii=False))

@@ -108,6 +108,45 @@ class Settings(BaseSettings):
         default=3, gt=0, description="Jobs one user may have queued or running at once"
     )
 
+    operator_user_ids: Annotated[list[int], NoDecode] = Field(
+        default_factory=list,
+        description="Discord user ids of the bot's operators (comma-separated), besides the "
+        "application owner: global models, global training and cross-guild exports",
+    )
+    shard_count: int | None = Field(
+        default=None,
+        gt=0,
+        description="Gateway shards of the whole bot; empty = one process decides (Discord's "
+        "recommendation)",
+    )
+    shard_ids: Annotated[list[int], NoDecode] = Field(
+        default_factory=list,
+        description="Shards this bot process runs (comma-separated); empty = all of SHARD_COUNT",
+    )
+
+    @field_validator("operator_user_ids", "shard_ids", mode="before")
+    @classmethod
+    def _parse_ids(cls, value: Any) -> Any:
+        items = _split_csv(value)
+        if isinstance(items, list):
+            for item in items:
+                if isinstance(item, str) and not item.strip().isdigit():
+                    raise ValueError(f"{item!r} is not a number")
+            return [int(item) for item in items]
+        return items
+
+    @model_validator(mode="after")
+    def _check_shards(self) -> Settings:
+        if self.shard_ids:
+            if self.shard_count is None:
+                raise ValueError("SHARD_IDS needs SHARD_COUNT")
+            if len(set(self.shard_ids)) != len(self.shard_ids):
+                raise ValueError("SHARD_IDS lists a shard twice")
+            bad = [i for i in self.shard_ids if not 0 <= i < self.shard_count]
+            if bad:
+                raise ValueError(f"SHARD_IDS {bad} outside 0..{self.shard_count - 1}")
+        return self
+
     @field_validator("allowed_cdn_hosts", mode="before")
     @classmethod
     def _parse_hosts(cls, value: Any) -> Any:

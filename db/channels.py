@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
+from typing import NamedTuple
+
 from sqlalchemy import case, select
 from sqlalchemy.orm import Session
 
@@ -44,19 +47,24 @@ def enable_channel(
     )
 
 
-def harvest_adapter(session: Session, channel_id: int) -> str | None:
-    """The adapter harvesting ``channel_id``, or None when the channel is not enabled."""
-    return session.scalar(
-        select(HarvestChannel.adapter).where(
-            HarvestChannel.channel_id == channel_id, HarvestChannel.enabled.is_(True)
-        )
+def harvest_adapter(session: Session, channel_id: int, guild_id: int | None = None) -> str | None:
+    """The adapter harvesting ``channel_id`` (only if it is ``guild_id``'s, when given), or
+    None when the channel is not enabled."""
+    query = select(HarvestChannel.adapter).where(
+        HarvestChannel.channel_id == channel_id, HarvestChannel.enabled.is_(True)
     )
+    if guild_id is not None:
+        query = query.where(HarvestChannel.guild_id == guild_id)
+    return session.scalar(query)
 
 
-def disable_channel(session: Session, channel_id: int) -> bool:
-    """Stop harvesting ``channel_id``; return whether it was enabled."""
+def disable_channel(session: Session, channel_id: int, guild_id: int | None = None) -> bool:
+    """Stop harvesting ``channel_id`` (only if it is ``guild_id``'s, when given); return
+    whether it was enabled."""
     channel = session.get(HarvestChannel, channel_id)
     if channel is None or not channel.enabled:
+        return False
+    if guild_id is not None and channel.guild_id != guild_id:
         return False
     channel.enabled = False
     return True
@@ -70,21 +78,30 @@ def admin_role_ids(session: Session, guild_id: int) -> list[int]:
     )
 
 
-def generation_for_message(session: Session, message_id: int) -> int | None:
-    """The generation posted in a Discord message, if it was harvested."""
-    from db.models import Generation
+class HarvestedChannel(NamedTuple):
+    channel_id: int
+    adapter: str
+    last_seen_message_id: int | None
+    guild_id: int
 
-    return session.scalar(select(Generation.id).where(Generation.source_message_id == message_id))
 
-
-def harvested_channels(session: Session) -> list[tuple[int, str, int | None]]:
-    """(channel id, adapter, last seen message id) of every enabled channel."""
-    rows = session.execute(
-        select(
-            HarvestChannel.channel_id, HarvestChannel.adapter, HarvestChannel.last_seen_message_id
-        ).where(HarvestChannel.enabled.is_(True))
-    )
-    return [(int(c), str(a), int(s) if s is not None else None) for c, a, s in rows]
+def harvested_channels(
+    session: Session, guild_ids: Collection[int] | None = None
+) -> list[HarvestedChannel]:
+    """Every enabled channel (optionally only those of ``guild_ids``: a bot process harvests
+    the guilds of its own shards)."""
+    query = select(
+        HarvestChannel.channel_id,
+        HarvestChannel.adapter,
+        HarvestChannel.last_seen_message_id,
+        HarvestChannel.guild_id,
+    ).where(HarvestChannel.enabled.is_(True))
+    if guild_ids is not None:
+        query = query.where(HarvestChannel.guild_id.in_(list(guild_ids)))
+    return [
+        HarvestedChannel(int(c), str(a), int(s) if s is not None else None, int(g))
+        for c, a, s, g in session.execute(query)
+    ]
 
 
 def last_seen_message(session: Session, channel_id: int) -> int | None:

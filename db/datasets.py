@@ -16,7 +16,8 @@ from typing import Any, Literal
 from sqlalchemy import Row, select
 from sqlalchemy.orm import Session
 
-from db.models import Choice, DiscordUser, Generation, Image, Prompt
+from db.models import Choice, Generation, Image, Prompt
+from db.scope import Scope
 
 Split = Literal["train", "validation", "test"]
 SPLITS: tuple[Split, ...] = ("train", "validation", "test")
@@ -58,6 +59,7 @@ class ChoiceSet:
 def iter_choice_sets(
     session: Session,
     *,
+    scope: Scope,
     salt: str,
     split: Split | None = None,
     cutoff: datetime | None = None,
@@ -65,7 +67,9 @@ def iter_choice_sets(
     batch_size: int = 500,
 ) -> Iterator[ChoiceSet]:
     """Stream every usable choice (a pick, not a skip) made up to ``cutoff``, in choice-id
-    order, optionally only those of one split. Users who opted out are excluded."""
+    order, optionally only those of one split, of the generations ``scope`` may use (a
+    guild's own; pooled guilds' for the operators). Consent is :mod:`db.consent`'s: nothing
+    of users who opted out, as choosers or requesters."""
     query = (
         select(
             Choice.id,
@@ -78,8 +82,7 @@ def iter_choice_sets(
         )
         .join(Generation, Choice.generation_id == Generation.id)
         .join(Prompt, Generation.prompt_id == Prompt.id)
-        .join(DiscordUser, Choice.user_id == DiscordUser.id)
-        .where(Choice.chosen_image_id.is_not(None), DiscordUser.opted_out.is_(False))
+        .where(Choice.chosen_image_id.is_not(None), scope.choices())
         .order_by(Choice.id)
         .execution_options(yield_per=batch_size)
     )

@@ -1,8 +1,10 @@
-"""What a dataset export may contain, streamed in generation order, consent enforced here.
+"""What a dataset export may contain, streamed in generation order, scope and consent applied.
 
-An exported choice is a pick (or a skip) by a user who has not opted out, on a generation of
-at least two images whose requester has not opted out either (the prompt is the requester's
-words). Users who asked to be forgotten have no rows left, so nothing of theirs can appear.
+An export is a guild's (its admins') or the operators' (the guilds that pool their data, see
+:mod:`db.scope`). An exported choice is a pick (or a skip) allowed by :mod:`db.consent`: by a
+user who has not opted out, on a generation of at least two images whose requester has not
+opted out either (the prompt is the requester's words). Users who asked to be forgotten have
+no rows left, so nothing of theirs can appear.
 Rows come ordered by generation, then choice, so that an exporter reading image bytes can
 reuse them for every choice on the same generation.
 
@@ -17,11 +19,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import case, func, or_, select
-from sqlalchemy.orm import Session, aliased
+from sqlalchemy import case, func, select
+from sqlalchemy.orm import Session
 
 from db.datasets import DEFAULT_FRACTIONS, Split, split_for_prompt
 from db.models import Choice, DiscordUser, Generation, GuildConfig, Image, Prompt
+from db.scope import Scope
 
 MIN_IMAGES_PER_SET = 2
 
@@ -99,26 +102,12 @@ def _image_counts() -> Any:
     )
 
 
-def _exportable(
-    query: Any, cutoff: datetime | None, include_skips: bool, guild_id: int | None
-) -> Any:
-    chooser = aliased(DiscordUser, name="chooser")
-    requester = aliased(DiscordUser, name="requester")
-    query = (
-        query.join(Generation, Choice.generation_id == Generation.id)
-        .join(chooser, Choice.user_id == chooser.id)
-        .outerjoin(requester, Generation.requester_id == requester.id)
-        .where(
-            chooser.opted_out.is_(False),
-            or_(Generation.requester_id.is_(None), requester.opted_out.is_(False)),
-        )
-    )
+def _exportable(query: Any, cutoff: datetime | None, include_skips: bool, scope: Scope) -> Any:
+    query = query.join(Generation, Choice.generation_id == Generation.id).where(scope.choices())
     if cutoff is not None:
         query = query.where(Choice.updated_at <= cutoff)
     if not include_skips:
         query = query.where(Choice.chosen_image_id.is_not(None))
-    if guild_id is not None:
-        query = query.where(Generation.guild_id == guild_id)
     return query
 
 
@@ -127,7 +116,7 @@ def plan_export(
     *,
     cutoff: datetime | None = None,
     include_skips: bool = True,
-    guild_id: int | None = None,
+    scope: Scope,
 ) -> ExportPlan:
     """Choices and Pick-a-Pic rows per prompt: a pick among n images makes n - 1 rows
     (chosen vs each other image), a skip makes n(n-1)/2 tie rows."""
@@ -140,7 +129,7 @@ def plan_export(
         ),
         cutoff,
         include_skips,
-        guild_id,
+        scope,
     )
     query = query.join(counts, counts.c.generation_id == Generation.id).where(
         n >= MIN_IMAGES_PER_SET
@@ -157,13 +146,14 @@ def iter_export_choices(
     split_salt: str,
     cutoff: datetime | None = None,
     include_skips: bool = True,
-    guild_id: int | None = None,
+    scope: Scope,
     fractions: tuple[float, float, float] = DEFAULT_FRACTIONS,
     batch_size: int = 500,
 ) -> Iterator[ExportChoice]:
     """Stream the exportable choices ordered by generation then choice, each with its split
     (by prompt, :func:`db.datasets.split_for_prompt`) and its images in position order,
-    optionally only generations of one guild. Choices on sets of fewer than two images are
+    of the generations ``scope`` may use (a guild's; the pooled guilds' for the operators).
+    Choices on sets of fewer than two images are
     left out (they carry no preference)."""
     query = _exportable(
         select(
@@ -182,7 +172,7 @@ def iter_export_choices(
         ).select_from(Choice),
         cutoff,
         include_skips,
-        guild_id,
+        scope,
     )
     query = (
         query.join(Prompt, Generation.prompt_id == Prompt.id)
@@ -250,12 +240,13 @@ def _with_images(
         )
 
 
-def consent_modes(session: Session, guild_id: int | None = None) -> dict[str, int]:
-    """How many configured guilds (or just ``guild_id``) harvest in each consent mode (for
-    the dataset card)."""
-    query = select(GuildConfig.consent_mode, func.count()).group_by(GuildConfig.consent_mode)
-    if guild_id is not None:
-        query = query.where(GuildConfig.guild_id == guild_id)
+def consent_modes(session: Session, scope: Scope) -> dict[str, int]:
+    """How many guilds of ``scope`` harvest in each consent mode (for the dataset card)."""
+    query = (
+        select(GuildConfig.consent_mode, func.count())
+        .where(scope.guild_condition(GuildConfig.guild_id))
+        .group_by(GuildConfig.consent_mode)
+    )
     rows = session.execute(query)
     return {str(getattr(mode, "value", mode)): int(count) for mode, count in rows}
 

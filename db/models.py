@@ -85,6 +85,14 @@ class ConsentMode(enum.StrEnum):
     opt_in = "opt_in"
 
 
+class Sharing(enum.StrEnum):
+    """Whether a guild's data may be used beyond it: ``private`` (its own models and exports
+    only) or ``pooled`` (also global training and exports that span guilds)."""
+
+    private = "private"
+    pooled = "pooled"
+
+
 class ChoiceMethod(enum.StrEnum):
     button = "button"
     reaction = "reaction"
@@ -135,6 +143,9 @@ class GuildConfig(Base):
         _enum(ConsentMode, "consent_mode"), default=ConsentMode.opt_out
     )
     admin_role_ids: Mapped[list[int]] = mapped_column(JsonDocument, default=list)
+    sharing: Mapped[Sharing] = mapped_column(
+        _enum(Sharing, "sharing"), default=Sharing.private, server_default=Sharing.private.value
+    )
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
 
@@ -185,7 +196,8 @@ class Generation(Base):
 
     id: Mapped[int] = mapped_column(SurrogateKey, primary_key=True)
     source_message_id: Mapped[int] = mapped_column(BigInteger, unique=True)
-    guild_id: Mapped[int | None] = mapped_column(BigInteger)
+    # None: not from a guild (a dataset an operator imported, a DM).
+    guild_id: Mapped[int | None] = mapped_column(BigInteger, index=True)
     channel_id: Mapped[int] = mapped_column(BigInteger, index=True)
     prompt_id: Mapped[int] = mapped_column(ForeignKey("prompts.id"), index=True)
     requester_id: Mapped[int | None] = mapped_column(
@@ -247,12 +259,18 @@ class Choice(Base):
 
 
 class ModelVersion(Base):
+    """A version of an HPS model or a LoRA. It belongs to one guild (``guild_id``) or is
+    global (None, the operators'); a guild uses its own active version of a kind, else the
+    global one."""
+
     __tablename__ = "model_versions"
     __table_args__ = (
-        # Exactly one active model per kind, enforced by the database.
+        # At most one active model per kind and guild (0 standing for global), enforced by the
+        # database.
         Index(
-            "uq_model_versions_one_active_per_kind",
+            "uq_model_versions_one_active_per_guild",
             "kind",
+            text("coalesce(guild_id, 0)"),
             unique=True,
             postgresql_where=text("status = 'active'"),
             sqlite_where=text("status = 'active'"),
@@ -262,6 +280,7 @@ class ModelVersion(Base):
 
     id: Mapped[int] = mapped_column(SurrogateKey, primary_key=True)
     kind: Mapped[ModelKind] = mapped_column(_enum(ModelKind, "model_kind"))
+    guild_id: Mapped[int | None] = mapped_column(BigInteger, index=True)
     name: Mapped[str] = mapped_column(String(128))
     checkpoint_key: Mapped[str] = mapped_column(String(512))
     architecture: Mapped[str] = mapped_column(String(64))
@@ -277,11 +296,22 @@ class ModelVersion(Base):
 
 
 class Score(Base):
+    """An image's score under one model version. ``guild_id`` and ``requester_id`` copy the
+    image's generation (they never change), so that a guild's percentile is one index range
+    count that also carries what the consent predicate needs."""
+
     __tablename__ = "scores"
     __table_args__ = (
         UniqueConstraint("image_id", "model_version_id"),
-        # Percentiles are index range counts: "how many scores of this version are lower".
-        Index("ix_scores_model_version_id_score", "model_version_id", "score"),
+        # "How many of this community's scores under this version are lower": an index-only
+        # range count; requester_id rides along for the consent anti-join.
+        Index(
+            "ix_scores_version_guild_score",
+            "model_version_id",
+            "guild_id",
+            "score",
+            "requester_id",
+        ),
     )
 
     id: Mapped[int] = mapped_column(SurrogateKey, primary_key=True)
@@ -290,6 +320,8 @@ class Score(Base):
         ForeignKey("model_versions.id", ondelete="CASCADE")
     )
     score: Mapped[float] = mapped_column(Float)
+    guild_id: Mapped[int | None] = mapped_column(BigInteger)
+    requester_id: Mapped[int | None] = mapped_column(BigInteger)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
 

@@ -1,15 +1,18 @@
-"""The model registry: versions of HPS models and LoRAs, at most one active per kind
-(enforced by a partial unique index), promotion and retirement in one transaction."""
+"""The model registry: versions of HPS models and LoRAs, each a guild's or global, at most one
+active per kind and guild (enforced by a partial unique index); a guild uses its own active
+version, else the global one. Promotion and retirement happen in one transaction, within the
+promoting scope only."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import case, select, update
 from sqlalchemy.orm import Session
 
 from db.errors import DomainError
 from db.models import ModelKind, ModelStatus, ModelVersion, utcnow
+from db.scope import Scope
 
 
 class ModelNotFound(DomainError):
@@ -26,8 +29,9 @@ def register_model_version(
     metrics: dict[str, Any] | None = None,
     trained_on: dict[str, Any] | None = None,
     checkpoint_sha256: str | None = None,
+    guild_id: int | None = None,
 ) -> ModelVersion:
-    """Add a candidate version (flushed, so ``id`` is set).
+    """Add a candidate version (flushed, so ``id`` is set), of ``guild_id`` or global (None).
 
     ``checkpoint_sha256`` is the sha256 (hex) of the checkpoint file as registered (for a LoRA,
     of its weights file); workers verify the file against it before loading it, so a swapped
@@ -40,6 +44,7 @@ def register_model_version(
         checkpoint_sha256 = digest
     version = ModelVersion(
         kind=kind,
+        guild_id=guild_id,
         name=name,
         checkpoint_key=checkpoint_key,
         architecture=architecture,
@@ -62,28 +67,63 @@ def get_model_version(session: Session, version_id: int) -> ModelVersion:
     return version
 
 
-def get_active_model(session: Session, kind: ModelKind) -> ModelVersion | None:
-    """The active version of ``kind``, if any."""
+def get_active_model(
+    session: Session, kind: ModelKind, guild_id: int | None = None
+) -> ModelVersion | None:
+    """The version of ``kind`` that ``guild_id`` uses: its own active one, else the global
+    active one (``guild_id`` None: the global one only)."""
+    query = select(ModelVersion).where(
+        ModelVersion.kind == kind, ModelVersion.status == ModelStatus.active
+    )
+    if guild_id is None:
+        return session.scalar(query.where(ModelVersion.guild_id.is_(None)))
+    own_first = case((ModelVersion.guild_id == guild_id, 0), else_=1)
     return session.scalar(
-        select(ModelVersion).where(
-            ModelVersion.kind == kind, ModelVersion.status == ModelStatus.active
-        )
+        query.where((ModelVersion.guild_id == guild_id) | ModelVersion.guild_id.is_(None))
+        .order_by(own_first)
+        .limit(1)
     )
 
 
-def promote_model_version(session: Session, version_id: int) -> ModelVersion:
-    """Make ``version_id`` the active one of its kind; the previous active one is retired.
-    The kind's active row is locked first, so concurrent promotions serialise."""
+def get_scoped_model_version(session: Session, scope: Scope, version_id: int) -> ModelVersion:
+    """A version ``scope`` owns; ModelNotFound for another guild's (or, for a guild, a
+    global one), worded like a missing one."""
     version = session.scalar(
-        select(ModelVersion).where(ModelVersion.id == version_id).with_for_update()
+        select(ModelVersion).where(ModelVersion.id == version_id, scope.owns_model())
     )
     if version is None:
-        raise ModelNotFound(f"no model version {version_id}")
+        raise ModelNotFound(f"no model version {version_id} {_where(scope)}")
+    return version
+
+
+def promote_model_version(
+    session: Session, version_id: int, scope: Scope | None = None
+) -> ModelVersion:
+    """Make ``version_id`` the active one of its kind for its guild (or globally); the
+    previous active one there is retired, nothing elsewhere changes. With ``scope``, only a
+    version that scope owns may be promoted (ModelNotFound otherwise). The version's row is
+    locked first, so concurrent promotions serialise."""
+    query = select(ModelVersion).where(ModelVersion.id == version_id)
+    if scope is not None:
+        query = query.where(scope.owns_model())
+    version = session.scalar(query.with_for_update())
+    if version is None:
+        where = "" if scope is None else f" {_where(scope)}"
+        raise ModelNotFound(f"no model version {version_id}{where}")
     if version.status == ModelStatus.active:
         return version
+    same_guild = (
+        ModelVersion.guild_id.is_(None)
+        if version.guild_id is None
+        else ModelVersion.guild_id == version.guild_id
+    )
     session.execute(
         update(ModelVersion)
-        .where(ModelVersion.kind == version.kind, ModelVersion.status == ModelStatus.active)
+        .where(
+            ModelVersion.kind == version.kind,
+            ModelVersion.status == ModelStatus.active,
+            same_guild,
+        )
         .values(status=ModelStatus.retired)
     )
     session.flush()
@@ -93,9 +133,17 @@ def promote_model_version(session: Session, version_id: int) -> ModelVersion:
     return version
 
 
-def list_model_versions(session: Session, kind: ModelKind | None = None) -> list[ModelVersion]:
-    """All versions, newest first."""
+def list_model_versions(
+    session: Session, kind: ModelKind | None = None, scope: Scope | None = None
+) -> list[ModelVersion]:
+    """All versions (or those ``scope`` owns), newest first."""
     query = select(ModelVersion).order_by(ModelVersion.id.desc())
     if kind is not None:
         query = query.where(ModelVersion.kind == kind)
+    if scope is not None:
+        query = query.where(scope.owns_model())
     return list(session.scalars(query))
+
+
+def _where(scope: Scope) -> str:
+    return "among the global models" if scope.is_pooled else "in this server"

@@ -6,10 +6,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, func, select
+from sqlalchemy import and_, func, select, true
 from sqlalchemy.orm import Session
 
+from db.consent import user_consents
 from db.models import Generation, Image, Prompt, Score, utcnow
+from db.scope import Scope
 from db.upsert import insert_for
 
 
@@ -18,23 +20,34 @@ def store_scores(session: Session, model_version_id: int, scores: dict[int, floa
     redelivered task writes nothing twice. Return the number of new rows."""
     if not scores:
         return 0
+    # Each score carries its generation's guild and requester (for scoped percentiles).
+    owners = {
+        int(image_id): (guild_id, requester_id)
+        for image_id, guild_id, requester_id in session.execute(
+            select(Image.id, Generation.guild_id, Generation.requester_id)
+            .join(Generation, Image.generation_id == Generation.id)
+            .where(Image.id.in_(list(scores)))
+        )
+    }
     stmt = insert_for(session, Score).on_conflict_do_nothing(
         index_elements=["image_id", "model_version_id"]
     )
     now = utcnow()
-    result = session.execute(
-        stmt.returning(stmt.table.c.id),
-        [
-            {
-                "image_id": image_id,
-                "model_version_id": model_version_id,
-                "score": value,
-                "created_at": now,
-            }
-            for image_id, value in scores.items()
-        ],
-    )
-    return len(result.all())
+    rows = [
+        {
+            "image_id": image_id,
+            "model_version_id": model_version_id,
+            "score": value,
+            "guild_id": owners.get(image_id, (None, None))[0],
+            "requester_id": owners.get(image_id, (None, None))[1],
+            "created_at": now,
+        }
+        for image_id, value in scores.items()
+        if image_id in owners  # an image deleted meanwhile has nothing to score
+    ]
+    if not rows:
+        return 0
+    return len(session.execute(stmt.returning(stmt.table.c.id), rows).all())
 
 
 @dataclass(frozen=True)
@@ -45,10 +58,14 @@ class ImageToScore:
 
 
 def unscored_images(
-    session: Session, model_version_id: int, limit: int, after_id: int = 0
+    session: Session,
+    model_version_id: int,
+    limit: int,
+    after_id: int = 0,
+    scope: Scope | None = None,
 ) -> list[ImageToScore]:
     """Up to ``limit`` images (with their prompts), with ids above ``after_id``, that have no
-    score from this version, in id order."""
+    score from this version, in id order; only images of ``scope`` when given."""
     rows = session.execute(
         select(Image.id, Image.sha256, Prompt.text)
         .join(Generation, Image.generation_id == Generation.id)
@@ -56,7 +73,11 @@ def unscored_images(
         .outerjoin(
             Score, and_(Score.image_id == Image.id, Score.model_version_id == model_version_id)
         )
-        .where(Score.id.is_(None), Image.id > after_id)
+        .where(
+            Score.id.is_(None),
+            Image.id > after_id,
+            scope.owns_generation() if scope is not None else true(),
+        )
         .order_by(Image.id)
         .limit(limit)
     )
@@ -76,18 +97,22 @@ def generation_images(session: Session, generation_id: int) -> list[ImageToScore
 
 
 def percentiles(
-    session: Session, model_version_id: int, values: Sequence[float]
+    session: Session, model_version_id: int, values: Sequence[float], scope: Scope
 ) -> list[float | None]:
-    """For each value, the share (0..100) of the community's scored images scoring lower
-    under this model version; None when nothing is scored yet. One round trip; each count
-    is a range scan of the (model_version_id, score) index."""
+    """For each value, the share (0..100) of the images of ``scope`` (a guild: "among this
+    community's images") scoring lower under this model version, counting only consented
+    generations; None when nothing is scored yet. One round trip; each count is a range scan
+    of the (model_version_id, guild_id, score, requester_id) index."""
     if not values:
         return []
+    in_scope = and_(
+        Score.model_version_id == model_version_id,
+        scope.guild_condition(Score.guild_id),
+        user_consents(Score.requester_id),
+    )
 
     def lower_than(value: float | None) -> Any:
-        condition = Score.model_version_id == model_version_id
-        if value is not None:
-            condition = and_(condition, Score.score < value)
+        condition = in_scope if value is None else and_(in_scope, Score.score < value)
         return select(func.count()).select_from(Score).where(condition).scalar_subquery()
 
     total, *below = session.execute(

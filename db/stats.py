@@ -1,7 +1,8 @@
 """What the community collected, in numbers: choices per day, images per generator, score
 distributions per model version, agreement between users and the most chosen prompts.
 
-Consent is enforced here, in every query: choices of users who opted out are not counted, and
+Every query takes a :class:`db.scope.Scope` (a guild's numbers count only that guild) and
+applies :mod:`db.consent`'s predicate: choices of users who opted out are not counted, and
 neither is anything of a generation whose requester opted out (its prompt is their words).
 A *choice* below is a pick of an image; skips are not counted. Days are UTC calendar days
 (weeks start on Monday). Every function works on PostgreSQL and on the embedded SQLite.
@@ -22,12 +23,13 @@ from dataclasses import asdict, dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any, Literal
 
-from sqlalchemy import Date, Float, Integer, case, cast, exists, func, literal, or_, select
-from sqlalchemy.orm import Session, aliased
+from sqlalchemy import Date, Float, Integer, case, cast, func, or_, select
+from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
-from db.models import Choice, DiscordUser, Generation, Image, ModelStatus, ModelVersion, Prompt
+from db.models import Choice, Generation, Image, ModelStatus, ModelVersion, Prompt
 from db.models import Score as ScoreRow
+from db.scope import Scope
 
 Period = Literal["all", "day", "week"]
 
@@ -151,20 +153,7 @@ def _iso(row: dict[str, Any]) -> dict[str, Any]:
     return {k: v.isoformat() if isinstance(v, date) else v for k, v in row.items()}
 
 
-# --- consent and dialect helpers ---
-
-
-def _requester_consents() -> ColumnElement[bool]:
-    """The generation has no requester, or one who has not opted out."""
-    requester = aliased(DiscordUser)
-    return or_(
-        Generation.requester_id.is_(None),
-        ~exists(
-            select(literal(1)).where(
-                requester.id == Generation.requester_id, requester.opted_out.is_(True)
-            )
-        ),
-    )
+# --- dialect helpers and the visible picks ---
 
 
 def _is_postgresql(session: Session) -> bool:
@@ -185,60 +174,81 @@ def _as_date(value: Any) -> date:
     return date.fromisoformat(str(value)[:10])
 
 
-def _visible_picks() -> Any:
-    """Choices (picks, not skips) by consenting users on consenting requesters' generations,
-    joined to their generation."""
+def _visible_picks(scope: Scope) -> Any:
+    """Picks (not skips) that ``scope`` may count (its generations, consent applied), joined
+    to their generation."""
     return (
         select()
         .select_from(Choice)
-        .join(DiscordUser, DiscordUser.id == Choice.user_id)
         .join(Generation, Generation.id == Choice.generation_id)
-        .where(
-            Choice.chosen_image_id.is_not(None),
-            DiscordUser.opted_out.is_(False),
-            _requester_consents(),
-        )
+        .where(Choice.chosen_image_id.is_not(None), scope.choices())
     )
+
+
+def _usable_model(scope: Scope) -> ColumnElement[bool]:
+    """Model versions a guild's numbers may name: its own and the global ones (never another
+    guild's, whose names and existence are that guild's business)."""
+    if scope.guild_id is None:
+        return ModelVersion.guild_id.is_(None)
+    return or_(ModelVersion.guild_id == scope.guild_id, ModelVersion.guild_id.is_(None))
 
 
 # --- the queries ---
 
 
-def row_counts(session: Session) -> dict[str, int]:
-    """Raw row counts of the main tables (opted-out users' rows are deleted, not hidden,
-    so nothing is filtered here): what an admin checks first."""
+def row_counts(session: Session, scope: Scope | None = None) -> dict[str, int]:
+    """Row counts of the main tables: what an admin checks first. With ``scope``, what
+    belongs to it (its generations with their images and choices, the users who requested or
+    chose there, its prompts, model versions and jobs), consent not applied (these are rows
+    held, not data used); without, whole tables (the operators' CLI)."""
     from db.models import DiscordUser, Job
 
-    tables: dict[str, Any] = {
-        "generations": Generation,
-        "images": Image,
-        "choices": Choice,
-        "users": DiscordUser,
-        "model_versions": ModelVersion,
-        "prompts": Prompt,
-        "jobs": Job,
+    if scope is None:
+        tables: dict[str, Any] = {
+            "generations": Generation,
+            "images": Image,
+            "choices": Choice,
+            "users": DiscordUser,
+            "model_versions": ModelVersion,
+            "prompts": Prompt,
+            "jobs": Job,
+        }
+        return {
+            name: int(session.scalar(select(func.count()).select_from(model)) or 0)
+            for name, model in tables.items()
+        }
+    owned = scope.owns_generation()
+    generations = select(Generation.id).where(owned)
+    requesters = select(Generation.requester_id).where(owned, Generation.requester_id.is_not(None))
+    choosers = select(Choice.user_id).where(Choice.generation_id.in_(generations))
+    users = requesters.union(choosers).subquery()
+    queries: dict[str, Any] = {
+        "generations": select(func.count()).select_from(Generation).where(owned),
+        "images": select(func.count(Image.id)).where(Image.generation_id.in_(generations)),
+        "choices": select(func.count(Choice.id)).where(Choice.generation_id.in_(generations)),
+        "users": select(func.count()).select_from(users),
+        "model_versions": select(func.count(ModelVersion.id)).where(scope.owns_model()),
+        "prompts": select(func.count(func.distinct(Generation.prompt_id))).where(owned),
+        "jobs": select(func.count(Job.id)).where(scope.guild_condition(Job.guild_id)),
     }
-    return {
-        name: int(session.scalar(select(func.count()).select_from(model)) or 0)
-        for name, model in tables.items()
-    }
+    return {name: int(session.scalar(query) or 0) for name, query in queries.items()}
 
 
-def totals(session: Session) -> Totals:
+def totals(session: Session, scope: Scope) -> Totals:
     """Prompts, generations and images that may be shown, picks, and distinct choosers."""
     generations = session.execute(
         select(
             func.count(func.distinct(Generation.prompt_id)),
             func.count(Generation.id),
-        ).where(_requester_consents())
+        ).where(scope.generations())
     ).one()
     images = session.scalar(
         select(func.count(Image.id))
         .join(Generation, Generation.id == Image.generation_id)
-        .where(_requester_consents())
+        .where(scope.generations())
     )
     picks = session.execute(
-        _visible_picks().add_columns(
+        _visible_picks(scope).add_columns(
             func.count(Choice.id), func.count(func.distinct(Choice.user_id))
         )
     ).one()
@@ -252,12 +262,14 @@ def totals(session: Session) -> Totals:
 
 
 def choices_per_day(
-    session: Session, *, since: datetime | None = None, until: datetime | None = None
+    session: Session, scope: Scope, *, since: datetime | None = None, until: datetime | None = None
 ) -> list[DailyCount]:
     """Picks per UTC day of their recording (``Choice.created_at``), oldest first; days
     without picks are absent (charts fill them). ``since``/``until`` bound the times."""
     day = _utc_day(session, Choice.created_at).label("day")
-    query = _visible_picks().add_columns(day, func.count(Choice.id)).group_by(day).order_by(day)
+    query = (
+        _visible_picks(scope).add_columns(day, func.count(Choice.id)).group_by(day).order_by(day)
+    )
     if since is not None:
         query = query.where(Choice.created_at >= since)
     if until is not None:
@@ -265,14 +277,16 @@ def choices_per_day(
     return [DailyCount(_as_date(d), int(n)) for d, n in session.execute(query)]
 
 
-def images_per_generator(session: Session, *, limit: int | None = None) -> list[GeneratorCount]:
+def images_per_generator(
+    session: Session, scope: Scope, *, limit: int | None = None
+) -> list[GeneratorCount]:
     """Generations and images per generator, most images first (ties by name)."""
     image_count = func.count(Image.id)
     query = (
         select(Generation.generator, func.count(func.distinct(Generation.id)), image_count)
         .select_from(Generation)
         .outerjoin(Image, Image.generation_id == Generation.id)
-        .where(_requester_consents())
+        .where(scope.generations())
         .group_by(Generation.generator)
         .order_by(image_count.desc(), Generation.generator)
     )
@@ -283,6 +297,7 @@ def images_per_generator(session: Session, *, limit: int | None = None) -> list[
 
 def score_distributions(
     session: Session,
+    scope: Scope,
     *,
     bins: int = 20,
     model_version_ids: Sequence[int] | None = None,
@@ -305,7 +320,7 @@ def score_distributions(
         .join(ScoreRow, ScoreRow.model_version_id == ModelVersion.id)
         .join(Image, Image.id == ScoreRow.image_id)
         .join(Generation, Generation.id == Image.generation_id)
-        .where(_requester_consents())
+        .where(scope.generations(), _usable_model(scope))
         .group_by(ModelVersion.id, ModelVersion.name, ModelVersion.status)
         .order_by(
             case((ModelVersion.status == ModelStatus.active, 0), else_=1), ModelVersion.id.desc()
@@ -333,7 +348,7 @@ def score_distributions(
                 .select_from(ScoreRow)
                 .join(Image, Image.id == ScoreRow.image_id)
                 .join(Generation, Generation.id == Image.generation_id)
-                .where(ScoreRow.model_version_id == version_id, _requester_consents())
+                .where(ScoreRow.model_version_id == version_id, scope.generations())
                 .group_by(bucket)
             )
             for index, n in rows:
@@ -356,11 +371,13 @@ def score_distributions(
     return found
 
 
-def agreement_per_day(session: Session, *, since: datetime | None = None) -> list[AgreementBucket]:
+def agreement_per_day(
+    session: Session, scope: Scope, *, since: datetime | None = None
+) -> list[AgreementBucket]:
     """Agreement among choosers, per UTC day of the generations' creation, oldest first; only
     generations of at least two images with at least two choosers count."""
     per_image = (
-        _visible_picks()
+        _visible_picks(scope)
         .add_columns(
             Choice.generation_id.label("generation_id"),
             Choice.chosen_image_id.label("image_id"),
@@ -422,11 +439,11 @@ def merge_agreement(buckets: Iterable[AgreementBucket], start: date | None) -> A
 
 
 def agreement(
-    session: Session, *, period: Period = "all", since: datetime | None = None
+    session: Session, scope: Scope, *, period: Period = "all", since: datetime | None = None
 ) -> list[AgreementBucket]:
     """Agreement among choosers: one bucket for all time (``period="all"``, with zero pairs
     when there is nothing to compare yet), or one per day or per week (Monday) with data."""
-    daily = agreement_per_day(session, since=since)
+    daily = agreement_per_day(session, scope, since=since)
     if period == "day":
         return daily
     if period == "week":
@@ -435,14 +452,14 @@ def agreement(
 
 
 def top_prompts(
-    session: Session, *, limit: int = 10, since: datetime | None = None
+    session: Session, scope: Scope, *, limit: int = 10, since: datetime | None = None
 ) -> list[PromptCount]:
     """The prompts whose generations received the most picks (ties: fewer generations, then
     the older prompt first)."""
     picks = func.count(Choice.id)
     generations = func.count(func.distinct(Generation.id))
     query = (
-        _visible_picks()
+        _visible_picks(scope)
         .add_columns(Prompt.id, Prompt.text, picks, generations)
         .join(Prompt, Prompt.id == Generation.prompt_id)
         .group_by(Prompt.id, Prompt.text)
@@ -456,6 +473,7 @@ def top_prompts(
 
 def collect_stats(
     session: Session,
+    scope: Scope,
     *,
     since: datetime | None = None,
     top: int = 10,
@@ -468,20 +486,22 @@ def collect_stats(
     the numbers must agree exactly while data keeps arriving)."""
     from db.models import utcnow
 
-    daily_agreement = agreement_per_day(session, since=since)
+    daily_agreement = agreement_per_day(session, scope, since=since)
     return StatsReport(
         generated_at=now or utcnow(),
         since=since,
-        totals=totals(session),
-        choices_per_day=choices_per_day(session, since=since),
-        images_per_generator=images_per_generator(session),
-        score_distributions=score_distributions(session, bins=bins),
+        totals=totals(session, scope),
+        choices_per_day=choices_per_day(session, scope, since=since),
+        images_per_generator=images_per_generator(session, scope),
+        score_distributions=score_distributions(session, scope, bins=bins),
         agreement=(
-            merge_agreement(daily_agreement, None) if since is None else agreement(session)[0]
+            merge_agreement(daily_agreement, None)
+            if since is None
+            else agreement(session, scope)[0]
         ),
         agreement_per_day=daily_agreement,
         agreement_per_week=_weekly(daily_agreement),
-        top_prompts=top_prompts(session, limit=top),
+        top_prompts=top_prompts(session, scope, limit=top),
     )
 
 

@@ -31,6 +31,15 @@ class CardInfo:
     files: list[str] = field(default_factory=list)
 
 
+def pooled_scope_text(guild_ids: list[int]) -> str:
+    """The scope line of an export that spans guilds: which ones pooled their data."""
+    listed = ", ".join(str(g) for g in guild_ids) if guild_ids else "none"
+    return (
+        "the Discord servers whose admins chose to pool their data (`/hps admin sharing "
+        f"pooled`), server ids: {listed}; plus datasets imported by the operators"
+    )
+
+
 def histogram_png(choices_per_prompt: Iterable[int], images_per_set: Iterable[int]) -> bytes:
     """Two histograms side by side: choices per prompt and images per set, as PNG bytes."""
     import matplotlib

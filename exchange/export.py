@@ -28,7 +28,15 @@ from db.export_queries import (
     opted_out_users,
     plan_export,
 )
-from exchange.card import DEFAULT_LICENSE, HISTOGRAM_FILE, CardInfo, histogram_png, render_card
+from db.scope import Scope, pooled_guild_ids
+from exchange.card import (
+    DEFAULT_LICENSE,
+    HISTOGRAM_FILE,
+    CardInfo,
+    histogram_png,
+    pooled_scope_text,
+    render_card,
+)
 from exchange.export_hpd import HpdWriter
 from exchange.export_pickapic import (
     DEFAULT_ROW_GROUP_ROWS,
@@ -56,7 +64,9 @@ class ExportOptions:
     license: str = DEFAULT_LICENSE
     name: str = "Discord community image preferences"
     cutoff: datetime | None = None
-    guild_id: int | None = None  # only this guild's generations (a guild admin's export)
+    # Only this guild's generations (a guild admin's export); None: the operators' export of
+    # the guilds that pool their data (and data imported without a guild).
+    guild_id: int | None = None
     jpeg_quality: int = DEFAULT_JPEG_QUALITY
     rows_per_shard: int = DEFAULT_ROWS_PER_SHARD
     row_group_rows: int = DEFAULT_ROW_GROUP_ROWS
@@ -164,6 +174,8 @@ def export_dataset(
     created_at = datetime.now(UTC)
     cutoff = options.cutoff or created_at
     with_skips = "pickapic" in formats  # HPD has no way to say "no preference"
+    # A guild admin's export holds that guild only; the operators' spans the pooled guilds.
+    scope = Scope.guild(options.guild_id) if options.guild_id is not None else Scope.pooled()
     reader = ImageReader(store, jpeg_quality=options.jpeg_quality)
     pickapic = (
         PickAPicWriter(
@@ -178,10 +190,9 @@ def export_dataset(
     try:
         with factory() as session:
             begin_snapshot(session)
-            plan = plan_export(
-                session, cutoff=cutoff, include_skips=with_skips, guild_id=options.guild_id
-            )
-            modes = consent_modes(session, options.guild_id)
+            plan = plan_export(session, cutoff=cutoff, include_skips=with_skips, scope=scope)
+            modes = consent_modes(session, scope)
+            pooled = pooled_guild_ids(session) if scope.is_pooled else []
             opted_out = opted_out_users(session)
             total = plan.choices
             done = 0
@@ -192,7 +203,7 @@ def export_dataset(
                 split_salt=options.split_salt,
                 cutoff=cutoff,
                 include_skips=with_skips,
-                guild_id=options.guild_id,
+                scope=scope,
             ):
                 done += 1
                 try:  # read every image first: a choice is written whole or not at all
@@ -244,6 +255,8 @@ def export_dataset(
         )
         if options.guild_id is not None:
             card.scope = "the generations of one Discord server"
+        else:
+            card.scope = pooled_scope_text(pooled)
         (partial / "README.md").write_text(render_card(card), encoding="utf-8")
     except BaseException:
         if pickapic is not None:

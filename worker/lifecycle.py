@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session
 from db.engine import run_transaction
 from db.errors import DomainError, JobStateError
 from db.jobs import fail_job, finish_job, mark_cancelled, start_job, update_job_progress
+from db.scope import Scope
 from worker.runtime import Runtime, runtime
 
 log = logging.getLogger(__name__)
@@ -53,7 +54,14 @@ class JobContext:
     params: dict[str, Any]
     requested_by: int | None
     runtime: Runtime
+    guild_id: int | None = None
     _last_progress: float = field(default=0.0)
+
+    @property
+    def scope(self) -> Scope:
+        """Whose data and models the job works with: its guild's, or the operators' pooled
+        scope (a job queued by an operator command or the CLI)."""
+        return Scope.of_job(self.guild_id, self.params)
 
     def progress(self, fraction: float, message: str, *, force: bool = False) -> None:
         """Record progress (throttled); raise JobCancelled if a cancel was requested."""
@@ -146,7 +154,9 @@ def run_job(job_id: str, body: Callable[[JobContext], JobOutcome]) -> str:
     except JobStateError as exc:
         log.info("job %s skipped: %s", job_id, exc)
         return "skipped"
-    context = JobContext(identifier, job["kind"], job["params"], job["requested_by"], rt)
+    context = JobContext(
+        identifier, job["kind"], job["params"], job["requested_by"], rt, guild_id=job["guild_id"]
+    )
     try:
         outcome = body(context)
     except JobCancelled:
@@ -181,7 +191,12 @@ def run_job(job_id: str, body: Callable[[JobContext], JobOutcome]) -> str:
 
 def _start(session: Session, job_id: uuid.UUID) -> dict[str, Any]:
     job = start_job(session, job_id)
-    return {"kind": job.kind, "params": dict(job.params), "requested_by": job.requested_by}
+    return {
+        "kind": job.kind,
+        "params": dict(job.params),
+        "requested_by": job.requested_by,
+        "guild_id": job.guild_id,
+    }
 
 
 def _fail(rt: Runtime, job_id: uuid.UUID, detail: str, user_message: str) -> None:

@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from db.datasets import iter_choice_sets
 from db.engine import run_transaction
+from db.scope import Scope
 from hps.training.manifests import PreferenceSet, one_hot
 from media.store import ImageStore, LocalImageStore
 
@@ -42,17 +43,19 @@ def take_snapshot(
     factory: sessionmaker[Session],
     store: ImageStore,
     *,
+    scope: Scope,
     salt: str,
     cutoff: datetime,
     cache_dir: Path,
 ) -> Snapshot:
-    """Every usable choice made up to ``cutoff``, by split, plus a description to record
-    with the trained model (counts, cutoff, salt and a digest of the choice ids)."""
+    """Every choice of ``scope`` usable for training (consent applied) made up to ``cutoff``,
+    by split, plus a description to record with the trained model (scope, counts, cutoff,
+    salt and a digest of the choice ids)."""
     snapshot = Snapshot()
     digest = hashlib.sha256()
 
     def collect(session: Session) -> None:
-        for choice in iter_choice_sets(session, salt=salt, cutoff=cutoff):
+        for choice in iter_choice_sets(session, scope=scope, salt=salt, cutoff=cutoff):
             paths = tuple(local_image_path(store, sha, cache_dir) for sha in choice.image_sha256s)
             target = one_hot(choice.chosen_index, len(paths))
             getattr(snapshot, choice.split).append(
@@ -62,6 +65,7 @@ def take_snapshot(
 
     run_transaction(factory, collect)
     snapshot.description = {
+        "scope": scope.describe(),
         "cutoff": cutoff.isoformat(),
         "salt": salt,
         "train_sets": len(snapshot.train),

@@ -14,29 +14,26 @@ import re
 import uuid
 from datetime import timedelta
 from functools import partial
-from typing import Any
+from typing import Any, Literal
 
 import discord
 from discord import app_commands
 from discord.ext import commands
 
 from bot import metrics
-from bot.cogs.admin import ADAPTERS, is_admin
+from bot.cogs.admin import ADAPTERS, is_admin, is_operator
 from bot.downloads import DownloadRefused, download
 from bot.progress import InteractionProgress
-from db.channels import (
-    disable_channel,
-    enable_channel,
-    generation_for_message,
-    harvest_adapter,
-    last_seen_message,
-)
+from db.channels import disable_channel, enable_channel, harvest_adapter, last_seen_message
 from db.engine import run_transaction_async
 from db.errors import JobLimitReached
 from db.jobs import UserJobLimits, check_user_job_limits
+from db.models import Sharing
 from db.privacy import forget_user, opt_in, opt_out
-from db.registry import promote_model_version
+from db.registry import ModelNotFound, list_model_versions, promote_model_version
+from db.scope import Scope, find_generation, set_sharing
 from db.stats import row_counts
+from discord_text import fit_content, quote_user_text
 from jobqueue.submit import EnqueueError, enqueue_job, record_job
 from media.intake import ImageRejected, intake_and_store
 
@@ -63,6 +60,10 @@ JOB_LABELS = {
 }
 Prompt = app_commands.Range[str, 1, MAX_PROMPT_CHARS]
 MessageLink = app_commands.Range[str, 1, MAX_LINK_CHARS]
+Licence = app_commands.Range[str, 1, MAX_LICENCE_CHARS]
+MAX_LISTED_MODELS = 25
+# Operator jobs run in the pooled scope (db.scope): global models, the pooled guilds' data.
+POOLED = {"scope": "pooled"}
 
 
 async def acknowledge(interaction: discord.Interaction) -> None:
@@ -85,7 +86,14 @@ class HpsCommands(commands.Cog):
     privacy = app_commands.Group(
         name="privacy", description="Your data in this community's dataset", parent=hps
     )
-    admin = app_commands.Group(name="admin", description="Administer the HPS platform", parent=hps)
+    admin = app_commands.Group(
+        name="admin", description="Administer HPS in this server", parent=hps
+    )
+    operator = app_commands.Group(
+        name="operator",
+        description="For the bot's operators: global models and pooled data",
+        parent=hps,
+    )
 
     def __init__(self, bot: Any) -> None:
         self.bot = bot
@@ -195,13 +203,17 @@ class HpsCommands(commands.Cog):
         await self._submit_or_apologise(interaction, "generate", {"prompt": prompt, "n": n})
 
     async def _generation_from(self, interaction: discord.Interaction, target: str) -> int | None:
-        """A generation id from a message link, a message id or a generation id."""
+        """A generation id of this server, from a message link or a message id; None for
+        anything else, another server's included (it reads as "no generation")."""
         match = MESSAGE_LINK.search(target)
         message_id = int(match.group(1)) if match else int(target) if target.isdigit() else None
-        if message_id is None:
+        if message_id is None or interaction.guild_id is None:
             return None
         return await run_transaction_async(
-            self.bot.factory, partial(generation_for_message, message_id=message_id)
+            self.bot.factory,
+            partial(
+                find_generation, scope=Scope.guild(interaction.guild_id), message_id=message_id
+            ),
         )
 
     async def _submit_or_apologise(
@@ -228,7 +240,8 @@ class HpsCommands(commands.Cog):
         generation_id = await self._generation_from(interaction, message.strip())
         if generation_id is None:
             await say_privately(
-                interaction, "I have no generation for that message (is the channel harvested?)"
+                interaction,
+                "I have no generation for that message in this server (is the channel harvested?)",
             )
             return
         await self._submit_or_apologise(
@@ -302,9 +315,13 @@ class HpsCommands(commands.Cog):
         if await self._refuse_non_admins(interaction):
             return
         assert interaction.guild_id is not None
+        if channel.guild.id != interaction.guild_id:
+            await say_privately(interaction, "That channel is not in this server.")
+            return
         if adapter is None:
             was = await run_transaction_async(
-                self.bot.factory, partial(disable_channel, channel_id=channel.id)
+                self.bot.factory,
+                partial(disable_channel, channel_id=channel.id, guild_id=interaction.guild_id),
             )
             text = (
                 f"Stopped harvesting {channel.mention}."
@@ -328,7 +345,9 @@ class HpsCommands(commands.Cog):
             harvest.forget_channel_config()
         await say_privately(interaction, text)
 
-    @admin.command(name="train", description="Train a candidate HPS model on the choices so far")
+    @admin.command(
+        name="train", description="Train a candidate HPS model on this server's choices so far"
+    )
     @app_commands.describe(
         force="promote even if it does not beat the active model",
         epochs="passes over the choices (default 1, the paper's)",
@@ -350,25 +369,82 @@ class HpsCommands(commands.Cog):
             interaction, "train", params, "Training queued; the report will be posted here."
         )
 
-    @admin.command(name="promote", description="Make a model version the active one")
+    @admin.command(name="promote", description="Make one of this server's model versions active")
     async def promote(self, interaction: discord.Interaction, version_id: int) -> None:
         if await self._refuse_non_admins(interaction):
             return
+        assert interaction.guild_id is not None
+        await self._promote(interaction, version_id, Scope.guild(interaction.guild_id))
+
+    async def _promote(
+        self, interaction: discord.Interaction, version_id: int, scope: Scope
+    ) -> None:
         try:
             name = await run_transaction_async(
                 self.bot.factory,
-                lambda session: promote_model_version(session, version_id).name,
+                lambda session: promote_model_version(session, version_id, scope).name,
             )
-        except ValueError as exc:
+        except ModelNotFound as exc:
             await say_privately(interaction, str(exc))
             return
-        await say_privately(interaction, f"Model {name} ({version_id}) is now active.")
+        where = "for every server without its own" if scope.is_pooled else "in this server"
+        await say_privately(
+            interaction, f"Model {quote_user_text(name, 128)} ({version_id}) is now active {where}."
+        )
 
-    @admin.command(name="stats", description="Charts of what the community collected")
+    @admin.command(name="models", description="This server's model versions")
+    async def models(self, interaction: discord.Interaction) -> None:
+        if await self._refuse_non_admins(interaction):
+            return
+        assert interaction.guild_id is not None
+        await say_privately(
+            interaction, await self._describe_models(Scope.guild(interaction.guild_id))
+        )
+
+    async def _describe_models(self, scope: Scope) -> str:
+        def lines(session: Any) -> list[str]:
+            return [
+                f"{v.id}: {v.kind.value} {quote_user_text(v.name, 128)} ({v.status.value})"
+                for v in list_model_versions(session, scope=scope)[:MAX_LISTED_MODELS]
+            ]
+
+        found = await run_transaction_async(self.bot.factory, lines)
+        heading = "Global model versions" if scope.is_pooled else "This server's model versions"
+        if not found:
+            return f"{heading}: none yet (the server uses the global ones)."
+        return fit_content(f"{heading}, newest first:\n" + "\n".join(found))
+
+    @admin.command(name="sharing", description="Whether this server's data may be used beyond it")
+    @app_commands.describe(
+        mode="private: only this server's models and exports; pooled: also global training "
+        "and exports across servers"
+    )
+    async def sharing(
+        self, interaction: discord.Interaction, mode: Literal["private", "pooled"]
+    ) -> None:
+        if await self._refuse_non_admins(interaction):
+            return
+        assert interaction.guild_id is not None
+        await run_transaction_async(
+            self.bot.factory,
+            partial(set_sharing, guild_id=interaction.guild_id, sharing=Sharing(mode)),
+        )
+        text = (
+            "This server's data is now pooled: the operators may use it for global models and "
+            "exports across servers (members' opt-outs still apply)."
+            if mode == "pooled"
+            else "This server's data is now private: only this server's models and exports use it."
+        )
+        await say_privately(interaction, text)
+
+    @admin.command(name="stats", description="Charts of what this server collected")
     async def stats(self, interaction: discord.Interaction) -> None:
         if await self._refuse_non_admins(interaction):
             return
-        counts = await run_transaction_async(self.bot.factory, row_counts)
+        assert interaction.guild_id is not None
+        counts = await run_transaction_async(
+            self.bot.factory, partial(row_counts, scope=Scope.guild(interaction.guild_id))
+        )
         summary = ", ".join(f"{value} {name}" for name, value in counts.items())
         queued = f"The dataset holds {summary}. Charts are on their way."
         await self._queue_admin_job(interaction, "stats", {}, queued)
@@ -389,7 +465,8 @@ class HpsCommands(commands.Cog):
         if await self._refuse_non_admins(interaction):
             return
         adapter = await run_transaction_async(
-            self.bot.factory, partial(harvest_adapter, channel_id=channel.id)
+            self.bot.factory,
+            partial(harvest_adapter, channel_id=channel.id, guild_id=interaction.guild_id),
         )
         if adapter is None:
             await interaction.edit_original_response(
@@ -440,11 +517,85 @@ class HpsCommands(commands.Cog):
     async def export(
         self,
         interaction: discord.Interaction,
-        licence: app_commands.Range[str, 1, MAX_LICENCE_CHARS] = "cc-by-4.0",
+        licence: Licence = "cc-by-4.0",
     ) -> None:
         if await self._refuse_non_admins(interaction):
             return
         params = {"licence": licence, "guild_id": interaction.guild_id}
         await self._queue_admin_job(
             interaction, "export", params, "Export queued; the dataset card will be posted here."
+        )
+
+    # -- operators (checked server-side in each command) -----------------------------
+    async def _refuse_non_operators(self, interaction: discord.Interaction) -> bool:
+        await acknowledge(interaction)
+        if await is_operator(self.bot, interaction.user):
+            return False
+        await say_privately(interaction, "Only the bot's operators can use this command.")
+        return True
+
+    @operator.command(
+        name="train", description="Train a global HPS candidate on the pooled servers' choices"
+    )
+    @app_commands.describe(
+        force="promote even if it does not beat the global model",
+        epochs="passes over the choices (default 1, the paper's)",
+    )
+    async def operator_train(
+        self,
+        interaction: discord.Interaction,
+        force: bool = False,
+        epochs: app_commands.Range[int, 1, 100] = 1,
+    ) -> None:
+        if await self._refuse_non_operators(interaction):
+            return
+        params = {**POOLED, "force": force, "epochs": epochs}
+        await self._queue_admin_job(
+            interaction, "train", params, "Global training queued; the report will be posted here."
+        )
+
+    @operator.command(
+        name="adapt", description="Adapt Stable Diffusion to the pooled servers' taste (global)"
+    )
+    async def operator_adapt(
+        self,
+        interaction: discord.Interaction,
+        prompts: app_commands.Range[int, 4, 100_000] = 500,
+        lora_steps: app_commands.Range[int, 1, 1_000_000] = 1000,
+    ) -> None:
+        if await self._refuse_non_operators(interaction):
+            return
+        params = {**POOLED, "limit_prompts": prompts, "lora_steps": lora_steps}
+        await self._queue_admin_job(
+            interaction,
+            "adapt",
+            params,
+            "Global adaptation queued; the report will be posted here.",
+        )
+
+    @operator.command(name="promote", description="Make a global model version the active one")
+    async def operator_promote(self, interaction: discord.Interaction, version_id: int) -> None:
+        if await self._refuse_non_operators(interaction):
+            return
+        await self._promote(interaction, version_id, Scope.pooled())
+
+    @operator.command(name="models", description="The global model versions")
+    async def operator_models(self, interaction: discord.Interaction) -> None:
+        if await self._refuse_non_operators(interaction):
+            return
+        await say_privately(interaction, await self._describe_models(Scope.pooled()))
+
+    @operator.command(
+        name="export", description="Export the pooled servers' data (the card lists them)"
+    )
+    async def operator_export(
+        self, interaction: discord.Interaction, licence: Licence = "cc-by-4.0"
+    ) -> None:
+        if await self._refuse_non_operators(interaction):
+            return
+        await self._queue_admin_job(
+            interaction,
+            "export",
+            {**POOLED, "licence": licence},
+            "Export of the pooled servers queued; the dataset card will be posted here.",
         )

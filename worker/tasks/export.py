@@ -22,7 +22,18 @@ from exchange.ids import resolve_user_salt
 from worker.lifecycle import JobContext, JobFailure, JobOutcome
 
 
-def _options(params: dict[str, Any], split_salt: str, user_salt: str) -> ExportOptions:
+def _export_guild(context: JobContext) -> int | None:
+    """The guild an export holds: a guild's job exports that guild, whatever its params say;
+    the operators' (no guild, or queued for the pooled scope) export the guild their params
+    name, else every pooled guild (None)."""
+    if not context.scope.is_pooled:
+        return context.scope.guild_id
+    return int(context.params["guild_id"]) if context.params.get("guild_id") is not None else None
+
+
+def _options(
+    params: dict[str, Any], split_salt: str, user_salt: str, guild_id: int | None
+) -> ExportOptions:
     formats = params.get("formats", list(FORMATS))
     if isinstance(formats, str):
         formats = [f.strip() for f in formats.split(",") if f.strip()]
@@ -42,7 +53,7 @@ def _options(params: dict[str, Any], split_salt: str, user_salt: str) -> ExportO
         formats=tuple(formats),
         license=str(params.get("license") or params.get("licence") or DEFAULT_LICENSE),
         cutoff=cutoff,
-        guild_id=int(params["guild_id"]) if params.get("guild_id") is not None else None,
+        guild_id=guild_id,
     )
     if params.get("name"):
         options.name = str(params["name"])
@@ -61,7 +72,10 @@ def export_dataset(context: JobContext) -> JobOutcome:
     assert settings.exports_dir is not None
     secret = settings.export_user_salt.get_secret_value() if settings.export_user_salt else None
     options = _options(
-        context.params, settings.split_salt, resolve_user_salt(secret, settings.hps_data_dir)
+        context.params,
+        settings.split_salt,
+        resolve_user_salt(secret, settings.hps_data_dir),
+        _export_guild(context),
     )
     out_dir = settings.exports_dir / f"export-{context.job_id}"
     context.progress(0.0, "starting the export", force=True)

@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 from db.datasets import split_for_prompt
 from db.models import Generation, ModelKind, Prompt
 from db.registry import get_active_model, register_model_version
+from db.scope import Scope, find_generation
 from db.scores import generation_images
 from media.intake import encode_canonical
 from worker.lifecycle import JobCancelled, JobContext, JobFailure, JobOutcome
@@ -24,10 +25,11 @@ DEFAULT_STEPS = 25
 
 
 def active_lora(context: JobContext) -> ModelRef | None:
-    """The active LoRA version, if an admin promoted one."""
+    """The LoRA the job's guild uses (its own active one, else the global one), if any."""
+    guild_id = context.scope.guild_id
 
     def load(session: Session) -> ModelRef | None:
-        version = get_active_model(session, ModelKind.lora)
+        version = get_active_model(session, ModelKind.lora, guild_id)
         if version is None:
             return None
         return ModelRef.of(version)
@@ -104,7 +106,14 @@ def regenerate(context: JobContext) -> JobOutcome:
     prompt = str(context.params.get("prompt") or "").strip()
     if context.params.get("generation_id") is not None:
         generation_id = int(context.params["generation_id"])
-        original = context.transaction(lambda session: generation_images(session, generation_id))
+
+        def load(session: Session) -> list[Any]:
+            # Only a generation of the job's own guild (the command checked; this checks again).
+            if find_generation(session, context.scope, generation_id=generation_id) is None:
+                return []
+            return generation_images(session, generation_id)
+
+        original = context.transaction(load)
         if not original:
             raise JobFailure(f"generation {generation_id} no longer exists (was it deleted?)")
         prompt = original[0].prompt
@@ -153,11 +162,14 @@ def regenerate(context: JobContext) -> JobOutcome:
     )
 
 
-def community_prompts(session: Session, salt: str, limit: int) -> tuple[list[str], list[str]]:
-    """Recent prompts of the community, split by prompt: (training, held-out test)."""
+def community_prompts(
+    session: Session, scope: Scope, salt: str, limit: int
+) -> tuple[list[str], list[str]]:
+    """Recent prompts of the scope's community (consent applied), split by prompt:
+    (training, held-out test)."""
     rows = session.execute(
         select(Prompt.text, Prompt.normalized_hash)
-        .where(Prompt.id.in_(select(Generation.prompt_id)))
+        .where(Prompt.id.in_(select(Generation.prompt_id).where(scope.generations())))
         .order_by(Prompt.id.desc())
         .limit(limit)
     ).all()
@@ -182,7 +194,7 @@ def adapt(context: JobContext) -> JobOutcome:
     if not train_prompts:
         train_prompts, held_out = context.transaction(
             lambda session: community_prompts(
-                session, settings.split_salt, int(params.get("limit_prompts", 500))
+                session, context.scope, settings.split_salt, int(params.get("limit_prompts", 500))
             )
         )
         eval_prompts = eval_prompts or held_out
@@ -249,6 +261,7 @@ def adapt(context: JobContext) -> JobOutcome:
             metrics=evaluation,
             trained_on=result.metadata["selection"],
             checkpoint_sha256=lora_sha256,
+            guild_id=context.scope.model_guild(),
         )
         return version.id
 

@@ -8,8 +8,9 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from db.models import Generation, ModelKind
-from db.registry import get_active_model, get_model_version
+from db.models import ModelKind
+from db.registry import ModelNotFound, get_active_model, get_scoped_model_version
+from db.scope import Scope, find_generation
 from db.scores import (
     ImageToScore,
     generation_images,
@@ -25,14 +26,17 @@ DEFAULT_CHUNK = 256
 
 
 def scoring_model(context: JobContext) -> tuple[dict[str, Any], Any]:
-    """(description, scorer) of the model the job asks for, or the active HPS model."""
+    """(description, scorer) of the model the job asks for (one its scope may use: the
+    guild's own or a global one), or the HPS model its guild uses (its own active one, else
+    the global one)."""
     requested = context.params.get("model_version_id")
+    scope = context.scope
 
     def load(session: Session) -> ModelRef | None:
         version = (
-            get_model_version(session, int(requested))
+            usable_model_version(session, scope, int(requested))
             if requested is not None
-            else get_active_model(session, ModelKind.hps)
+            else get_active_model(session, ModelKind.hps, scope.guild_id)
         )
         if version is None:
             return None
@@ -46,6 +50,16 @@ def scoring_model(context: JobContext) -> tuple[dict[str, Any], Any]:
     return {"id": ref.id, "name": ref.name}, context.runtime.models.scorer(ref)
 
 
+def usable_model_version(session: Session, scope: Scope, version_id: int) -> Any:
+    """A version a job of ``scope`` may use: the scope's own, or a global one."""
+    if scope.is_pooled:
+        return get_scoped_model_version(session, scope, version_id)
+    try:
+        return get_scoped_model_version(session, scope, version_id)
+    except ModelNotFound:
+        return get_scoped_model_version(session, Scope.pooled(), version_id)
+
+
 def score_uploaded(context: JobContext) -> JobOutcome:
     """Score images a user uploaded (stored by sha256) against their prompt."""
     prompt = str(context.params.get("prompt") or "").strip()
@@ -55,7 +69,9 @@ def score_uploaded(context: JobContext) -> JobOutcome:
     model, scorer = scoring_model(context)
     blobs = [context.runtime.store.get(sha) for sha in shas]
     scores = scorer.score(prompt, blobs)
-    ranks = context.transaction(lambda session: percentiles(session, model["id"], scores))
+    ranks = context.transaction(
+        lambda session: percentiles(session, model["id"], scores, context.scope)
+    )
     return JobOutcome(
         {
             "prompt": prompt,
@@ -78,9 +94,9 @@ def rank_generation(context: JobContext) -> JobOutcome:
     generation_id = int(context.params["generation_id"])
 
     def load(session: Session) -> tuple[bool, list[Any]]:
-        return session.get(Generation, generation_id) is not None, generation_images(
-            session, generation_id
-        )
+        # Only a generation of the job's own guild (the command checked; this checks again).
+        found = find_generation(session, context.scope, generation_id=generation_id)
+        return found is not None, generation_images(session, generation_id) if found else []
 
     exists, images = context.transaction(load)
     if not exists or not images:
@@ -119,7 +135,13 @@ def score_all_unscored(context: JobContext) -> JobOutcome:
     while limit is None or done < int(limit):
         size = chunk if limit is None else min(chunk, int(limit) - done)
         batch: list[ImageToScore] = context.transaction(
-            partial(unscored_images, model_version_id=model["id"], limit=size, after_id=last_id)
+            partial(
+                unscored_images,
+                model_version_id=model["id"],
+                limit=size,
+                after_id=last_id,
+                scope=context.scope,
+            )
         )
         if not batch:
             break

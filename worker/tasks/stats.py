@@ -40,7 +40,9 @@ def stats_report(context: JobContext) -> JobOutcome:
     since = now - timedelta(days=days) if days else None
     context.progress(0.05, "counting", force=True)
     report = context.transaction(
-        lambda session: collect_stats(session, since=since, top=top, bins=bins, now=now)
+        lambda session: collect_stats(
+            session, context.scope, since=since, top=top, bins=bins, now=now
+        )
     )
     context.progress(0.5, "drawing charts", force=True)
     from worker.stats_charts import render_charts, summary_text

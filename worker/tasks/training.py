@@ -1,6 +1,8 @@
-"""The train job: snapshot the choices, fine-tune a candidate from the active model, evaluate
-both on the held-out prompts, register the candidate, and promote it only when it is better by
-the configured margin (or when forced)."""
+"""The train job: snapshot the choices of the job's scope (a guild's, or the pooled guilds' for
+the operators), fine-tune a candidate from the model that scope uses (the guild's active one,
+else the global one), evaluate both on the scope's held-out prompts, register the candidate as
+the scope's, and promote it there only when it is better by the configured margin (or when
+forced)."""
 
 from __future__ import annotations
 
@@ -35,7 +37,8 @@ def train_candidate(context: JobContext) -> JobOutcome:
     settings = rt.settings
     assert settings.models_dir is not None
     cutoff = datetime.fromisoformat(params["cutoff"]) if params.get("cutoff") else datetime.now(UTC)
-    active = context.transaction(_active_description)
+    scope = context.scope
+    active = context.transaction(lambda session: _active_description(session, scope.guild_id))
     if active is None and not params.get("base_checkpoint"):
         raise JobFailure(
             "no active HPS model to start from: give base_checkpoint and arch, or register one"
@@ -61,6 +64,7 @@ def train_candidate(context: JobContext) -> JobOutcome:
     snapshot = take_snapshot(
         rt.factory,
         rt.store,
+        scope=scope,
         salt=settings.split_salt,
         cutoff=cutoff,
         cache_dir=run_dir / "image-cache",
@@ -146,6 +150,7 @@ def train_candidate(context: JobContext) -> JobOutcome:
         "decision": _decision(promote, force, gain, margin),
         "metrics": metrics,
         "trained_on": snapshot.description,
+        "scope": scope.describe(),
         "report_png": str(report_png),
         "training_curve_png": str(result.curve_file) if result.curve_file else None,
     }
@@ -173,9 +178,10 @@ def train_candidate(context: JobContext) -> JobOutcome:
             metrics=metrics,
             trained_on=snapshot.description,
             checkpoint_sha256=result.checkpoint_sha256,
+            guild_id=scope.model_guild(),
         )
         if promote:
-            promote_model_version(session, version.id)
+            promote_model_version(session, version.id, scope)
         summary["model_version_id"] = version.id
         finish_job(session, context.job_id, summary, outbox_kind="train_report")
 
@@ -183,8 +189,8 @@ def train_candidate(context: JobContext) -> JobOutcome:
     return JobOutcome(summary, outbox_kind="train_report")
 
 
-def _active_description(session: Session) -> dict[str, Any] | None:
-    active = get_active_model(session, ModelKind.hps)
+def _active_description(session: Session, guild_id: int | None) -> dict[str, Any] | None:
+    active = get_active_model(session, ModelKind.hps, guild_id)
     if active is None:
         return None
     return {
