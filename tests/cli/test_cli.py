@@ -37,7 +37,7 @@ def test_run_on_embedded_defaults_twice(tmp_path: Path) -> None:
     second = hps("run", "--check", cwd=tmp_path, HPS_DATA_DIR=str(data))
     assert second.returncode == 0, second.stderr
     current = hps("db", "current", cwd=tmp_path, HPS_DATA_DIR=str(data))
-    assert "current: 0003" in current.stdout
+    assert "current: 0004" in current.stdout
     stats = hps("stats", cwd=tmp_path, HPS_DATA_DIR=str(data))
     assert json.loads(stats.stdout)["generations"] == 0
 

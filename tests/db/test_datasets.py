@@ -13,8 +13,10 @@ from db.ingest import ChoiceIn, record_choice, record_generation
 from db.models import ChoiceMethod
 from db.privacy import opt_out
 from db.prompts import prompt_hash
+from db.scope import Scope
 from tests.factories import make_generation
 
+GUILD = Scope.guild(7)  # tests.factories.make_generation's default guild
 SALT = "test-salt"
 
 
@@ -55,7 +57,7 @@ def test_choice_sets_are_split_by_prompt_never_by_image(factory: sessionmaker[Se
                         ),
                     )
     with factory() as session:
-        everything = list(iter_choice_sets(session, salt=SALT, batch_size=7))
+        everything = list(iter_choice_sets(session, scope=GUILD, salt=SALT, batch_size=7))
         assert len(everything) == 40 * 3 * 2
         by_prompt: dict[str, set[str]] = {}
         for choice_set in everything:
@@ -66,12 +68,16 @@ def test_choice_sets_are_split_by_prompt_never_by_image(factory: sessionmaker[Se
                 == (int(choice_set.prompt.split()[1]) + choice_set.user_id) % 2
             )
         assert all(len(splits) == 1 for splits in by_prompt.values())
-        per_split = {s: list(iter_choice_sets(session, salt=SALT, split=s)) for s in SPLITS}
+        per_split = {
+            s: list(iter_choice_sets(session, scope=GUILD, salt=SALT, split=s)) for s in SPLITS
+        }
         assert sum(len(v) for v in per_split.values()) == len(everything)
         assert {c.choice_id for c in per_split["test"]} == {
             c.choice_id for c in everything if c.split == "test"
         }
-        early = list(iter_choice_sets(session, salt=SALT, cutoff=t0 + timedelta(minutes=9)))
+        early = list(
+            iter_choice_sets(session, scope=GUILD, salt=SALT, cutoff=t0 + timedelta(minutes=9))
+        )
         assert len(early) == 10 * 3 * 2
 
 
@@ -83,5 +89,5 @@ def test_opted_out_users_and_skips_are_left_out(factory: sessionmaker[Session]) 
         record_choice(session, ChoiceIn(4, 3, ChoiceMethod.button, recorded.generation_id))
         opt_out(session, 4)
     with factory() as session:
-        sets = list(iter_choice_sets(session, salt=SALT))
+        sets = list(iter_choice_sets(session, scope=GUILD, salt=SALT))
     assert [(s.user_id, s.chosen_index) for s in sets] == [(2, 1)]

@@ -193,6 +193,7 @@ def test_percentiles_against_the_community(factory: sessionmaker[Session]) -> No
     from db.ingest import record_generation
     from db.models import ModelKind
     from db.registry import register_model_version
+    from db.scope import Scope
     from db.scores import percentiles, store_scores
     from tests.factories import make_generation
 
@@ -200,11 +201,24 @@ def test_percentiles_against_the_community(factory: sessionmaker[Session]) -> No
         version = register_model_version(
             session, kind=ModelKind.hps, name="p", checkpoint_key="k", architecture="tiny"
         )
-        assert percentiles(session, version.id, [1.0]) == [None]
+        here = Scope.guild(7)
+        assert percentiles(session, version.id, [1.0], here) == [None]
         ids = record_generation(session, make_generation(seeds=[1, 2, 3, 4])).image_ids
         assert (
             store_scores(session, version.id, dict(zip(ids, [10.0, 20.0, 30.0, 40.0], strict=True)))
             == 4
         )
         assert store_scores(session, version.id, {ids[0]: 99.0}) == 0  # kept, not duplicated
-        assert percentiles(session, version.id, [5.0, 25.0, 40.0, 41.0]) == [0.0, 50.0, 75.0, 100.0]
+        assert percentiles(session, version.id, [5.0, 25.0, 40.0, 41.0], here) == [
+            0.0,
+            50.0,
+            75.0,
+            100.0,
+        ]
+        # Another server's images are not this community's: they do not move its percentiles.
+        elsewhere = record_generation(
+            session, make_generation(seeds=[5, 6], guild_id=8, requester_id=None)
+        ).image_ids
+        store_scores(session, version.id, dict(zip(elsewhere, [1.0, 1.5], strict=True)))
+        assert percentiles(session, version.id, [25.0], here) == [50.0]
+        assert percentiles(session, version.id, [1.2], Scope.guild(8)) == [50.0]

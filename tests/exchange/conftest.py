@@ -22,6 +22,7 @@ from db.models import (
     GuildConfig,
     Image,
     Prompt,
+    Sharing,
 )
 from db.privacy import forget_user_everywhere, opt_out
 from media.store import LocalImageStore
@@ -89,7 +90,10 @@ def build_community(
     community = Community(store)
     seed = 0
     with factory() as session, session.begin():
-        session.add(GuildConfig(guild_id=GUILD, consent_mode=ConsentMode.opt_out))
+        # Pooled: the operators' exports (the default, without a guild) hold it.
+        session.add(
+            GuildConfig(guild_id=GUILD, consent_mode=ConsentMode.opt_out, sharing=Sharing.pooled)
+        )
         session.flush()
         for number in range(prompts):
             prompt = f"a watercolour of landmark number {number}"

@@ -313,7 +313,7 @@ def test_a_blob_deleted_during_the_export_skips_its_choices(
     assert summary.counts["choices"] == community.choices - summary.skipped_missing_images
 
 
-def test_a_guild_export_holds_only_that_guild(
+def test_a_guild_export_holds_only_that_guild_and_the_pooled_one_lists_its_guilds(
     pg_factory: sessionmaker[Session],
     store: LocalImageStore,
     community: Community,
@@ -338,9 +338,20 @@ def test_a_guild_export_holds_only_that_guild(
             ),
         )
         record_choice(session, ChoiceIn(VOTERS[1], 0, ChoiceMethod.button, other.generation_id))
+    from db.models import Sharing
+    from db.scope import set_sharing
+
+    # The other server keeps its data private: the operators' (pooled) export leaves it out.
+    pooled = run_export(pg_factory, store, tmp_path / "pooled")
+    assert pooled.counts["choices"] == community.choices
+    card = (pooled.path / "README.md").read_text()
+    assert f"server ids: {GUILD};" in card
+    with pg_factory() as session, session.begin():
+        set_sharing(session, GUILD + 1, Sharing.pooled)
     everyone = run_export(pg_factory, store, tmp_path / "all")
-    ours = run_export(pg_factory, store, tmp_path / "ours", guild_id=GUILD)
     assert everyone.counts["choices"] == community.choices + 1
+    assert f"server ids: {GUILD}, {GUILD + 1};" in (everyone.path / "README.md").read_text()
+    ours = run_export(pg_factory, store, tmp_path / "ours", guild_id=GUILD)
     assert ours.counts["choices"] == community.choices
     assert "a prompt from another server" not in {
         row["caption"] for rows in parquet_rows(ours.path).values() for row in rows

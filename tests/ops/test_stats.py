@@ -24,6 +24,7 @@ from db.ingest import ChoiceIn, GenerationIn, record_choice, record_generation
 from db.models import ChoiceMethod, JobStatus, ModelKind
 from db.privacy import opt_out
 from db.registry import promote_model_version, register_model_version
+from db.scope import Scope
 from db.scores import store_scores
 from db.stats import (
     AgreementBucket,
@@ -42,6 +43,7 @@ ROOT = Path(__file__).resolve().parents[2]
 D1 = datetime(2024, 3, 4, 9, 0, tzinfo=UTC)  # a Monday
 D2 = datetime(2024, 3, 5, 23, 30, tzinfo=UTC)  # Tuesday, late: still the 5th in UTC
 D3 = datetime(2024, 3, 12, 8, 0, tzinfo=UTC)  # Tuesday of the next week
+HERE = Scope.guild(7)  # the guild of the test data
 
 
 @dataclass
@@ -111,7 +113,7 @@ def test_hand_computed_numbers(factory: sessionmaker[Session]) -> None:
         # Picks are dated by their own time, one hour after their generation: g3's at 00:30
         # on the 6th. g1: 100, 101, 102 (103 opted out) + g2: 2; g5: 100 (101 skipped); g4's
         # requester opted out.
-        assert choices_per_day(session) == [
+        assert choices_per_day(session, HERE) == [
             DailyCount(date(2024, 3, 4), 5),
             DailyCount(date(2024, 3, 6), 3),
             DailyCount(date(2024, 3, 12), 1),
@@ -119,35 +121,35 @@ def test_hand_computed_numbers(factory: sessionmaker[Session]) -> None:
         # g1: 3 visible choosers, pairs (100,101) agree of 3, chance 3 x 1/4
         # g2: 1 pair, disagree, chance 1/4; g3: 3 pairs all agree, chance 3 x 1/2
         # g4 is excluded (requester opted out); g5 has one chooser.
-        per_day = agreement(session, period="day")
+        per_day = agreement(session, HERE, period="day")
         assert per_day == [
             AgreementBucket(date(2024, 3, 4), 2, 4, 1, 1.0),
             AgreementBucket(date(2024, 3, 5), 1, 3, 3, 1.5),
         ]
         assert per_day[0].agreement == 0.25 and per_day[0].chance == 0.25
         assert per_day[1].agreement == 1.0 and per_day[1].chance == 0.5
-        [week] = agreement(session, period="week")
+        [week] = agreement(session, HERE, period="week")
         assert week == AgreementBucket(date(2024, 3, 4), 3, 7, 4, 2.5)
-        [overall] = agreement(session)
+        [overall] = agreement(session, HERE)
         assert overall.start is None and overall.pairs == 7 and overall.agreeing_pairs == 4
         assert overall.agreement == pytest.approx(4 / 7) and overall.chance == pytest.approx(
             2.5 / 7
         )
-        generators = images_per_generator(session)
+        generators = images_per_generator(session, HERE)
         assert [(g.generator, g.generations, g.images) for g in generators] == [
             ("bot-a", 3, 12),
             ("bot-b", 1, 2),
         ]
-        prompts = top_prompts(session, limit=5)
+        prompts = top_prompts(session, HERE, limit=5)
         assert [(p.text, p.choices, p.generations) for p in prompts] == [
             ("a red fox", 6, 2),
             ("a grey cat", 2, 1),
             ("the sky", 1, 1),
         ]
-        assert totals(session) == type(totals(session))(
+        assert totals(session, HERE) == type(totals(session, HERE))(
             prompts=3, generations=4, images=14, choices=9, choosers=3
         )
-        since = choices_per_day(session, since=datetime(2024, 3, 5, tzinfo=UTC))
+        since = choices_per_day(session, HERE, since=datetime(2024, 3, 5, tzinfo=UTC))
         assert [row.day for row in since] == [date(2024, 3, 6), date(2024, 3, 12)]
 
 
@@ -156,7 +158,7 @@ def test_choices_per_day_is_utc(pg_factory: sessionmaker[Session]) -> None:
         ids = _generation(session, "late", "bot-a", D2, 2, 10)
         _pick(session, ids, 100, 0, datetime(2024, 3, 5, 22, 30, tzinfo=UTC))  # 23:30 UTC
         session.execute(text("SET LOCAL TIME ZONE 'Asia/Tokyo'"))
-        assert choices_per_day(session) == [DailyCount(date(2024, 3, 5), 1)]
+        assert choices_per_day(session, HERE) == [DailyCount(date(2024, 3, 5), 1)]
 
 
 def _scores(factory: sessionmaker[Session], community: Community) -> tuple[int, int]:
@@ -179,7 +181,7 @@ def test_score_distributions(factory: sessionmaker[Session]) -> None:
     community = build_community(factory)
     active, candidate = _scores(factory, community)
     with factory() as session:
-        first, second = score_distributions(session, bins=3)
+        first, second = score_distributions(session, HERE, bins=3)
     assert first.model_version_id == active and first.status == "active"
     assert (first.count, first.mean, first.minimum, first.maximum) == (4, 25.0, 10.0, 40.0)
     assert first.edges == pytest.approx([10.0, 20.0, 30.0, 40.0])
@@ -191,10 +193,10 @@ def test_score_distributions(factory: sessionmaker[Session]) -> None:
 def test_opted_out_users_leave_no_trace(pg_factory: sessionmaker[Session]) -> None:
     build_community(pg_factory)
     with pg_factory() as session, session.begin():
-        before = collect_stats(session)
+        before = collect_stats(session, HERE)
         opt_out(session, 100)
     with pg_factory() as session:
-        after = collect_stats(session)
+        after = collect_stats(session, HERE)
     assert before.totals.choices == 9 and before.totals.choosers == 3
     # 100 made 4 of the visible picks (g1, g2, g3, g5)
     assert after.totals.choices == 5 and after.totals.choosers == 2
@@ -212,7 +214,7 @@ def test_charts_are_pngs_and_summary_is_short(pg_factory: sessionmaker[Session])
         ids = _generation(session, "$x$ costs $5 \U0001f98a", "bot-$", D3, 2, 10)
         _pick(session, ids, 102, 1, D3)
     with pg_factory() as session:
-        report = collect_stats(session, bins=5)
+        report = collect_stats(session, HERE, bins=5)
     charts = render_charts(report)
     assert [chart.filename for chart in charts] == [
         "choices_per_day.png",
@@ -242,7 +244,7 @@ def test_the_summary_quotes_prompts_without_pings_or_markdown(
         ids = _generation(session, hostile, "bot", D3, 2, 10)
         _pick(session, ids, 102, 1, D3)
     with pg_factory() as session:
-        text = summary_text(collect_stats(session, bins=5))
+        text = summary_text(collect_stats(session, HERE, bins=5))
     assert "Most chosen prompt" in text and "\\*\\*loud\\*\\*" in text
     assert not pings_of(text, None).anyone
 
@@ -251,7 +253,7 @@ def test_empty_database(pg_factory: sessionmaker[Session]) -> None:
     from worker.stats_charts import render_charts, summary_text
 
     with pg_factory() as session:
-        report = collect_stats(session)
+        report = collect_stats(session, HERE)
     assert render_charts(report) == []
     assert "no generation has two choosers yet" in summary_text(report)
     assert report.agreement is not None and report.agreement.agreement is None
@@ -282,7 +284,7 @@ def test_cli_writes_charts_and_prints_summary(
 ) -> None:
     build_community(pg_factory)
     out = tmp_path / "charts"
-    result = hps("stats", "--out", str(out), "--days", "0", DATABASE_URL=pg_url)
+    result = hps("stats", "--out", str(out), "--days", "0", "--guild", "7", DATABASE_URL=pg_url)
     assert result.returncode == 0, result.stderr
     assert "9 choices by 3 users on 4 generations" in result.stdout
     assert "**" not in result.stdout
@@ -294,11 +296,14 @@ def test_cli_writes_charts_and_prints_summary(
     # top level: table row counts (as hps stats always printed); totals: consent applied
     assert document["generations"] == 5 and document["totals"]["generations"] == 4
     assert document["totals"]["choices"] == 9
-    plain = hps("stats", "--days", "0", DATABASE_URL=pg_url)
+    plain = hps("stats", "--days", "0", "--guild", "7", DATABASE_URL=pg_url)
     assert plain.returncode == 0, plain.stderr
     counted = json.loads(plain.stdout)
     assert counted["agreement"]["agreeing_pairs"] == 4
     assert counted["choices_per_day"][0] == {"day": "2024-03-04", "choices": 5}
+    # Without --guild: the guilds that pool their data, and guild 7 keeps its data private.
+    pooled = json.loads(hps("stats", "--days", "0", DATABASE_URL=pg_url).stdout)
+    assert pooled["totals"]["choices"] == 0 and pooled["generations"] == 5
 
 
 def test_cli_on_embedded_sqlite(tmp_path: Path) -> None:
