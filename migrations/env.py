@@ -6,6 +6,8 @@ containers starting at once) are serialised: the second waits, then finds nothin
 
 from __future__ import annotations
 
+from typing import Any
+
 from alembic import context
 from sqlalchemy import text
 
@@ -51,20 +53,39 @@ def run_migrations_online() -> None:
         engine.dispose()
 
 
-def _run(connection: object) -> None:
+def _run(connection: Any) -> None:
+    sqlite = connection.dialect.name == "sqlite"
+    if sqlite:
+        # Batch mode recreates a table to alter it (copy, DROP, rename); with foreign keys on,
+        # that DROP deletes the rows of every ON DELETE CASCADE child (a downgrade of
+        # model_versions would wipe scores). The pragma only takes effect outside a
+        # transaction, so it is set on the driver connection before Alembic begins.
+        connection.connection.dbapi_connection.execute("PRAGMA foreign_keys=OFF")
+    try:
+        _migrate(connection)
+    finally:
+        if sqlite:
+            connection.connection.dbapi_connection.execute("PRAGMA foreign_keys=ON")
+
+
+def _migrate(connection: Any) -> None:
     context.configure(
-        connection=connection,  # type: ignore[arg-type]
+        connection=connection,
         target_metadata=target_metadata,
         render_as_batch=True,  # SQLite cannot ALTER most things; batch mode copes
         compare_type=True,
         transaction_per_migration=False,
     )
     with context.begin_transaction():
-        if connection.dialect.name == "postgresql":  # type: ignore[attr-defined]
-            connection.execute(  # type: ignore[attr-defined]
+        if connection.dialect.name == "postgresql":
+            connection.execute(
                 text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY}
             )
         context.run_migrations()
+        if connection.dialect.name == "sqlite":  # what the copies kept must still hold
+            broken = connection.exec_driver_sql("PRAGMA foreign_key_check").all()
+            if broken:
+                raise RuntimeError(f"migration left dangling foreign keys: {broken[:5]}")
 
 
 if context.is_offline_mode():

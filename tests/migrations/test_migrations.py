@@ -91,3 +91,56 @@ def test_concurrent_upgrades_are_serialised(fresh_pg_url: str) -> None:
     assert [process.returncode for process in processes] == [0, 0, 0, 0], outputs
     assert current_revision(fresh_pg_url) == head_revision()
     assert differences(fresh_pg_url) == []
+
+
+def test_0004_makes_models_global_and_keeps_each_rows_guild(empty_url: str) -> None:
+    """Data written before guild scoping: versions become global, scores take their
+    generation's guild and requester, guilds start private; down and up again keep it."""
+    from sqlalchemy import text
+
+    upgrade(empty_url, "0003")
+    engine = make_engine(empty_url)
+    now = "2026-01-01 00:00:00+00:00"
+    try:
+        with engine.begin() as connection:
+            for statement in (
+                "INSERT INTO guild_configs (guild_id, consent_mode, admin_role_ids, created_at,"
+                " updated_at) VALUES (11, 'opt_out', '[]', :now, :now)",
+                "INSERT INTO discord_users (id, opted_out, created_at) VALUES (5, false, :now)",
+                "INSERT INTO prompts (id, text, normalized_hash, created_at)"
+                " VALUES (1, 'a fox', 'h1', :now)",
+                "INSERT INTO generations (id, source_message_id, guild_id, channel_id, prompt_id,"
+                " requester_id, generator, params, created_at)"
+                " VALUES (1, 100, 11, 12, 1, 5, 'bot', '{}', :now)",
+                "INSERT INTO images (id, generation_id, position, sha256, storage_key, width,"
+                " height, phash, created_at) VALUES (1, 1, 0, 'aa', 'k', 8, 8, '', :now)",
+                "INSERT INTO model_versions (id, kind, name, checkpoint_key, architecture,"
+                " status, metrics, trained_on, created_at)"
+                " VALUES (1, 'hps', 'old', 'k', 'tiny', 'active', '{}', '{}', :now)",
+                "INSERT INTO scores (id, image_id, model_version_id, score, created_at)"
+                " VALUES (1, 1, 1, 21.5, :now)",
+            ):
+                connection.execute(text(statement), {"now": now})
+    finally:
+        engine.dispose()
+
+    def state() -> tuple[object, ...]:
+        engine = make_engine(empty_url)
+        try:
+            with engine.connect() as connection:
+                return (
+                    connection.execute(text("SELECT guild_id, status FROM model_versions")).all(),
+                    connection.execute(text("SELECT guild_id, requester_id FROM scores")).all(),
+                    connection.execute(text("SELECT guild_id FROM generations")).all(),
+                    connection.execute(text("SELECT sharing FROM guild_configs")).all(),
+                )
+        finally:
+            engine.dispose()
+
+    upgrade(empty_url)
+    expected = ([(None, "active")], [(11, 5)], [(11,)], [("private",)])
+    assert state() == expected
+    downgrade(empty_url, "0003")
+    upgrade(empty_url)
+    assert state() == expected
+    assert differences(empty_url) == []

@@ -53,7 +53,7 @@ def client(data_dir: Path) -> Celery:
 
 
 def run(client: Celery, factory: sessionmaker[Session], kind: str, params: dict[str, Any]) -> Any:
-    job_id = submit_job(client, factory, kind, params)
+    job_id = submit_job(client, factory, kind, params, guild_id=1)  # the data's server
     job = wait_for_job(factory, job_id, timeout=300)
     assert job.status == JobStatus.succeeded, job.error
     assert len(outbox_rows(factory, job_id)) == 1

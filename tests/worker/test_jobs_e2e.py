@@ -34,6 +34,8 @@ from tests.worker.harness import (
     worker_env,
 )
 
+GUILD = 2  # the community's server: its admins' jobs run in its scope
+
 
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -80,7 +82,7 @@ def community(
                 GenerationIn(
                     source_message_id=9_000_000 + seed * 10_000 + index,
                     channel_id=1,
-                    guild_id=2,
+                    guild_id=GUILD,
                     prompt=f"a scene number {seed}-{index}",
                     generator="test",
                     images=images,
@@ -137,7 +139,9 @@ def test_rank_job_stores_scores_once(
 
         generation_id = session.scalar(select(Generation.id))
     for _ in range(2):
-        job_id = submit_job(client, pg_factory, "rank", {"generation_id": generation_id})
+        job_id = submit_job(
+            client, pg_factory, "rank", {"generation_id": generation_id}, guild_id=GUILD
+        )
         assert wait_for_job(pg_factory, job_id).status == JobStatus.succeeded
     assert count(pg_factory, Score) == 4
     ranking = outbox_rows(pg_factory, job_id)[0].payload["ranking"]
@@ -154,7 +158,9 @@ def test_train_job_promotes_a_better_candidate_and_refuses_one_that_is_not(
     first = register_tiny_model(pg_factory, data_dir / "models", "start", seed=4)
     community(pg_factory, store, 120, seed=5)
 
-    same = submit_job(client, pg_factory, "train", {"lr": 0.0, "steps": 3, "batch_size": 8})
+    same = submit_job(
+        client, pg_factory, "train", {"lr": 0.0, "steps": 3, "batch_size": 8}, guild_id=GUILD
+    )
     job = wait_for_job(pg_factory, same, timeout=300)
     assert job.status == JobStatus.succeeded, job.error
     assert job.result["promoted"] is False
@@ -164,7 +170,9 @@ def test_train_job_promotes_a_better_candidate_and_refuses_one_that_is_not(
     assert statuses["start"] == ModelStatus.active
     assert statuses[job.result["candidate_name"]] == ModelStatus.candidate
 
-    better = submit_job(client, pg_factory, "train", {"lr": 1e-3, "epochs": 3, "batch_size": 8})
+    better = submit_job(
+        client, pg_factory, "train", {"lr": 1e-3, "epochs": 3, "batch_size": 8}, guild_id=GUILD
+    )
     job = wait_for_job(pg_factory, better, timeout=300)
     assert job.status == JobStatus.succeeded, job.error
     metrics = job.result["metrics"]
@@ -204,7 +212,7 @@ def test_failures_are_readable_and_the_worker_keeps_serving(
     assert job.error == f"image {'ab' * 32} is no longer stored (was it deleted?)"
     assert outbox_rows(pg_factory, deleted)[0].kind == "job_failed"
 
-    gone = submit_job(client, pg_factory, "rank", {"generation_id": 123456})
+    gone = submit_job(client, pg_factory, "rank", {"generation_id": 123456}, guild_id=GUILD)
     assert (
         wait_for_job(pg_factory, gone).error
         == "generation 123456 no longer exists (was it deleted?)"
@@ -254,7 +262,9 @@ def test_cancelling_a_running_job(
 ) -> None:
     register_tiny_model(pg_factory, data_dir / "models", "cancel", seed=9)
     community(pg_factory, store, 60, seed=10)
-    job_id = submit_job(client, pg_factory, "train", {"lr": 1e-3, "epochs": 50, "batch_size": 4})
+    job_id = submit_job(
+        client, pg_factory, "train", {"lr": 1e-3, "epochs": 50, "batch_size": 4}, guild_id=GUILD
+    )
     wait_for_job(pg_factory, job_id, until=lambda job: job.progress > 0.01, timeout=120)
     with pg_factory() as session, session.begin():
         request_cancel(session, job_id)

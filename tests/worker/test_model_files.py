@@ -203,7 +203,7 @@ def test_the_train_job_verifies_its_base_and_registers_what_it_wrote(
     from db.engine import run_transaction
     from db.jobs import create_job, start_job
     from db.registry import promote_model_version
-    from tests.worker.test_jobs_e2e import community
+    from tests.worker.test_jobs_e2e import GUILD, community
     from worker.lifecycle import JobContext
     from worker.runtime import Runtime
     from worker.tasks.training import train_candidate
@@ -222,7 +222,8 @@ def test_the_train_job_verifies_its_base_and_registers_what_it_wrote(
             rt.factory,
             lambda session: start_job(session, create_job(session, "train", params).id).id,
         )
-        return JobContext(job_id, "train", params, None, rt)
+        # The community's server (tests.worker.test_jobs_e2e.GUILD): its admin's train job.
+        return JobContext(job_id, "train", params, None, rt, guild_id=GUILD)
 
     outcome = train_candidate(context())
     with rt.factory() as session:

@@ -140,7 +140,9 @@ def score_all_unscored(context: JobContext) -> JobOutcome:
                 model_version_id=model["id"],
                 limit=size,
                 after_id=last_id,
-                scope=context.scope,
+                # The operators' job scores every image with its (global) model: scores expose
+                # nothing, and a guild without its own model reads its percentiles from them.
+                scope=None if context.scope.is_pooled else context.scope,
             )
         )
         if not batch:
