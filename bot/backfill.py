@@ -4,7 +4,9 @@ processed, through the same idempotent harvest as live events.
 It runs after every IDENTIFY (a first start, or a session Discord refused to resume, whose
 missed events no RESUME will replay) for each harvested channel that has a last-seen
 message, and on ``/hps admin backfill``. Generations already stored are skipped without a
-download; number-emoji picks are read from the reactions of the history's messages."""
+download; number-emoji picks are read from the reactions of the history's messages. A bot
+process that runs some of the shards catches up only the channels of its shards' guilds: the
+other processes catch up theirs."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import discord
@@ -53,6 +56,13 @@ class BackfillReport:
 
 
 ProgressCallback = Callable[[BackfillReport], Awaitable[None]]
+
+
+def served_guild_ids(bot: Any) -> list[int] | None:
+    """The guilds whose channels this bot process harvests (its shards' guilds), or None for
+    all of them (it runs every shard, or it is not a sharded client)."""
+    served = getattr(bot, "served_guild_ids", None)
+    return served() if callable(served) else None
 
 
 class Backfiller:
@@ -151,10 +161,16 @@ class Backfiller:
 
     async def catch_up(self) -> list[BackfillReport]:
         """Backfill each harvested channel that has a last seen message, to its newest
-        message; return the reports (one per channel and chunk walked)."""
-        channels = await run_transaction_async(self.bot.factory, harvested_channels)
+        message; return the reports (one per channel and chunk walked). Only the channels of
+        the guilds this process serves (its shards'), when it does not run every shard."""
+        guild_ids = served_guild_ids(self.bot)
+        if guild_ids is not None and not guild_ids:
+            return []  # shards without a guild: nothing of this process to catch up
+        channels = await run_transaction_async(
+            self.bot.factory, partial(harvested_channels, guild_ids=guild_ids)
+        )
         reports = []
-        for channel_id, _adapter, last_seen in channels:
+        for channel_id, _adapter, last_seen, _guild_id in channels:
             if last_seen is None:
                 continue  # never harvested yet: an admin decides how far back to go
             try:

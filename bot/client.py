@@ -1,5 +1,12 @@
 """The HPS Discord bot: a discord.py client wired to the database, the image store and the
-job queue (by task name only; the bot process never loads torch)."""
+job queue (by task name only; the bot process never loads torch).
+
+It is a sharded client. ``SHARD_COUNT`` and ``SHARD_IDS`` split the gateway shards over
+several bot processes: each runs the shards it is given (all of ``SHARD_COUNT`` without
+``SHARD_IDS``; with neither, the count Discord recommends in GET /gateway/bot) and so receives
+the events of those shards' guilds only, ``(guild_id >> 22) % SHARD_COUNT``. Each process
+harvests and catches up the guilds of its own shards; job results are posted by whichever
+process claims their outbox row first (REST works from any process), exactly once."""
 
 from __future__ import annotations
 
@@ -8,6 +15,7 @@ import logging
 import multiprocessing
 import os
 from concurrent.futures import ProcessPoolExecutor
+from typing import Any, cast
 
 import aiohttp
 import discord
@@ -43,19 +51,30 @@ def point_at(settings: Settings) -> None:
     discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(settings.discord_gateway_url)
 
 
-class HpsBot(commands.Bot):
+def shard_of(guild_id: int, shard_count: int) -> int:
+    """The gateway shard that receives ``guild_id``'s events (Discord's sharding formula)."""
+    return (guild_id >> 22) % shard_count
+
+
+class HpsBot(commands.AutoShardedBot):
     def __init__(self, settings: Settings) -> None:
         intents = discord.Intents.default()
         intents.message_content = True  # privileged: needed to read other bots' generations
         intents.members = False
+        # SHARD_IDS empty: every shard of SHARD_COUNT (or of Discord's recommendation).
+        sharding: dict[str, Any] = {"shard_count": settings.shard_count}
+        if settings.shard_ids:
+            sharding["shard_ids"] = list(settings.shard_ids)
         # Nothing the bot posts pings anyone unless that post allows it explicitly (results
         # allow their requester's mention only: bot.formatting.only_pings).
         super().__init__(
             command_prefix=commands.when_mentioned,
             intents=intents,
             allowed_mentions=discord.AllowedMentions.none(),
+            **sharding,
         )
         self.settings = settings
+        self._all_shards_ready = False
         point_at(settings)
         self.engine = make_async_engine(settings.database_url)
         self.factory = make_async_session_factory(self.engine)
@@ -82,11 +101,52 @@ class HpsBot(commands.Bot):
         await asyncio.gather(
             *(loop.run_in_executor(self.intake_pool, os.getpid) for _ in range(os.cpu_count() or 1))
         )
-        await self.add_cog(HarvestCog(self, harvester))
+        # A sharded bot is a commands.Bot in all but class hierarchy (both are BotBase).
+        await self.add_cog(HarvestCog(cast(commands.Bot, self), harvester))
         await self.add_cog(HpsCommands(self))
         self.add_dynamic_items(PickButton)  # pick buttons keep working across restarts
         await self.tree.sync()
         self._delivery_task = asyncio.create_task(self.delivery.run(), name="outbox-delivery")
+
+    def serves_guild(self, guild_id: int) -> bool:
+        """Whether ``guild_id``'s events come to this process (one of its shards holds it)."""
+        if not self.shard_ids or not self.shard_count:
+            return True  # this process runs every shard
+        return shard_of(guild_id, self.shard_count) in self.shard_ids
+
+    def served_guild_ids(self) -> list[int] | None:
+        """The guilds this process harvests: those of its shards that Discord sent it (READY
+        lists every guild of a shard, available or not). None when it runs every shard."""
+        if not self.shard_ids:
+            return None
+        return [guild.id for guild in self.guilds if self.serves_guild(guild.id)]
+
+    async def on_shard_ready(self, shard_id: int) -> None:
+        guilds = [g.id for g in self.guilds if g.shard_id == shard_id]
+        log.info(
+            "shard %d of %s ready: %d guilds %s",
+            shard_id,
+            self.shard_count,
+            len(guilds),
+            sorted(guilds) if len(guilds) <= 20 else "",
+        )
+        # discord.py dispatches READY once all of this process's shards are up; a shard that
+        # had to IDENTIFY again later (its session could not be resumed) only gets here, and
+        # the events it missed are only in the channel history: catch up again.
+        if self._all_shards_ready and len(self.shards) > 1:
+            harvest = self.get_cog("HarvestCog")
+            backfiller = getattr(harvest, "backfiller", None)
+            if backfiller is not None:
+                backfiller.start_catch_up()
+
+    async def on_ready(self) -> None:
+        self._all_shards_ready = True
+        log.info(
+            "bot ready: shards %s of %s, %d guilds",
+            sorted(self.shards),
+            self.shard_count,
+            len(self.guilds),
+        )
 
     async def on_app_command_error(
         self, interaction: discord.Interaction, error: discord.app_commands.AppCommandError

@@ -8,13 +8,20 @@ channel does not hold up the others), rows of one channel in order. A failed pos
 retried later with backoff (db.outbox.backoff_delay); one that cannot (Discord refused it with a
 4xx, a file is missing from the store), or the last allowed attempt, makes the row a dead
 letter: logged, counted, kept for admins (``hps outbox dead``), and its requester is told once,
-briefly, that the result could not be posted."""
+briefly, that the result could not be posted.
+
+Any number of bot processes may deliver side by side (a sharded bot runs several; REST posting
+works from any of them): a row is posted only by the deliverer whose claim holds its lease. A
+claim leases its rows for :data:`LEASE_S`; a row whose post would start too close to the end
+of that lease (the rows behind slow ones in a big round) has its lease renewed first, which
+fails if another deliverer claimed it meanwhile: then this one leaves it alone."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
+import time
 from collections import defaultdict
 from datetime import UTC, datetime
 from functools import partial
@@ -33,10 +40,12 @@ from db.errors import DomainError
 from db.ingest import GenerationIn, ImageIn, record_generation
 from db.jobs import get_job
 from db.outbox import (
+    CLAIM_LEASE_S,
     OUTBOX_CHANNEL,
     claim_pending_outbox,
     mark_outbox_delivered,
     record_outbox_failure,
+    renew_outbox_lease,
 )
 from media.store import BlobIntegrityError, BlobNotFound, key_for
 
@@ -44,6 +53,8 @@ log = logging.getLogger(__name__)
 POLL_INTERVAL_S = 5.0
 BATCH = 20
 POST_TIMEOUT_S = 120.0  # one post, discord.py's own 5xx/429 retries included (< the lease)
+LEASE_S = CLAIM_LEASE_S  # how long a claim keeps other deliverers off its rows
+LEASE_MARGIN_S = 10.0  # a post starts only with its timeout and this much lease left
 NOTICE_TIMEOUT_S = 30.0
 CHANNELS_AT_ONCE = 8
 
@@ -134,7 +145,10 @@ class OutboxDelivery:
         were posted. Rows that fail are rescheduled or dead, so they are not due again."""
         posted = 0
         while True:
+            claimed_at = time.monotonic()  # no later than the lease's start in the database
             rows = await run_transaction_async(self.bot.factory, self._claim_and_describe)
+            for row in rows:
+                row["lease_ends"] = claimed_at + LEASE_S
             by_channel: dict[Any, list[dict[str, Any]]] = defaultdict(list)
             for row in rows:
                 by_channel[row["channel_id"]].append(row)
@@ -162,6 +176,8 @@ class OutboxDelivery:
     async def _deliver(self, row: dict[str, Any]) -> bool:
         """Post one claimed row and stamp it, or record why it failed; never raises for the
         row's own failure."""
+        if not await self._hold_lease(row):
+            return False
         try:
             async with asyncio.timeout(POST_TIMEOUT_S):
                 posted = await self._post(row)
@@ -181,6 +197,25 @@ class OutboxDelivery:
                 metrics.count_error("delivery_record")
                 log.exception("posted generation %s could not be recorded", posted.id)
         return True
+
+    async def _hold_lease(self, row: dict[str, Any]) -> bool:
+        """Whether this deliverer may post ``row`` now: its lease outlasts the post, or it was
+        renewed (which fails when another deliverer claimed the row after the lease ran out:
+        the row is that one's to post)."""
+        if time.monotonic() + POST_TIMEOUT_S + LEASE_MARGIN_S < row["lease_ends"]:
+            return True
+        renewing_at = time.monotonic()
+        renewed = await run_transaction_async(
+            self.bot.factory,
+            partial(
+                renew_outbox_lease, outbox_id=row["id"], attempts=row["attempts"], lease_s=LEASE_S
+            ),
+        )
+        if renewed:
+            row["lease_ends"] = renewing_at + LEASE_S
+            return True
+        log.info("outbox row %s was claimed by another deliverer meanwhile; left to it", row["id"])
+        return False
 
     async def _failed(self, row: dict[str, Any], exc: Exception) -> None:
         metrics.count_error("delivery")
@@ -255,7 +290,7 @@ class OutboxDelivery:
     @staticmethod
     def _claim_and_describe(session: Session) -> list[dict[str, Any]]:
         described = []
-        for row in claim_pending_outbox(session, BATCH):
+        for row in claim_pending_outbox(session, BATCH, lease_s=LEASE_S):
             token, expires, requester = None, None, None
             if row.job_id is not None:
                 job = get_job(session, row.job_id)
@@ -266,6 +301,7 @@ class OutboxDelivery:
             described.append(
                 {
                     "id": row.id,
+                    "attempts": row.attempts,
                     "kind": row.kind,
                     "payload": row.payload,
                     "channel_id": row.channel_id,

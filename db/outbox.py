@@ -160,6 +160,32 @@ def claim_pending_outbox(
     return rows
 
 
+def renew_outbox_lease(
+    session: Session,
+    outbox_id: int,
+    attempts: int,
+    *,
+    now: datetime | None = None,
+    lease_s: float = CLAIM_LEASE_S,
+) -> bool:
+    """Extend the lease of a row this deliverer claimed (its claim made ``attempts`` the
+    row's count) before posting it late in a round. False when the row is no longer this
+    deliverer's to post: another one claimed it since (the count moved on) or it is settled."""
+    now = now or utcnow()
+    result = session.execute(
+        update(OutboxMessage)
+        .where(
+            OutboxMessage.id == outbox_id,
+            OutboxMessage.attempts == attempts,
+            OutboxMessage.delivered_at.is_(None),
+            OutboxMessage.dead_at.is_(None),
+        )
+        .values(next_attempt_at=now + timedelta(seconds=lease_s))
+        .execution_options(synchronize_session=False)
+    )
+    return bool(getattr(result, "rowcount", 0))
+
+
 def mark_outbox_delivered(session: Session, outbox_id: int) -> bool:
     """Stamp a claimed row as delivered; False if it already was (or is dead)."""
     result = session.execute(

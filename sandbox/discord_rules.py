@@ -1,8 +1,10 @@
 """Discord's rules for message bodies, as the emulator enforces them: the length and count
 limits (HTTP 400, code 50035 "Invalid Form Body"), the upload size limit (HTTP 413, code 40005)
-and who a post pings under ``allowed_mentions``.
+and who a post pings under ``allowed_mentions``; and gateway sharding: which shard a guild's
+events go to, and the IDENTIFY ``shard`` Discord refuses (close codes 4010 and 4011).
 
-From Discord's API reference ("Create Message", "Allowed Mentions Object", "Message Formatting").
+From Discord's API reference ("Create Message", "Allowed Mentions Object", "Message Formatting",
+Gateway "Sharding", "Gateway Close Event Codes").
 """
 
 from __future__ import annotations
@@ -19,6 +21,10 @@ USER_MENTION = re.compile(r"<@!?(\d{1,20})>")
 ROLE_MENTION = re.compile(r"<@&(\d{1,20})>")
 EVERYONE_MENTION = re.compile(r"@(everyone|here)")
 PARSE_TYPES = ("roles", "users", "everyone")
+MAX_GUILDS_PER_SHARD = 2500  # Discord: "Each shard can only support a maximum of 2500 guilds"
+GUILDS_PER_RECOMMENDED_SHARD = 1000  # what GET /gateway/bot's ``shards`` roughly follows
+INVALID_SHARD = (4010, "Invalid shard.")
+SHARDING_REQUIRED = (4011, "Sharding required.")
 
 
 class FormError(Exception):
@@ -151,3 +157,54 @@ def pings_of(
         pinged_users.append(replied_user)
     pinged_roles = [r for r in dict.fromkeys(roles) if "roles" in parse or r in allowed_roles]
     return Pings(everyone and "everyone" in parse, pinged_users, pinged_roles)
+
+
+# -- gateway sharding -------------------------------------------------------------------------
+
+
+def shard_of(guild_id: int, shard_count: int) -> int:
+    """The shard that receives ``guild_id``'s events: ``(guild_id >> 22) % shard_count``
+    (Discord's sharding formula)."""
+    return (guild_id >> 22) % shard_count
+
+
+def parse_shard(value: Any) -> tuple[int, int] | None:
+    """The ``(shard_id, shard_count)`` of an IDENTIFY's ``shard`` field; None when absent
+    (one connection gets every guild). Raises ValueError where Discord closes the connection
+    with 4010 "Invalid shard": not two integers, a count below 1, an id outside
+    ``0 <= id < count``."""
+    if value is None:
+        return None
+    if (
+        not isinstance(value, list | tuple)
+        or len(value) != 2
+        or not all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+    ):
+        raise ValueError(f"shard must be [shard_id, num_shards], not {value!r}")
+    shard_id, count = int(value[0]), int(value[1])
+    if count < 1 or not 0 <= shard_id < count:
+        raise ValueError(f"shard {shard_id} outside 0..{count - 1}")
+    return shard_id, count
+
+
+def shard_refusal(
+    value: Any, guild_ids: list[int], *, max_guilds: int = MAX_GUILDS_PER_SHARD
+) -> tuple[int, str] | None:
+    """The close code and reason Discord answers an IDENTIFY's ``shard`` with, if it refuses
+    it: 4010 for an invalid shard, 4011 when the session would handle more than
+    ``max_guilds`` of the bot's ``guild_ids`` (it must shard, or use more shards)."""
+    try:
+        shard = parse_shard(value)
+    except ValueError:
+        return INVALID_SHARD
+    served = (
+        guild_ids if shard is None else [g for g in guild_ids if shard_of(g, shard[1]) == shard[0]]
+    )
+    if len(served) > max_guilds:
+        return SHARDING_REQUIRED
+    return None
+
+
+def recommended_shards(guild_count: int) -> int:
+    """GET /gateway/bot's ``shards``: about one shard per 1,000 guilds, at least one."""
+    return max(1, -(-guild_count // GUILDS_PER_RECOMMENDED_SHARD))

@@ -6,7 +6,11 @@ demo drives it through the scripting methods (``inject_message``, ``drop_connect
 ``fail_next_with_429``) and inspects ``calls``, the record of every REST request.
 
 Status: gateway (identify, ready, guild create, heartbeats, RESUME with replay of what was
-missed, INVALID_SESSION), several guilds, messages (create, fetch, edit, delete, history),
+missed, INVALID_SESSION), sharding (IDENTIFY with ``shard: [id, count]``: READY and
+GUILD_CREATE carry only that shard's guilds, every guild event goes only to the sessions of the
+guild's shard ``(guild_id >> 22) % count``, events without a guild to shard 0; an invalid shard
+is closed with 4010, a session that would hold too many guilds with 4011; GET /gateway/bot
+recommends a shard count), several guilds, messages (create, fetch, edit, delete, history),
 reactions (added and removed), slash commands with attachment options, button clicks,
 interaction callbacks and webhook follow-ups, CDN, 429s, the call log.
 
@@ -30,7 +34,17 @@ from typing import Any
 
 from aiohttp import BodyPartReader, WSMsgType, web
 
-from sandbox.discord_rules import FormError, Pings, check_message_body, pings_of
+from sandbox.discord_rules import (
+    MAX_GUILDS_PER_SHARD,
+    FormError,
+    Pings,
+    check_message_body,
+    parse_shard,
+    pings_of,
+    recommended_shards,
+    shard_of,
+    shard_refusal,
+)
 
 DISCORD_EPOCH_MS = 1420070400000
 API_PREFIX = "/api/v10"
@@ -163,6 +177,7 @@ class RecordedCall:
     method: str
     path: str
     body: Any
+    token: str | None = None  # the bot token it carried (tells several bot processes apart)
 
 
 @dataclass
@@ -176,12 +191,27 @@ class GatewaySession:
     sent: list[tuple[int, str]] = field(default_factory=list)  # (seq, raw payload), for replay
     identifies: int = 1
     resumes: int = 0
+    shard: tuple[int, int] | None = None  # (shard id, shard count) from the IDENTIFY
+    token: str | None = None  # the bot token it identified with
+    guilds_seen: set[int] = field(default_factory=set)  # every guild it got an event of
 
     @property
     def connected(self) -> bool:
         return self.socket is not None and not self.socket.closed
 
-    async def send(self, event: str, data: dict[str, Any]) -> None:
+    def serves(self, guild_id: int | None) -> bool:
+        """Whether this session receives the events of ``guild_id`` (None: an event without
+        a guild, such as a DM, which Discord sends to shard 0 only)."""
+        if self.shard is None:
+            return True
+        shard_id, count = self.shard
+        if guild_id is None:
+            return shard_id == 0
+        return shard_of(guild_id, count) == shard_id
+
+    async def send(self, event: str, data: dict[str, Any], guild_id: int | None = None) -> None:
+        if guild_id is not None:
+            self.guilds_seen.add(guild_id)
         self.sequence += 1
         raw = json.dumps({"op": 0, "t": event, "s": self.sequence, "d": data})
         self.sent.append((self.sequence, raw))
@@ -222,6 +252,10 @@ class DiscordEmulator:
     # Whether the application may use the privileged intents (Message Content): if not, an
     # IDENTIFY asking for them is closed with the fatal code 4014.
     privileged_intents_allowed: bool = True
+    # A session holding more guilds than this is closed with 4011 "Sharding required".
+    max_guilds_per_shard: int = MAX_GUILDS_PER_SHARD
+    # The ``shards`` GET /gateway/bot recommends (None: one per 1,000 guilds, as Discord does).
+    gateway_shards: int | None = None
 
     def __post_init__(self) -> None:
         self._ids = itertools.count(1)
@@ -245,8 +279,15 @@ class DiscordEmulator:
         self._pending_429 = 0
         self._runner: web.AppRunner | None = None
 
-    def _new_guild(self, name: str, channel_names: tuple[str, ...]) -> int:
+    def _new_guild(
+        self, name: str, channel_names: tuple[str, ...], shard: tuple[int, int] | None = None
+    ) -> int:
         guild_id = snowflake(self._ids)
+        if shard is not None:  # move the timestamp part until the id falls in that shard
+            shard_id, count = shard
+            timestamp = guild_id >> 22
+            timestamp += (shard_id - timestamp) % count
+            guild_id = (timestamp << 22) | (guild_id & 0x3FFFFF)
         taken = [c for c in channel_names if c in self.channels]
         if taken:
             raise ValueError(f"channel names are unique across guilds: {taken} exist")
@@ -294,10 +335,17 @@ class DiscordEmulator:
             await self._runner.cleanup()
 
     # -- scripting -----------------------------------------------------------------------
-    async def add_guild(self, name: str, channel_names: tuple[str, ...]) -> int:
-        """Another guild the bot is in (channel names unique across guilds); connected
-        sessions get its GUILD_CREATE. Returns its id."""
-        guild_id = self._new_guild(name, channel_names)
+    async def add_guild(
+        self,
+        name: str,
+        channel_names: tuple[str, ...],
+        *,
+        shard: tuple[int, int] | None = None,
+    ) -> int:
+        """Another guild the bot is in (channel names unique across guilds); the connected
+        sessions of its shard get its GUILD_CREATE. With ``shard`` (id, count) its id is
+        chosen so that ``(guild_id >> 22) % count == id``. Returns its id."""
+        guild_id = self._new_guild(name, channel_names, shard)
         await self.dispatch("GUILD_CREATE", self._guild_payload(guild_id))
         return guild_id
 
@@ -596,9 +644,16 @@ class DiscordEmulator:
         return message
 
     async def dispatch(self, event: str, data: dict[str, Any]) -> None:
-        """Send a gateway event to every connected session."""
+        """Send a gateway event to every session of its guild's shard (all of them when they
+        did not shard; an event without a guild goes to shard 0)."""
+        guild_id = _event_guild(event, data)
         for session in list(self.sessions.values()):
-            await session.send(event, data)
+            if session.serves(guild_id):
+                await session.send(event, data, guild_id)
+
+    def sessions_of_shard(self, shard_id: int) -> list[GatewaySession]:
+        """The sessions that identified as ``shard_id`` (of any count)."""
+        return [s for s in self.sessions.values() if s.shard and s.shard[0] == shard_id]
 
     def calls_to(self, method: str, fragment: str) -> list[RecordedCall]:
         """The recorded REST calls of a method whose path contains ``fragment``."""
@@ -739,7 +794,10 @@ class DiscordEmulator:
             body = await request.json()
         elif request.content_type.startswith("multipart/"):
             body, files = await self._multipart(request)
-        self.calls.append(RecordedCall(request.method, path, body))
+        authorization = request.headers.get("Authorization", "")
+        self.calls.append(
+            RecordedCall(request.method, path, body, _bot_token(authorization) or None)
+        )
         needs_token = self.token is not None and not path.startswith(
             ("/webhooks/", "/interactions/")
         )
@@ -783,10 +841,11 @@ class DiscordEmulator:
         if path == "/users/@me" and method == "GET":
             return self._json(self.bot_user)
         if path == "/gateway/bot":
+            shards = self.gateway_shards or recommended_shards(len(self.guilds))
             return self._json(
                 {
                     "url": self.gateway_url,
-                    "shards": 1,
+                    "shards": shards,
                     "session_start_limit": {
                         "total": 1000,
                         "remaining": 1000,
@@ -1042,11 +1101,14 @@ class DiscordEmulator:
             if op == 1:  # heartbeat: always acknowledged
                 await socket.send_str(json.dumps({"op": 11}))
             elif op == 2:
-                refusal = self._identify_refusal(payload.get("d") or {})
+                data = payload.get("d") or {}
+                refusal = self._identify_refusal(data)
                 if refusal is not None:
                     await socket.close(code=refusal[0], message=refusal[1].encode())
                     break
-                await self._identify(socket)
+                await self._identify(
+                    socket, parse_shard(data.get("shard")), _bot_token(data.get("token"))
+                )
             elif op == 6:
                 await self._resume(socket, payload.get("d") or {})
         for session in self.sessions.values():
@@ -1056,34 +1118,44 @@ class DiscordEmulator:
 
     def _identify_refusal(self, data: dict[str, Any]) -> tuple[int, str] | None:
         """The fatal close code and reason for a bad IDENTIFY, if it is one."""
-        token = str(data.get("token") or "").removeprefix("Bot ")
+        token = _bot_token(data.get("token"))
         if self.token is not None and token != self.token:
             return 4004, "Authentication failed."
         if not self.privileged_intents_allowed and int(data.get("intents") or 0) & (
             PRIVILEGED_INTENTS
         ):
             return 4014, "Disallowed intent(s)."
-        return None
-
-    async def _identify(self, socket: web.WebSocketResponse) -> None:
-        session = GatewaySession(f"session-{snowflake(self._ids)}", socket)
-        self.sessions[session.session_id] = session
-        await session.send(
-            "READY",
-            {
-                "v": 10,
-                "user": self.bot_user,
-                "guilds": [{"id": str(g), "unavailable": True} for g in self.guilds],
-                "session_id": session.session_id,
-                "resume_gateway_url": self.gateway_url,
-                "application": {"id": str(self.application_id), "flags": 0},
-                "private_channels": [],
-                "relationships": [],
-                "presences": [],
-            },
+        return shard_refusal(
+            data.get("shard"), list(self.guilds), max_guilds=self.max_guilds_per_shard
         )
-        for guild_id in self.guilds:
-            await session.send("GUILD_CREATE", self._guild_payload(guild_id))
+
+    async def _identify(
+        self,
+        socket: web.WebSocketResponse,
+        shard: tuple[int, int] | None = None,
+        token: str | None = None,
+    ) -> None:
+        session = GatewaySession(
+            f"session-{snowflake(self._ids)}", socket, shard=shard, token=token
+        )
+        self.sessions[session.session_id] = session
+        guilds = [g for g in self.guilds if session.serves(g)]
+        ready: dict[str, Any] = {
+            "v": 10,
+            "user": self.bot_user,
+            "guilds": [{"id": str(g), "unavailable": True} for g in guilds],
+            "session_id": session.session_id,
+            "resume_gateway_url": self.gateway_url,
+            "application": {"id": str(self.application_id), "flags": 0},
+            "private_channels": [],
+            "relationships": [],
+            "presences": [],
+        }
+        if shard is not None:
+            ready["shard"] = list(shard)
+        await session.send("READY", ready)
+        for guild_id in guilds:
+            await session.send("GUILD_CREATE", self._guild_payload(guild_id), guild_id)
 
     async def _resume(self, socket: web.WebSocketResponse, data: dict[str, Any]) -> None:
         session = self.sessions.get(str(data.get("session_id")))
@@ -1097,6 +1169,23 @@ class DiscordEmulator:
             if sequence > last_seen:
                 await socket.send_str(raw)
         await session.send("RESUMED", {})
+
+
+def _bot_token(value: Any) -> str:
+    """A bot token as IDENTIFY or an Authorization header carries it, without ``Bot ``."""
+    return str(value or "").removeprefix("Bot ")
+
+
+GUILD_EVENTS_KEYED_BY_ID = ("GUILD_CREATE", "GUILD_UPDATE", "GUILD_DELETE")
+
+
+def _event_guild(event: str, data: dict[str, Any]) -> int | None:
+    """The guild a gateway event belongs to (which decides its shard), None for DMs."""
+    if data.get("guild_id"):
+        return int(data["guild_id"])
+    if event in GUILD_EVENTS_KEYED_BY_ID and data.get("id"):
+        return int(data["id"])
+    return None
 
 
 def point_discord_py_at(emulator: DiscordEmulator) -> None:

@@ -656,6 +656,66 @@ def dockerignore_problems(files: Files) -> list[str]:
     return problems
 
 
+def bot_services(files: Files) -> list[str]:
+    """The services that run ``hps bot``: ``bot`` and the shard processes."""
+    return [
+        name
+        for name in files.compose["services"]
+        if command_of(files.compose, name, files.dockerfiles)[:2] == ["hps", "bot"]
+    ]
+
+
+def shard_problems(files: Files) -> list[str]:
+    """Every ``hps bot`` service is set up as ``bot`` is (env_file, dependencies, the image
+    store); any but ``bot`` sits behind a profile (never beside ``bot`` by default); the shard
+    processes agree on SHARD_COUNT, pass the settings' validation, and their SHARD_IDS cover
+    0..SHARD_COUNT-1 exactly once between them."""
+    from config import load_settings
+
+    services = files.compose["services"]
+    problems = []
+    bots = bot_services(files)
+    if "bot" not in bots:
+        return ["bot: is not an `hps bot`"]
+    reference = services["bot"]
+    for name in bots:
+        spec = services[name]
+        for key in ("env_file", "depends_on", "volumes"):
+            if spec.get(key) != reference.get(key):
+                problems.append(f"{name}: {key} differs from the bot service's")
+        storage = environment_of(spec).get("STORAGE_URL")
+        if storage != environment_of(reference).get("STORAGE_URL"):
+            problems.append(f"{name}: STORAGE_URL differs from the bot service's")
+        if name != "bot" and not spec.get("profiles"):
+            problems.append(f"{name}: runs beside `bot` by default (give it a profile)")
+    # profile(s) -> (the SHARD_COUNTs, every SHARD_IDS entry) of its shard processes
+    groups: dict[tuple[str, ...], tuple[set[int | None], list[int]]] = {}
+    for name in bots:
+        env = environment_of(services[name])
+        if "SHARD_IDS" not in env:
+            continue
+        try:
+            settings = load_settings(shard_count=env.get("SHARD_COUNT"), shard_ids=env["SHARD_IDS"])
+        except ValueError as exc:  # SettingsError: one line naming the variable
+            problems.append(f"{name}: {exc}")
+            continue
+        profiles = tuple(sorted(services[name].get("profiles") or []))
+        counts, shard_ids = groups.setdefault(profiles, (set(), []))
+        counts.add(settings.shard_count)
+        shard_ids += settings.shard_ids
+    for profiles, (counts, shard_ids) in groups.items():
+        if len(counts) != 1:
+            problems.append(f"profile {profiles}: the shard processes disagree on SHARD_COUNT")
+            continue
+        count = counts.pop() or 0
+        if sorted(shard_ids) != list(range(count)):
+            problems.append(
+                f"profile {profiles}: SHARD_IDS {sorted(shard_ids)} do not cover "
+                f"0..{count - 1} once"
+            )
+    return problems
+
+
 CHECKS: dict[str, Callable[[Files], list[str]]] = {
     "schema": schema_problems,
     "build": build_problems,
@@ -667,6 +727,7 @@ CHECKS: dict[str, Callable[[Files], list[str]]] = {
     "gpu": gpu_problems,
     "storage": storage_problems,
     "dockerignore": dockerignore_problems,
+    "shards": shard_problems,
 }
 
 
@@ -686,6 +747,15 @@ def test_stack(files: Files, check: str) -> None:
 def test_services_present(files: Files) -> None:
     expected = {"postgres", "redis", "migrate", "bot", "worker-gpu", "worker-cpu", "flower"}
     assert expected <= set(files.compose["services"])
+
+
+def test_the_bot_can_run_as_shard_processes(files: Files) -> None:
+    """Besides `bot`, a profile of `hps bot` services that split the gateway shards."""
+    sharded = [name for name in bot_services(files) if name != "bot"]
+    assert len(sharded) >= 2
+    for name in sharded:
+        env = environment_of(files.compose["services"][name])
+        assert env["SHARD_COUNT"] and env["SHARD_IDS"], name
 
 
 def test_dotenv_is_ignored_by_git() -> None:
@@ -760,6 +830,15 @@ MUTATIONS: dict[str, tuple[str, Callable[[Files], None]]] = {
     "unshared images": ("storage", _set("services.bot.volumes", ["other:/data"])),
     "no models volume": ("storage", _set("services.worker-gpu.volumes", ["hps-data:/data"])),
     "env in context": ("dockerignore", lambda f: setattr(f, "dockerignore", "data\n")),
+    "overlapping shards": ("shards", _set("services.bot-shards-2-3.environment.SHARD_IDS", "1,2")),
+    "a shard left out": ("shards", _set("services.bot-shards-2-3.environment.SHARD_IDS", "2")),
+    "shard outside the count": (
+        "shards",
+        _set("services.bot-shards-2-3.environment.SHARD_IDS", "2,4"),
+    ),
+    "shard counts differ": ("shards", _set("services.bot-shards-2-3.environment.SHARD_COUNT", "8")),
+    "shards beside bot": ("shards", _set("services.bot-shards-0-1.profiles", None)),
+    "shards on other images": ("shards", _set("services.bot-shards-0-1.volumes", ["x:/data"])),
 }
 
 

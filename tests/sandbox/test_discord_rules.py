@@ -239,3 +239,29 @@ async def test_guilds_are_separate(running: tuple[DiscordEmulator, RulesBot]) ->
     with pytest.raises(discord.NotFound) as unknown:
         await client.fetch_channel(4_242_424_242)
     assert unknown.value.code == 10003
+
+
+def test_sharding_rules() -> None:
+    from sandbox.discord_rules import (
+        INVALID_SHARD,
+        SHARDING_REQUIRED,
+        parse_shard,
+        recommended_shards,
+        shard_of,
+        shard_refusal,
+    )
+
+    # Discord's formula: the timestamp part of the snowflake, modulo the shard count.
+    assert [shard_of((t << 22) | 12345, 4) for t in (8, 9, 10, 11)] == [0, 1, 2, 3]
+    assert parse_shard(None) is None and parse_shard([2, 3]) == (2, 3)
+    for bad in ([3, 3], [-1, 2], [0, 0], [0], "0,1", [0, 1, 2], [True, 2], [0.0, 1]):
+        with pytest.raises(ValueError):
+            parse_shard(bad)
+        assert shard_refusal(bad, []) == INVALID_SHARD
+        assert INVALID_SHARD[0] == 4010
+    guilds = [(t << 22) for t in range(6)]  # shard (of 2): 0, 1, 0, 1, 0, 1
+    assert shard_refusal([0, 2], guilds, max_guilds=3) is None
+    assert shard_refusal(None, guilds, max_guilds=3) == SHARDING_REQUIRED  # 6 guilds, 1 session
+    assert shard_refusal([0, 1], guilds, max_guilds=5) == SHARDING_REQUIRED
+    assert SHARDING_REQUIRED[0] == 4011
+    assert [recommended_shards(n) for n in (0, 1, 1000, 1001, 2500)] == [1, 1, 1, 2, 3]

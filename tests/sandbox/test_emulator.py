@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import discord
@@ -228,3 +230,108 @@ async def test_hps_bot_says_why_discord_refused_it(
         "the developer portal's Bot page"
     )
     assert "wrong-token-123" not in err
+
+
+class ShardedRecorder(discord.AutoShardedClient):
+    """A sharded client recording the guild of every message it receives."""
+
+    def __init__(self, **sharding: Any) -> None:
+        intents = discord.Intents.default()
+        intents.message_content = True
+        super().__init__(intents=intents, **sharding)
+        self.ready = asyncio.Event()
+        self.message_guilds: list[int] = []
+
+    async def on_ready(self) -> None:
+        self.ready.set()
+
+    async def on_message(self, message: discord.Message) -> None:
+        self.message_guilds.append(message.guild.id if message.guild else 0)
+
+
+async def test_each_shard_gets_only_its_guilds_and_their_events(emulator: DiscordEmulator) -> None:
+    """Two processes' worth of shards ([0] and [1] of 2): READY, GUILD_CREATE and every guild
+    event go only to the connection of the guild's shard, (guild_id >> 22) % 2."""
+    guilds = [emulator.guild_id] + [
+        await emulator.add_guild(f"Guild {k}", (f"chat-{k}",), shard=(k % 2, 2)) for k in range(4)
+    ]
+    by_shard = {k: {g for g in guilds if (g >> 22) % 2 == k} for k in (0, 1)}
+    assert by_shard[0] and by_shard[1]
+    clients = {k: ShardedRecorder(shard_ids=[k], shard_count=2) for k in (0, 1)}
+    runners = [asyncio.create_task(c.start(f"token-{k}")) for k, c in clients.items()]
+    try:
+        for client in clients.values():
+            await asyncio.wait_for(client.ready.wait(), 20)
+        for k, client in clients.items():
+            assert {g.id for g in client.guilds} == by_shard[k]
+            [session] = emulator.sessions_of_shard(k)
+            assert session.shard == (k, 2) and session.token == f"token-{k}"
+            ready = json.loads(session.sent[0][1])
+            assert ready["t"] == "READY" and ready["d"]["shard"] == [k, 2]
+            assert {int(g["id"]) for g in ready["d"]["guilds"]} == by_shard[k]
+
+        user = emulator.add_user("alice")
+        for k in range(4):
+            await emulator.inject_message(f"chat-{k}", user, f"hello {k}")
+        await wait_until(lambda: sum(len(c.message_guilds) for c in clients.values()) == 4)
+        await asyncio.sleep(0.2)  # nothing else arrives
+        for k, client in clients.items():
+            assert sorted(client.message_guilds) == sorted(
+                g for g in guilds[1:] if g in by_shard[k]
+            )
+            [session] = emulator.sessions_of_shard(k)
+            assert session.guilds_seen == by_shard[k]
+        # A guild added later: its GUILD_CREATE reaches its shard only.
+        late = await emulator.add_guild("Late", ("late",), shard=(1, 2))
+        await wait_until(lambda: clients[1].get_guild(late) is not None)
+        assert clients[0].get_guild(late) is None
+    finally:
+        for client in clients.values():
+            await client.close()
+        await asyncio.wait_for(asyncio.gather(*runners), 10)
+
+
+async def test_without_a_shard_count_the_client_asks_discord(emulator: DiscordEmulator) -> None:
+    """GET /gateway/bot answers the URL, the recommended shard count and the session start
+    limit (Discord's documented shape); discord.py then runs that many shards."""
+    async with aiohttp.ClientSession() as http:
+        async with http.get(emulator.api_base + "/gateway/bot") as response:
+            answer = await response.json()
+    assert answer["url"] == emulator.gateway_url and answer["shards"] == 1
+    assert set(answer["session_start_limit"]) == {
+        "total",
+        "remaining",
+        "reset_after",
+        "max_concurrency",
+    }
+    emulator.gateway_shards = 2
+    client = ShardedRecorder()
+    runner = asyncio.create_task(client.start("t"))
+    try:
+        await asyncio.wait_for(client.ready.wait(), 30)  # discord.py waits 5 s between shards
+        assert client.shard_count == 2 and sorted(client.shards) == [0, 1]
+        assert sorted(s.shard for s in emulator.sessions.values() if s.shard) == [(0, 2), (1, 2)]
+        assert client.get_guild(emulator.guild_id) is not None
+    finally:
+        await client.close()
+        await asyncio.wait_for(runner, 10)
+
+
+@pytest.mark.parametrize(
+    ("sharding", "code"),
+    [
+        ({"shard_ids": [2], "shard_count": 2}, 4010),  # Invalid shard: 0 <= id < count
+        ({"shard_count": 1}, 4011),  # Sharding required: too many guilds on one session
+    ],
+)
+async def test_refused_shards_close_the_connection(
+    emulator: DiscordEmulator, sharding: dict[str, Any], code: int
+) -> None:
+    await emulator.add_guild("Second", ("second",))
+    emulator.max_guilds_per_shard = 1
+    client = ShardedRecorder(**sharding)
+    with pytest.raises(discord.ConnectionClosed) as refused:
+        await asyncio.wait_for(client.start("t"), 20)
+    await client.close()
+    assert refused.value.code == code
+    assert not emulator.sessions  # no session was created
