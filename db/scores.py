@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from sqlalchemy import and_, func, select, true
 from sqlalchemy.orm import Session
@@ -101,23 +100,19 @@ def percentiles(
 ) -> list[float | None]:
     """For each value, the share (0..100) of the images of ``scope`` (a guild: "among this
     community's images") scoring lower under this model version, counting only consented
-    generations; None when nothing is scored yet. One round trip; each count is a range scan
-    of the (model_version_id, guild_id, score, requester_id) index."""
+    generations; None when nothing is scored yet. One round trip and one index-only range
+    scan of (model_version_id, guild_id, score, requester_id)."""
     if not values:
         return []
-    in_scope = and_(
+    in_scope = (
         Score.model_version_id == model_version_id,
         scope.guild_condition(Score.guild_id),
         user_consents(Score.requester_id),
     )
-
-    def lower_than(value: float | None) -> Any:
-        condition = in_scope if value is None else and_(in_scope, Score.score < value)
-        return select(func.count()).select_from(Score).where(condition).scalar_subquery()
-
-    total, *below = session.execute(
-        select(lower_than(None), *(lower_than(float(v)) for v in values))
-    ).one()
+    # One pass over the scope's index range, every count a FILTER of it (one scan, not one
+    # per value).
+    counts = [func.count()] + [func.count().filter(Score.score < float(value)) for value in values]
+    total, *below = session.execute(select(*counts).select_from(Score).where(*in_scope)).one()
     if not total:
         return [None for _ in values]
     return [100.0 * int(n) / int(total) for n in below]

@@ -11,6 +11,7 @@ active version per kind *and guild* (was: per kind).
 scores: ``guild_id`` and ``requester_id`` copied from the image's generation (existing rows
 filled in), and the percentile index becomes (version, guild, score, requester).
 generations: an index on ``guild_id`` (per-guild snapshots, stats and exports).
+discord_users: a partial index of the opted-out users (the consent predicate's anti-join).
 """
 
 from collections.abc import Sequence
@@ -24,6 +25,7 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 ACTIVE = "status = 'active'"
+OPTED_OUT = "opted_out IS TRUE"
 
 
 def upgrade() -> None:
@@ -83,9 +85,22 @@ def upgrade() -> None:
         )
     with op.batch_alter_table("generations", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_generations_guild_id"), ["guild_id"])
+    op.create_index(
+        "ix_discord_users_opted_out",
+        "discord_users",
+        ["id"],
+        postgresql_where=sa.text(OPTED_OUT),
+        sqlite_where=sa.text(OPTED_OUT),
+    )
 
 
 def downgrade() -> None:
+    op.drop_index(
+        "ix_discord_users_opted_out",
+        table_name="discord_users",
+        postgresql_where=sa.text(OPTED_OUT),
+        sqlite_where=sa.text(OPTED_OUT),
+    )
     with op.batch_alter_table("generations", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_generations_guild_id"))
     with op.batch_alter_table("scores", schema=None) as batch_op:

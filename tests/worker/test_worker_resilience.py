@@ -82,18 +82,18 @@ def test_sigkilled_worker_task_is_redelivered_and_completes_once(
     env, _store = setup
     client = make_celery(load_settings(broker_url=BROKER_URL, hps_data_dir=tmp_path))
     first = start_worker(env, tmp_path / "worker-1.log", name="doomed", pool="prefork")
-    job_id = submit_job(client, pg_factory, "score_unscored", {"chunk_size": 16})
-    wait_for_job(pg_factory, job_id, until=lambda _job: scores_per_image(pg_factory)[0] >= 32)
-    if victim == "whole worker":  # a lost machine: the broker redelivers after the timeout
-        first.kill()
-        partial, _ = scores_per_image(pg_factory)
-        second = start_worker(env, tmp_path / "worker-2.log", name="rescuer")
-    else:  # an OOM-killed child: the parent rejects the message and a new child takes it
-        [child] = pool_children(first)
-        os.kill(child, signal.SIGKILL)
-        partial, _ = scores_per_image(pg_factory)
-        second = first
-    try:
+    second = first
+    try:  # whatever fails, no worker outlives the test (it would take later tests' tasks)
+        job_id = submit_job(client, pg_factory, "score_unscored", {"chunk_size": 16})
+        wait_for_job(pg_factory, job_id, until=lambda _job: scores_per_image(pg_factory)[0] >= 32)
+        if victim == "whole worker":  # a lost machine: the broker redelivers after the timeout
+            first.kill()
+            partial, _ = scores_per_image(pg_factory)
+            second = start_worker(env, tmp_path / "worker-2.log", name="rescuer")
+        else:  # an OOM-killed child: the parent rejects the message and a new child takes it
+            [child] = pool_children(first)
+            os.kill(child, signal.SIGKILL)
+            partial, _ = scores_per_image(pg_factory)
         job = wait_for_job(pg_factory, job_id, timeout=180)
     finally:
         second.stop()
