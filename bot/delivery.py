@@ -192,7 +192,7 @@ class OutboxDelivery:
         if row["kind"] == "generate_result" and posted is not None:
             # After the stamp: a failure here must not make the result post a second time.
             try:
-                await self._record_generation(row["payload"], posted)
+                await self._record_generation(row["payload"], posted, row.get("guild_id"))
             except Exception:
                 metrics.count_error("delivery_record")
                 log.exception("posted generation %s could not be recorded", posted.id)
@@ -305,6 +305,7 @@ class OutboxDelivery:
                     "kind": row.kind,
                     "payload": row.payload,
                     "channel_id": row.channel_id,
+                    "guild_id": row.guild_id,
                     "token": token,
                     "expires": expires,
                     "requester_id": requester,
@@ -344,9 +345,12 @@ class OutboxDelivery:
                 posted = await channel.send(content, files=files, **extra)
         return posted
 
-    async def _record_generation(self, payload: dict[str, Any], posted: Any) -> None:
+    async def _record_generation(
+        self, payload: dict[str, Any], posted: Any, guild_id: int | None
+    ) -> None:
         """The bot's own generation becomes harvestable once it is posted: its message id is
-        the one the pick buttons refer to."""
+        the one the pick buttons refer to. It is the guild's where the job was asked for (an
+        interaction follow-up comes back from Discord without a guild)."""
         images = [
             ImageIn(
                 i["sha256"],
@@ -362,7 +366,7 @@ class OutboxDelivery:
         generation = GenerationIn(
             source_message_id=posted.id,
             channel_id=posted.channel.id,
-            guild_id=posted.guild.id if posted.guild else None,
+            guild_id=posted.guild.id if posted.guild else guild_id,
             prompt=payload["prompt"],
             generator=f"hps-sd{'+' + lora['name'] if lora else ''}",
             images=images,

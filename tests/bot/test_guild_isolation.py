@@ -18,7 +18,6 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-import pytest
 import torch
 from discord import app_commands
 from sqlalchemy import or_, select
@@ -809,14 +808,6 @@ async def test_per_guild_training_and_promotion_change_only_that_guild_and_opera
     assert await score_model_name(world, a.member, a.general) == "a-manual"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bot/delivery.py OutboxDelivery._record_generation takes the guild from the posted "
-    "message, and an interaction follow-up (a webhook message) has no guild in discord.py: "
-    "/hps generate results are recorded with guild_id NULL, so they are not the guild's "
-    "(its rank/regenerate/training miss them) and count as guildless rows of the operators' "
-    "pooled scope even in a private guild. Fix: fall back to the outbox row's guild_id.",
-)
 async def test_a_generation_made_in_a_guild_belongs_to_that_guild(
     live: dict[str, Any], pg_factory: sessionmaker[Session], tmp_path: Path
 ) -> None:
