@@ -308,17 +308,20 @@ class ModelVersion(Base):
 class Score(Base):
     """An image's score under one model version. ``guild_id`` and ``requester_id`` copy the
     image's generation (they never change), so that a guild's percentile is one index range
-    count that also carries what the consent predicate needs."""
+    count that also carries what the consent predicate needs; ``sample`` puts the image in one
+    of 16 fixed samples."""
 
     __tablename__ = "scores"
     __table_args__ = (
         UniqueConstraint("image_id", "model_version_id"),
         # "How many of this community's scores under this version are lower": an index-only
-        # range count; requester_id rides along for the consent anti-join.
+        # range count (of one sample, for a big community); requester_id rides along for the
+        # consent anti-join.
         Index(
             "ix_scores_version_guild_score",
             "model_version_id",
             "guild_id",
+            "sample",
             "score",
             "requester_id",
         ),
@@ -332,6 +335,9 @@ class Score(Base):
     score: Mapped[float] = mapped_column(Float)
     guild_id: Mapped[int | None] = mapped_column(BigInteger)
     requester_id: Mapped[int | None] = mapped_column(BigInteger)
+    # image_id % SCORE_SAMPLES (db.scores): a fixed 1/16 sample of a big community's images,
+    # from which its percentiles are estimated.
+    sample: Mapped[int] = mapped_column(SmallInteger, default=0, server_default=text("0"))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
 

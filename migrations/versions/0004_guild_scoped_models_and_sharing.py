@@ -9,7 +9,8 @@ used beyond it (global training, exports across guilds).
 model_versions: ``guild_id`` (None = global); existing versions become global. At most one
 active version per kind *and guild* (was: per kind).
 scores: ``guild_id`` and ``requester_id`` copied from the image's generation (existing rows
-filled in), and the percentile index becomes (version, guild, score, requester).
+filled in), ``sample`` (image_id % 16), and the percentile index becomes (version, guild,
+sample, score, requester).
 generations: an index on ``guild_id`` (per-guild snapshots, stats and exports).
 discord_users: a partial index of the opted-out users (the consent predicate's anti-join).
 """
@@ -65,6 +66,9 @@ def upgrade() -> None:
     with op.batch_alter_table("scores", schema=None) as batch_op:
         batch_op.add_column(sa.Column("guild_id", sa.BigInteger(), nullable=True))
         batch_op.add_column(sa.Column("requester_id", sa.BigInteger(), nullable=True))
+        batch_op.add_column(
+            sa.Column("sample", sa.SmallInteger(), server_default=sa.text("0"), nullable=False)
+        )
     # Existing scores take their generation's guild and requester (portable correlated
     # subqueries; the table is copied once by the batch above at most).
     of_generation = (
@@ -76,12 +80,13 @@ def upgrade() -> None:
         + of_generation.format(column="guild_id")
         + ", requester_id = "
         + of_generation.format(column="requester_id")
+        + ", sample = image_id % 16"
     )
     with op.batch_alter_table("scores", schema=None) as batch_op:
         batch_op.drop_index("ix_scores_model_version_id_score")
         batch_op.create_index(
             "ix_scores_version_guild_score",
-            ["model_version_id", "guild_id", "score", "requester_id"],
+            ["model_version_id", "guild_id", "sample", "score", "requester_id"],
         )
     with op.batch_alter_table("generations", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_generations_guild_id"), ["guild_id"])
@@ -108,6 +113,7 @@ def downgrade() -> None:
         batch_op.create_index(
             "ix_scores_model_version_id_score", ["model_version_id", "score"], unique=False
         )
+        batch_op.drop_column("sample")
         batch_op.drop_column("requester_id")
         batch_op.drop_column("guild_id")
     op.drop_index(

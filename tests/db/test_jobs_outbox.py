@@ -222,3 +222,37 @@ def test_percentiles_against_the_community(factory: sessionmaker[Session]) -> No
         store_scores(session, version.id, dict(zip(elsewhere, [1.0, 1.5], strict=True)))
         assert percentiles(session, version.id, [25.0], here) == [50.0]
         assert percentiles(session, version.id, [1.2], Scope.guild(8)) == [50.0]
+
+
+def test_a_big_community_s_percentiles_come_from_its_fixed_sample(
+    factory: sessionmaker[Session], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import db.scores
+    from db.ingest import record_generation
+    from db.models import ModelKind
+    from db.registry import register_model_version
+    from db.scope import Scope
+    from db.scores import SCORE_SAMPLES, percentiles, store_scores
+    from tests.factories import make_generation
+
+    here = Scope.guild(7)
+    with factory() as session, session.begin():
+        version = register_model_version(
+            session, kind=ModelKind.hps, name="s", checkpoint_key="k", architecture="tiny"
+        )
+        ids: list[int] = []
+        for n in range(12):
+            ids += record_generation(
+                session, make_generation(seeds=[4 * n + k for k in range(4)])
+            ).image_ids
+        scores = {image_id: float(image_id % 97) for image_id in ids}
+        store_scores(session, version.id, scores)
+        sample = sorted(v for i, v in scores.items() if i % SCORE_SAMPLES == 0)
+        assert len(sample) >= 2
+        cut = sample[len(sample) // 2]
+        exact = 100.0 * sum(v < cut for v in scores.values()) / len(scores)
+        estimated = 100.0 * sum(v < cut for v in sample) / len(sample)
+        assert percentiles(session, version.id, [cut], here) == [exact]
+        # A community whose sample is big enough is estimated from its sample alone.
+        monkeypatch.setattr(db.scores, "SAMPLED_PERCENTILE_MIN", len(sample))
+        assert percentiles(session, version.id, [cut], here) == [estimated]

@@ -130,7 +130,9 @@ def test_0004_makes_models_global_and_keeps_each_rows_guild(empty_url: str) -> N
             with engine.connect() as connection:
                 return (
                     connection.execute(text("SELECT guild_id, status FROM model_versions")).all(),
-                    connection.execute(text("SELECT guild_id, requester_id FROM scores")).all(),
+                    connection.execute(
+                        text("SELECT guild_id, requester_id, sample FROM scores")
+                    ).all(),
                     connection.execute(text("SELECT guild_id FROM generations")).all(),
                     connection.execute(text("SELECT sharing FROM guild_configs")).all(),
                 )
@@ -138,7 +140,7 @@ def test_0004_makes_models_global_and_keeps_each_rows_guild(empty_url: str) -> N
             engine.dispose()
 
     upgrade(empty_url)
-    expected = ([(None, "active")], [(11, 5)], [(11,)], [("private",)])
+    expected = ([(None, "active")], [(11, 5, 1)], [(11,)], [("private",)])
     assert state() == expected
     downgrade(empty_url, "0003")
     upgrade(empty_url)
