@@ -50,11 +50,12 @@ def create_job(
 
     With ``limits`` (and a requester) the user's limits are checked and the job inserted
     atomically: concurrent requests of one user are serialised on a per-user lock held to the
-    end of the transaction, so no burst can slip past the limits. Raise JobLimitReached."""
+    end of the transaction, so no burst can slip past the limits. The limits count the user's
+    jobs in ``guild_id`` only (each community's limits are its own). Raise JobLimitReached."""
     now = utcnow()
     if limits is not None and requested_by is not None:
         lock_user_jobs(session, requested_by)
-        check_user_job_limits(session, requested_by, limits, now=now)
+        check_user_job_limits(session, requested_by, limits, now=now, guild_id=guild_id)
     job = Job(
         id=job_id or uuid.uuid4(),
         kind=kind,
@@ -226,13 +227,19 @@ def lock_user_jobs(session: Session, user_id: int) -> None:
 
 
 def check_user_job_limits(
-    session: Session, user_id: int, limits: UserJobLimits, *, now: datetime | None = None
+    session: Session,
+    user_id: int,
+    limits: UserJobLimits,
+    *,
+    now: datetime | None = None,
+    guild_id: int | None = None,
 ) -> None:
     """Raise JobLimitReached (with a message for the user) if ``user_id`` may not start
-    another job now. Alone it is a cheap early refusal; :func:`create_job` repeats it under
-    the user's lock, which is what makes the limits hold."""
+    another job in ``guild_id`` now (jobs elsewhere do not count). Alone it is a cheap early
+    refusal; :func:`create_job` repeats it under the user's lock, which is what makes the
+    limits hold."""
     now = now or utcnow()
-    recent, open_jobs = user_job_load(session, user_id, now - timedelta(minutes=1))
+    recent, open_jobs = user_job_load(session, user_id, now - timedelta(minutes=1), guild_id)
     if open_jobs >= limits.max_open:
         raise JobLimitReached(
             f"you already have {open_jobs} jobs waiting or running; try again when one has finished"
@@ -244,9 +251,12 @@ def check_user_job_limits(
         )
 
 
-def user_job_load(session: Session, user_id: int, since: datetime) -> tuple[int, int]:
-    """How many jobs ``user_id`` started since ``since``, and how many are still open
-    (queued or running): what per-user rate and queue limits are checked against."""
+def user_job_load(
+    session: Session, user_id: int, since: datetime, guild_id: int | None = None
+) -> tuple[int, int]:
+    """How many jobs ``user_id`` started in ``guild_id`` (None: outside any guild) since
+    ``since``, and how many are still open (queued or running): what per-user rate and queue
+    limits are checked against."""
     from sqlalchemy import case, func, or_
 
     is_open = Job.status.in_([JobStatus.queued, JobStatus.running])
@@ -254,6 +264,10 @@ def user_job_load(session: Session, user_id: int, since: datetime) -> tuple[int,
         select(
             func.count(case((Job.created_at >= since, 1))),
             func.count(case((is_open, 1))),
-        ).where(Job.requested_by == user_id, or_(Job.created_at >= since, is_open))
+        ).where(
+            Job.requested_by == user_id,
+            Job.guild_id.is_(None) if guild_id is None else Job.guild_id == guild_id,
+            or_(Job.created_at >= since, is_open),
+        )
     ).one()
     return int(recent), int(open_jobs)

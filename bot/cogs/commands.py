@@ -171,11 +171,16 @@ class HpsCommands(commands.Cog):
         settings = self.bot.settings
         return UserJobLimits(settings.user_jobs_per_minute, settings.user_max_open_jobs)
 
-    async def _check_user_limits(self, user_id: int) -> None:
+    async def _check_user_limits(self, user_id: int, guild_id: int | None) -> None:
         """A cheap early refusal (before a download); the job's insert checks again."""
         await run_transaction_async(
             self.bot.factory,
-            partial(check_user_job_limits, user_id=user_id, limits=self._user_limits()),
+            partial(
+                check_user_job_limits,
+                user_id=user_id,
+                limits=self._user_limits(),
+                guild_id=guild_id,
+            ),
         )
 
     @hps.command(name="score", description="Score an image against the prompt it was made for")
@@ -185,7 +190,8 @@ class HpsCommands(commands.Cog):
     ) -> None:
         await acknowledge(interaction)
         try:
-            await self._check_user_limits(interaction.user.id)  # before the download
+            # Before the download.
+            await self._check_user_limits(interaction.user.id, interaction.guild_id)
             sha = await self._fetch_image(image)
             await self._submit(interaction, "score", {"prompt": prompt, "images": [sha]})
         except (DownloadRefused, ImageRejected, EnqueueError, JobLimitReached) as exc:

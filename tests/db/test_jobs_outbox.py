@@ -256,3 +256,19 @@ def test_a_big_community_s_percentiles_come_from_its_fixed_sample(
         # A community whose sample is big enough is estimated from its sample alone.
         monkeypatch.setattr(db.scores, "SAMPLED_PERCENTILE_MIN", len(sample))
         assert percentiles(session, version.id, [cut], here) == [estimated]
+
+
+def test_a_user_s_job_limits_are_counted_per_guild(factory: sessionmaker[Session]) -> None:
+    from db.errors import JobLimitReached
+    from db.jobs import UserJobLimits, create_job
+
+    limits = UserJobLimits(per_minute=10, max_open=2)
+    with factory() as session, session.begin():
+        for _ in range(2):
+            create_job(session, "score", requested_by=5, guild_id=1, limits=limits)
+    with factory() as session, session.begin():
+        with pytest.raises(JobLimitReached):
+            create_job(session, "score", requested_by=5, guild_id=1, limits=limits)
+    # Another community's limits are its own: the user's jobs in guild 1 do not count there.
+    with factory() as session, session.begin():
+        create_job(session, "score", requested_by=5, guild_id=2, limits=limits)
