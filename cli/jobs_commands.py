@@ -27,6 +27,12 @@ def register(subcommands: argparse._SubParsersAction) -> None:
         metavar="KEY=VALUE",
         help="a job parameter (value parsed as JSON when it is JSON)",
     )
+    submit.add_argument(
+        "--guild",
+        type=int,
+        help="run it for this guild (its data, its models), as its admins would; "
+        "default: the operators' pooled scope",
+    )
     submit.add_argument("--wait", action="store_true", help="wait for the outcome and print it")
     submit.add_argument("--timeout", type=float, default=3600.0)
     status = jobs_sub.add_parser("status", help="one job, with its result or error")
@@ -63,8 +69,13 @@ def register(subcommands: argparse._SubParsersAction) -> None:
         help="expected sha256 of the checkpoint (default: its .sha256 sidecar, if any); "
         "the file's own sha256 is registered and verified on every load",
     )
-    add.add_argument("--activate", action="store_true")
-    registry_sub.add_parser("list", help="all versions, newest first")
+    add.add_argument(
+        "--guild", type=int, help="the guild this version belongs to (default: global)"
+    )
+    add.add_argument(
+        "--activate", action="store_true", help="make it the active one (of its guild, or global)"
+    )
+    registry_sub.add_parser("list", help="all versions (global and every guild's), newest first")
     promote = registry_sub.add_parser("promote", help="make a version the active one")
     promote.add_argument("version_id", type=int)
     registry.set_defaults(handler=cmd_registry)
@@ -119,7 +130,11 @@ def cmd_jobs(args: argparse.Namespace) -> int:
         from jobqueue.submit import submit_job
 
         job_id = submit_job(
-            make_celery(get_settings()), factory, args.kind, _parse_params(args.param)
+            make_celery(get_settings()),
+            factory,
+            args.kind,
+            _parse_params(args.param),
+            guild_id=args.guild,
         )
         if not args.wait:
             print(json.dumps({"id": str(job_id), "status": "queued"}))
@@ -221,6 +236,7 @@ def cmd_registry(args: argparse.Namespace) -> int:
         return {
             "id": version.id,
             "kind": version.kind.value,
+            "guild_id": version.guild_id,
             "name": version.name,
             "architecture": version.architecture,
             "status": version.status.value,
@@ -249,6 +265,7 @@ def cmd_registry(args: argparse.Namespace) -> int:
                 checkpoint_key=key,
                 architecture=args.arch,
                 checkpoint_sha256=digest,
+                guild_id=args.guild,
             )
             if args.activate:
                 promote_model_version(session, version.id)

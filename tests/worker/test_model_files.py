@@ -234,3 +234,20 @@ def test_the_train_job_verifies_its_base_and_registers_what_it_wrote(
     tiny_checkpoint(base, seed=5)  # the active model's file swapped
     with pytest.raises(ModelFileChanged, match=f"model version {ref.id} is not the registered"):
         train_candidate(context())
+
+
+def test_registry_add_for_a_guild_activates_it_there_only(
+    cli_env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    base = tiny_checkpoint(cli_env / "global.safetensors", seed=0)
+    code, out, err = add(capsys, base, "--activate")
+    assert code == 0, err
+    assert json.loads(out)["guild_id"] is None
+    own = tiny_checkpoint(cli_env / "own.safetensors", seed=1)
+    code, out, err = add(capsys, own, "--guild", "42", "--activate")
+    assert code == 0, err
+    assert json.loads(out)["guild_id"] == 42
+    code, out, err = hps(capsys, "registry", "list")
+    statuses = {(v["name"], v["guild_id"]): v["status"] for v in json.loads(out)}
+    # Both stay active: one globally, one for guild 42 (the global one is not retired).
+    assert statuses == {("global.safetensors", None): "active", ("own.safetensors", 42): "active"}
