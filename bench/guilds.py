@@ -2,7 +2,8 @@
 guild's training snapshot, against baselines run in the same process on the same data.
 
     .venv/bin/python -m bench.guilds [--choices 1000000] [--guilds 100] [--calls 200]
-                                     [--url URL] [--keep] [--no-plans] [--json]
+                                     [--sample-min N] [--url URL] [--keep] [--no-plans]
+                                     [--json]
 
 Creates its own database (``hps_bench_guilds`` by default, migrated to head by
 ``migrations.runner.upgrade``), loads it with ``INSERT ... SELECT generate_series`` (no ORM),
@@ -11,24 +12,30 @@ runs ``VACUUM ANALYZE`` and drops it at the end (``--keep`` leaves it). The data
 users (3 % opted out), one prompt per generation; the generations spread over ``guilds``
 guilds by a Zipf law (guild k gets a share proportional to 1/k: a few big guilds, a long tail;
 interleaved in id order, as traffic is); every image scored by the active global HPS version,
-and the images of the two biggest guilds also by their own guild version; three guilds in
-four pool their data.
+and the images of the two biggest guilds also by their own guild version, each score with its
+``sample = image_id % 16`` as ``db.scores.store_scores`` writes it; three guilds in four pool
+their data. The schema is the product's (migration 0004: the percentile index on (version,
+guild, sample, score, requester) and the partial index of the opted-out users).
 
 Measured:
 (a) ``db.scores.percentiles(session, global_version, 4 values, Scope.guild(g))`` for the
     biggest, the median and the smallest guild: median and p95 of ``--calls`` calls, each
-    checked to be one statement (SQLAlchemy ``before_cursor_execute`` events); baseline: the
-    same counts without the denormalised ``scores.guild_id`` (scores -> images -> generations
-    filtered by ``generations.guild_id``, same consent predicate), fewer calls;
+    checked to be one statement (SQLAlchemy ``before_cursor_execute`` events), and whether the
+    guild is counted from its sample 0 (at least ``db.scores.SAMPLED_PERCENTILE_MIN``
+    consented scores there; ``--sample-min`` overrides it for the run) or exactly; baseline:
+    the same exact counts without the denormalised ``scores.guild_id`` (scores -> images ->
+    generations filtered by ``generations.guild_id``, same consent predicate), fewer calls;
+    every answer checked against a plain exact count (equal, unless sampled);
 (b) ``db.datasets.iter_choice_sets(session, scope=Scope.guild(g), salt=...)`` streamed to the
     end for those guilds, in rows/s, against the whole pooled set (``Scope.pooled()``);
 (c) ``EXPLAIN (ANALYZE, BUFFERS)`` of the exact statements (captured from the calls) of the
     percentile and of the snapshot's main query (the latter also with ``random_page_cost =
     1.1``, an SSD setting), and the indexes each plan uses;
 (d) a sweep: ``--sweep-calls`` percentile calls for every guild, how many stay under 10 ms;
-(e) unless ``--no-proposals``: a proposed shape of the percentile query (one index range scan
-    with ``count(*) FILTER (WHERE score < v)`` per value, written here, not in ``db/``), then,
-    after adding a partial index of the opted-out users to this database only, both again.
+(e) the accuracy of the sampled guilds' percentiles: for every guild counted from its sample,
+    ``percentiles()`` against a plain exact count (every consented score of the guild) at a
+    few values spread over the score distribution: the largest absolute error in percentile
+    points, next to the sample's standard error at the median (50 / sqrt(sample)).
 Target: the percentile is one round trip under 10 ms (p95) for every guild.
 """
 
@@ -48,6 +55,8 @@ from typing import Any
 
 import psycopg
 from sqlalchemy import Engine, and_, event, func, select
+
+import db.scores
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
@@ -56,7 +65,7 @@ from db.datasets import iter_choice_sets
 from db.engine import make_engine, make_session_factory
 from db.models import Generation, Image, Score
 from db.scope import Scope
-from db.scores import percentiles
+from db.scores import SCORE_SAMPLES, percentiles
 from migrations.runner import upgrade
 
 DEFAULT_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/hps_bench_guilds"
@@ -73,6 +82,9 @@ SLOTS = 100_000  # resolution of the guild-size law
 SALT = "bench-guilds"
 TARGET_MS = 10.0
 INDEXES = ("ix_scores_version_guild_score", "ix_generations_guild_id")
+# Values at which the sampled percentiles are checked against exact counts: the scores are
+# about 21 +- 1 (18..24), so these fall between the 2nd and the 98th percentile.
+ACCURACY_VALUES = (19.0, 20.0, 20.5, 21.0, 21.5, 22.0, 23.0)
 
 
 # -- database ------------------------------------------------------------------------------
@@ -104,6 +116,7 @@ class Dataset:
     users: int
     opted_out: int
     scores: int
+    sample0_scores: int  # scores with sample = 0 (all versions)
     global_version: int
     guild_versions: dict[int, int]  # guild -> its active version
     guild_sizes: dict[int, int]  # guild -> generations, biggest first
@@ -167,13 +180,15 @@ LOAD_SQL = [
        FROM bench_guilds WHERE rank <= 2""",
     # every image scored by the global version: scores carry their generation's guild and
     # requester, as db.scores.store_scores writes them
-    """INSERT INTO scores (image_id, model_version_id, score, guild_id, requester_id, created_at)
+    """INSERT INTO scores (image_id, model_version_id, score, guild_id, requester_id, sample,
+                           created_at)
        SELECT i.id, 1, 18 + 6 * (random() + random() + random()) / 3, g.guild_id,
-              g.requester_id, now()
+              g.requester_id, i.id % {samples}, now()
        FROM images AS i JOIN generations AS g ON g.id = i.generation_id""",
-    """INSERT INTO scores (image_id, model_version_id, score, guild_id, requester_id, created_at)
+    """INSERT INTO scores (image_id, model_version_id, score, guild_id, requester_id, sample,
+                           created_at)
        SELECT i.id, 1 + b.rank, 20 + 6 * (random() + random() + random()) / 3, g.guild_id,
-              g.requester_id, now()
+              g.requester_id, i.id % {samples}, now()
        FROM images AS i JOIN generations AS g ON g.id = i.generation_id
        JOIN bench_guilds AS b ON b.guild_id = g.guild_id AND b.rank <= 2""",
     """INSERT INTO guild_configs (guild_id, consent_mode, admin_role_ids, sharing,
@@ -206,6 +221,7 @@ def load(url: str, choices: int, guilds: int) -> Dataset:
         "per_gen": IMAGES_PER_GENERATION,
         "choices_per_gen": CHOICES_PER_GENERATION,
         "skip": SKIP_PERCENT,
+        "samples": SCORE_SAMPLES,
     }
     start = time.perf_counter()
     with psycopg.connect(libpq(url)) as conn:
@@ -250,6 +266,12 @@ def load(url: str, choices: int, guilds: int) -> Dataset:
             for table in ("images", "choices", "scores")
         }
         opted_out = scalar(conn, "SELECT count(*) FROM discord_users WHERE opted_out")
+        sample0 = scalar(conn, "SELECT count(*) FROM scores WHERE sample = 0")
+        misplaced = scalar(
+            conn, f"SELECT count(*) FROM scores WHERE sample <> image_id % {SCORE_SAMPLES}"
+        )
+        if misplaced:
+            raise AssertionError(f"{misplaced} scores with sample <> image_id % {SCORE_SAMPLES}")
         pooled = scalar(conn, "SELECT count(*) FROM guild_configs WHERE sharing = 'pooled'")
     with psycopg.connect(libpq(url), autocommit=True) as conn:
         # A bulk load leaves the visibility map unset (no index-only scans) and no statistics;
@@ -262,6 +284,7 @@ def load(url: str, choices: int, guilds: int) -> Dataset:
         users=users,
         opted_out=opted_out,
         scores=counts["scores"],
+        sample0_scores=sample0,
         global_version=1,
         guild_versions=versions,
         guild_sizes=sizes,
@@ -338,12 +361,11 @@ def baseline_percentiles(
     return [100.0 * int(n) / int(total) for n in below]
 
 
-def one_scan_percentiles(
+def exact_percentiles(
     session: Session, model_version_id: int, values: Sequence[float], guild_id: int
 ) -> list[float | None]:
-    """The query shape proposed for :func:`db.scores.percentiles`: one range scan of the
-    index with ``count(*) FILTER (WHERE score < v)`` per value, instead of one scalar
-    subquery (a scan and a consent anti-join each) per value plus one for the total."""
+    """The exact answer, the reference of the checks: a plain count of every consented score
+    of the guild under the version (no sample), one FILTER per value."""
     in_scope = and_(
         Score.model_version_id == model_version_id,
         Scope.guild(guild_id).guild_condition(Score.guild_id),
@@ -354,6 +376,35 @@ def one_scan_percentiles(
     if not total:
         return [None for _ in values]
     return [100.0 * int(n) / int(total) for n in below]
+
+
+def sample_size(session: Session, model_version_id: int, guild_id: int) -> int:
+    """Consented scores of the guild's sample 0 under the version: at least
+    ``db.scores.SAMPLED_PERCENTILE_MIN`` and ``percentiles()`` counts that sample only."""
+    return int(
+        session.scalar(
+            select(func.count())
+            .select_from(Score)
+            .where(
+                Score.model_version_id == model_version_id,
+                Score.guild_id == guild_id,
+                Score.sample == 0,
+                user_consents(Score.requester_id),
+            )
+        )
+        or 0
+    )
+
+
+def is_sampled(sample: int) -> bool:
+    return sample >= db.scores.SAMPLED_PERCENTILE_MIN
+
+
+def drawn_values(guild_id: int, calls: int) -> list[list[float]]:
+    """The 4 HPS-like values of each of ``calls`` calls for a guild (seeded by the guild, so
+    every form of the query gets the same ones)."""
+    rng = random.Random(guild_id)
+    return [[round(rng.uniform(17.0, 27.0), 4) for _ in range(4)] for _ in range(calls)]
 
 
 PercentileFn = Callable[[Session, int, Sequence[float], int], list[float | None]]
@@ -370,10 +421,15 @@ class Latency:
     name: str
     guild_rank: int
     guild_scores: int
+    sample: int  # consented scores of the guild's sample 0
     calls: int
     statements_per_call: set[int]
     seconds: list[float]
     plan: list[str] = field(default_factory=list)
+
+    @property
+    def sampled(self) -> bool:
+        return is_sampled(self.sample)
 
     @property
     def median_ms(self) -> float:
@@ -399,7 +455,6 @@ def time_percentiles(
     """``calls`` calls of ``function`` with 4 random HPS-like values each, in one open
     transaction (as a job runs it), after two warm-up calls; the statement of the last call
     explained."""
-    rng = random.Random(guild_id)
     factory = make_session_factory(engine)
     results: list[list[float | None]] = []
     with factory() as session:
@@ -411,11 +466,11 @@ def time_percentiles(
             )
             or 0
         )
+        sample = sample_size(session, version, guild_id)
         for _ in range(2):
             function(session, version, [21.0, 22.0, 23.0, 24.0], guild_id)
-        latency = Latency(name, guild_rank, guild_scores, calls, set(), [])
-        for _ in range(calls):
-            values = [round(rng.uniform(17.0, 27.0), 4) for _ in range(4)]
+        latency = Latency(name, guild_rank, guild_scores, sample, calls, set(), [])
+        for values in drawn_values(guild_id, calls):
             log.clear()
             start = time.perf_counter()
             results.append(function(session, version, values, guild_id))
@@ -478,12 +533,17 @@ def pick_guilds(sizes: dict[int, int]) -> list[tuple[str, int, int]]:
 def key_lines(plan: Sequence[str]) -> list[str]:
     """The plan's top line, its scans and joins, conditions, and timings."""
     keep = ("Scan", "Join", "Cond:", "Execution Time", "Planning Time", "JIT", "Workers Launched",
-            "Heap Fetches", "SubPlan", "InitPlan")  # fmt: skip
+            "Heap Fetches", "SubPlan", "InitPlan", "One-Time Filter", "Filter:")  # fmt: skip
     return list(plan[:1]) + [line for line in plan[1:] if any(word in line for word in keep)]
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     recreate_database(args.url)
+    # --sample-min: the product's threshold of the sampled path, for this run only (a small
+    # dataset reaches the sampled path with a small one).
+    threshold = db.scores.SAMPLED_PERCENTILE_MIN
+    if args.sample_min is not None:
+        db.scores.SAMPLED_PERCENTILE_MIN = args.sample_min
     try:
         data = load(args.url, args.choices, args.guilds)
         engine = make_engine(args.url)
@@ -493,13 +553,64 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         finally:
             engine.dispose()
     finally:
+        db.scores.SAMPLED_PERCENTILE_MIN = threshold
         if not args.keep:
             drop_database(args.url)
 
 
-PROPOSED_INDEX = (
-    "CREATE INDEX ix_bench_discord_users_opted_out ON discord_users (id) WHERE opted_out IS TRUE"
-)
+def check_answers(
+    engine: Engine, measured: Latency, got: list[list[float | None]], version: int, guild_id: int
+) -> None:
+    """Every answer equals the plain exact count's, unless ``percentiles()`` sampled the guild
+    (its error is measured by :func:`accuracy`)."""
+    if measured.sampled and measured.name.startswith("percentiles()"):
+        return
+    with make_session_factory(engine)() as session:
+        for values, answer in zip(drawn_values(guild_id, len(got)), got, strict=True):
+            if answer != exact_percentiles(session, version, values, guild_id):
+                raise AssertionError(f"{measured.name} disagrees with the exact count at {values}")
+
+
+def accuracy(engine: Engine, data: Dataset) -> list[dict[str, Any]]:
+    """For every guild that ``percentiles()`` counts from its sample 0: its estimates against
+    the exact counts at ACCURACY_VALUES, the largest absolute error in percentile points."""
+    rows = []
+    with make_session_factory(engine)() as session:
+        for rank, guild_id in enumerate(data.guild_sizes, start=1):
+            sample = sample_size(session, data.global_version, guild_id)
+            if not is_sampled(sample):
+                continue
+            values = list(ACCURACY_VALUES)
+            estimated = percentiles(session, data.global_version, values, Scope.guild(guild_id))
+            exact = exact_percentiles(session, data.global_version, values, guild_id)
+            errors = [abs(float(e or 0) - float(x or 0)) for e, x in zip(estimated, exact)]
+            worst = max(range(len(values)), key=lambda i: errors[i])
+            rows.append(
+                {
+                    "guild_rank": rank,
+                    "guild_id": guild_id,
+                    "consented_scores": int(
+                        session.scalar(
+                            select(func.count())
+                            .select_from(Score)
+                            .where(
+                                Score.model_version_id == data.global_version,
+                                Score.guild_id == guild_id,
+                                user_consents(Score.requester_id),
+                            )
+                        )
+                        or 0
+                    ),
+                    "sample": sample,
+                    "values": values,
+                    "estimated": [round(float(e or 0), 3) for e in estimated],
+                    "exact": [round(float(x or 0), 3) for x in exact],
+                    "max_abs_error": round(errors[worst], 3),
+                    "at_value": values[worst],
+                    "standard_error_at_median": round(50 / math.sqrt(sample), 3),
+                }
+            )
+    return rows
 
 
 def measure(
@@ -512,22 +623,15 @@ def measure(
         ("percentiles()", product_percentiles, args.calls),
         ("join baseline", baseline_percentiles, args.baseline_calls),
     ]
-    if args.proposals:
-        variants.insert(1, ("proposal: one scan", one_scan_percentiles, args.calls))
     latencies: list[Latency] = []
     for label, rank, guild_id in guilds:
-        reference: list[list[float | None]] | None = None
         for name, function, calls in variants:
-            measured, values = time_percentiles(
+            measured, got = time_percentiles(
                 engine, log, function, f"{name}, {label} guild", version, guild_id, rank,
                 calls, plans,
             )  # fmt: skip
-            # Same answers from every form (the values drawn are seeded by the guild).
-            if reference is not None and values != reference[: len(values)]:
-                raise AssertionError(f"{measured.name} disagrees with percentiles()")
-            reference = reference or values
+            check_answers(engine, measured, got, version, guild_id)
             latencies.append(measured)
-    # Snapshots on the schema as migrated (before the proposed index below).
     snapshots = [
         time_snapshot(engine, log, f"snapshot, {label} guild", Scope.guild(guild_id), plans)
         for label, _rank, guild_id in guilds
@@ -536,25 +640,7 @@ def measure(
         time_snapshot(engine, log, "snapshot, whole pooled set", Scope.pooled(), plans)
     )
     sweep = {"percentiles()": sweep_guilds(engine, product_percentiles, data, args.sweep_calls)}
-    if args.proposals:
-        # The schema change proposed for db/ (a partial index of the opted-out users), made
-        # here in the bench's own database only, then the same calls again.
-        with engine.begin() as connection:
-            connection.exec_driver_sql(PROPOSED_INDEX)
-            connection.exec_driver_sql("ANALYZE discord_users")
-        for label, rank, guild_id in guilds:
-            for name, function in (
-                ("percentiles() + opted-out index", product_percentiles),
-                ("proposal: one scan + opted-out index", one_scan_percentiles),
-            ):
-                measured, _ = time_percentiles(
-                    engine, log, function, f"{name}, {label} guild", version, guild_id, rank,
-                    args.calls, plans,
-                )  # fmt: skip
-                latencies.append(measured)
-        sweep["proposal: one scan + opted-out index"] = sweep_guilds(
-            engine, one_scan_percentiles, data, args.sweep_calls
-        )
+    sampled_accuracy = accuracy(engine, data)
     product = [m for m in latencies if m.name.startswith("percentiles(),")]
     baseline = [m for m in latencies if m.name.startswith("join baseline,")]
     return {
@@ -565,17 +651,21 @@ def measure(
             "users": data.users,
             "opted_out_users": data.opted_out,
             "scores": data.scores,
+            "sample0_scores": data.sample0_scores,
             "guilds": len(data.guild_sizes),
             "pooled_guilds": data.pooled_guilds,
             "biggest_guild_generations": max(data.guild_sizes.values()),
             "smallest_guild_generations": min(data.guild_sizes.values()),
             "load_s": round(data.load_s, 1),
         },
+        "sampled_percentile_min": db.scores.SAMPLED_PERCENTILE_MIN,
         "percentile": [
             {
                 "name": m.name,
                 "guild_rank": m.guild_rank,
                 "guild_scores": m.guild_scores,
+                "sample": m.sample,
+                "sampled": m.sampled and m.name.startswith("percentiles()"),
                 "calls": m.calls,
                 "statements_per_call": sorted(m.statements_per_call),
                 "median_ms": round(m.median_ms, 3),
@@ -593,6 +683,10 @@ def measure(
             m.p95_ms < TARGET_MS and m.statements_per_call == {1} for m in product
         ),
         "sweep": sweep,
+        "accuracy": sampled_accuracy,
+        "accuracy_max_abs_error": max(
+            (row["max_abs_error"] for row in sampled_accuracy), default=None
+        ),
         "snapshot": [
             {
                 "name": s.name,
@@ -636,11 +730,9 @@ def sweep_guilds(
             ).all()
         )
         for guild_id in data.guild_sizes:
-            rng = random.Random(guild_id)
             function(session, data.global_version, [21.0, 22.0, 23.0, 24.0], guild_id)
             seconds = []
-            for _ in range(calls):
-                values = [round(rng.uniform(17.0, 27.0), 4) for _ in range(4)]
+            for values in drawn_values(guild_id, calls):
                 start = time.perf_counter()
                 function(session, data.global_version, values, guild_id)
                 seconds.append(time.perf_counter() - start)
@@ -659,18 +751,23 @@ def print_report(result: dict[str, Any], show_plans: bool) -> None:
     d = result["data"]
     print(
         f"data: {d['choices']} choices on {d['generations']} generations ({d['images']} images, "
-        f"{d['scores']} scores) over {d['guilds']} guilds ({d['pooled_guilds']} pooled; "
+        f"{d['scores']} scores, {d['sample0_scores']} in sample 0) over {d['guilds']} guilds ({d['pooled_guilds']} pooled; "
         f"biggest {d['biggest_guild_generations']}, smallest {d['smallest_guild_generations']} "
         f"generations); {d['users']} users, {d['opted_out_users']} opted out; "
         f"loaded in {d['load_s']} s"
     )
     print()
-    print(f"{'percentile (4 values)':54} {'scores':>8} {'calls':>6} {'stmts':>6} "
-          f"{'median ms':>10} {'p95 ms':>8}")  # fmt: skip
+    print(f"{'percentile (4 values)':40} {'scores':>8} {'sample0':>8} {'counts':>7} "
+          f"{'calls':>6} {'stmts':>6} {'median ms':>10} {'p95 ms':>8}")  # fmt: skip
     for m in result["percentile"]:
         stmts = ",".join(str(n) for n in m["statements_per_call"])
-        print(f"{m['name']:54} {m['guild_scores']:>8} {m['calls']:>6} {stmts:>6} "
-              f"{m['median_ms']:>10.2f} {m['p95_ms']:>8.2f}")  # fmt: skip
+        counted = "sample" if m["sampled"] else "exact"
+        print(f"{m['name']:40} {m['guild_scores']:>8} {m['sample']:>8} {counted:>7} "
+              f"{m['calls']:>6} {stmts:>6} {m['median_ms']:>10.2f} {m['p95_ms']:>8.2f}")  # fmt: skip
+    print(
+        f"  (sample0: consented scores of the guild's sample 0; counts: 'sample' when it holds "
+        f">= {result['sampled_percentile_min']}, as percentiles() decides)"
+    )
     for name, ratio in result["percentile_speedup_vs_join"].items():
         print(f"  {name}: {ratio}x faster than the join baseline (median)")
     met = "met" if result["percentile_target_met"] else "NOT met"
@@ -682,6 +779,21 @@ def print_report(result: dict[str, Any], show_plans: bool) -> None:
             f"under: {sweep['largest_under_scores']} scores, smallest over: "
             f"{sweep['smallest_over_scores']} scores"
         )
+    print()
+    print(f"{'accuracy of sampled percentiles':40} {'scores':>8} {'sample0':>8} "
+          f"{'max |err|':>10} {'at value':>9} {'SE@50%':>8}")  # fmt: skip
+    for a in result["accuracy"]:
+        print(f"{'guild rank ' + str(a['guild_rank']):40} {a['consented_scores']:>8} "
+              f"{a['sample']:>8} {a['max_abs_error']:>10.3f} {a['at_value']:>9} "
+              f"{a['standard_error_at_median']:>8.3f}")  # fmt: skip
+    if result["accuracy"]:
+        print(
+            f"  sampled guilds: {len(result['accuracy'])}; max absolute error "
+            f"{result['accuracy_max_abs_error']} percentile points (estimate vs plain exact "
+            f"count at {', '.join(str(v) for v in ACCURACY_VALUES)}; scores: consented)"
+        )
+    else:
+        print("  no guild is counted from its sample at this size")
     print()
     print(f"{'snapshot (iter_choice_sets)':40} {'rows':>8} {'seconds':>8} {'rows/s':>9} "
           f"{'stmts':>6} {'main q ms':>9} {'rpc1.1 ms':>9}")  # fmt: skip
@@ -718,8 +830,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--baseline-calls", type=int, default=10, help="join baseline calls")
     parser.add_argument("--sweep-calls", type=int, default=10, help="calls per guild, sweep")
     parser.add_argument(
-        "--no-proposals", dest="proposals", action="store_false",
-        help="skip the proposed query shape and index",
+        "--sample-min", type=int, default=None,
+        help="db.scores.SAMPLED_PERCENTILE_MIN for this run (default: the product's, "
+        f"{db.scores.SAMPLED_PERCENTILE_MIN})",
     )  # fmt: skip
     parser.add_argument("--keep", action="store_true", help="keep the database afterwards")
     parser.add_argument("--no-plans", action="store_true", help="skip EXPLAIN ANALYZE")

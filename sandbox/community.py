@@ -3,10 +3,17 @@ that posts several attachments per prompt (picks are number-emoji reactions), an
 Midjourney-style bot (a 2x2 grid with U1..U4 buttons; a pick is an upscale message
 ``**<prompt>** - Image #N <@user>`` replying to the grid).
 
-The hidden preference is learnable on purpose: most members like a big warm disc in the
-picture (the stronger, the likelier), one contrarian likes cool colours, and everyone picks
-with some noise, so a preference model trained on their picks should beat an untrained one
-on held-out prompts, as the paper's does on real people."""
+The hidden preference is learnable on purpose: in a ``warm`` community most members like a big
+warm disc in the picture (the stronger, the likelier), one contrarian likes cool colours, and
+everyone picks with some noise, so a preference model trained on their picks should beat an
+untrained one on held-out prompts, as the paper's does on real people.
+
+Several communities can share one emulator, each in a guild of its own
+(:meth:`Community.in_new_guild`) with its own taste: in a ``cool`` community most members like
+a big cool disc (and one contrarian a warm one). Both tastes feel more strongly about big discs,
+but their colours are opposite, so a model trained on one guild's picks is better on that
+guild's held-out prompts than the untuned model, than the other guild's model and than one
+trained on both guilds' picks pooled: what a model per community is for."""
 
 from __future__ import annotations
 
@@ -25,6 +32,9 @@ SUBJECTS = ["cat", "lighthouse", "bowl of fruit", "robot", "forest", "city", "bo
 STYLES = ["at night", "in watercolour", "as a photo", "in the snow", "under neon light"]
 NUMBER_EMOJIS = [f"{digit}\ufe0f\u20e3" for digit in range(1, 10)]
 TILE = 96
+# The channels a community's guild has, by kind (a guild's channel names carry its prefix).
+CHANNEL_KINDS = ("generations", "midjourney", "general")
+TASTES = ("warm", "cool")
 
 
 @dataclass(frozen=True)
@@ -89,36 +99,104 @@ def grid_of(candidates: list[Candidate]) -> Image.Image:
     return grid
 
 
+@dataclass(frozen=True)
+class Round:
+    """One generation of a community: the member who asked, the prompt, the pictures and the
+    index of the one the member picked."""
+
+    member: Member
+    prompt: str
+    candidates: list[Candidate]
+    choice: int
+
+
 @dataclass
 class Community:
-    """Members and two generator bots on an emulator; ``post_generation`` plays one round."""
+    """Members, an admin and two generator bots in one guild of an emulator (the emulator's
+    first guild unless ``guild_id`` says otherwise); ``post_generation`` plays one round.
+
+    ``taste`` is what most members like (``warm`` or ``cool`` discs; the last member is a
+    contrarian); ``prefix`` starts the names of the community's channels and people, so that
+    several communities can share an emulator (channel names are unique across its guilds)."""
 
     emulator: DiscordEmulator
     seed: int = 0
     size: int = 6
+    taste: str = "warm"
+    guild_id: int | None = None
+    prefix: str = ""
     members: list[Member] = field(default_factory=list)
     posted: list[dict[str, Any]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
+        if self.taste not in TASTES:
+            raise ValueError(f"taste must be one of {TASTES}, not {self.taste!r}")
+        if self.guild_id is None:
+            self.guild_id = self.emulator.guild_id
         self.rng = random.Random(self.seed)
-        self.forge = self.emulator.add_user("ImageForge", bot=True)
-        self.midjourney = self.emulator.add_user("Midjourney Bot", bot=True)
-        self.admin = self.emulator.add_user("moderator", admin=True)
+        # The generator bots are the same users in every guild, as on Discord.
+        self.forge = self._bot("ImageForge")
+        self.midjourney = self._bot("Midjourney Bot")
+        self.admin = self.emulator.add_user(
+            f"{self.prefix}moderator", admin=True, guild_id=self.guild_id
+        )
+        majority_likes_warm = self.taste == "warm"
         for index in range(self.size):
-            name = f"member{index + 1}"
-            likes_warm = index != self.size - 1  # one contrarian
+            name = f"{self.prefix}member{index + 1}"
+            contrarian = index == self.size - 1
+            likes_warm = majority_likes_warm != contrarian
             self.members.append(Member(self.emulator.add_user(name), name, likes_warm))
+
+    @classmethod
+    async def in_new_guild(
+        cls,
+        emulator: DiscordEmulator,
+        name: str,
+        *,
+        taste: str,
+        prefix: str,
+        seed: int = 0,
+        size: int = 6,
+    ) -> Community:
+        """A community in a guild added to ``emulator`` for it, with the channels
+        ``<prefix>generations``, ``<prefix>midjourney`` and ``<prefix>general``."""
+        if not prefix:
+            raise ValueError("a community in a new guild needs a prefix (channel names are unique)")
+        guild_id = await emulator.add_guild(name, tuple(prefix + kind for kind in CHANNEL_KINDS))
+        return cls(emulator, seed=seed, size=size, taste=taste, guild_id=guild_id, prefix=prefix)
+
+    def channel(self, kind: str) -> str:
+        """The name of this community's ``generations``, ``midjourney`` or ``general`` channel."""
+        if kind not in CHANNEL_KINDS:
+            raise ValueError(f"no {kind!r} channel: one of {CHANNEL_KINDS}")
+        return self.prefix + kind
+
+    def _bot(self, name: str) -> int:
+        for user_id, user in self.emulator.users.items():
+            if user.get("bot") and user.get("username") == name:
+                return user_id
+        return self.emulator.add_user(name, bot=True)
 
     def prompt(self) -> str:
         adjective, subject = self.rng.choice(ADJECTIVES), self.rng.choice(SUBJECTS)
         return f"{adjective} {subject} {self.rng.choice(STYLES)}"
 
-    async def post_generation(self, channel: str, adapter: str) -> dict[str, Any]:
-        """A member asks a generator for a prompt and picks the image they like best."""
+    def play_round(self, images: int = 4) -> Round:
+        """One round without Discord: who asks, the prompt, the pictures, the pick."""
         member = self.rng.choice(self.members)
         prompt = self.prompt()
-        candidates = [draw_candidate(self.rng) for _ in range(4)]
-        choice = member.pick(candidates, self.rng)
+        candidates = [draw_candidate(self.rng) for _ in range(images)]
+        return Round(member, prompt, candidates, member.pick(candidates, self.rng))
+
+    async def post_generation(self, channel: str, adapter: str) -> dict[str, Any]:
+        """A member asks a generator for a prompt and picks the image they like best."""
+        played = self.play_round()
+        member, prompt, candidates, choice = (
+            played.member,
+            played.prompt,
+            played.candidates,
+            played.choice,
+        )
         if adapter == "midjourney":
             grid = await self._midjourney(channel, member, prompt, candidates, choice)
             message = grid

@@ -2,11 +2,16 @@
 
 The emulator plays Discord, a simulated community plays the people and the generator bots,
 and the real product runs against them: the bot (real discord.py over sockets), a worker
-process, an embedded SQLite database, broker and image store in a folder of their own. The
-demo harvests the community's picks, trains a preference model on them, scores an image and
-regenerates a harvested prompt, printing progress and a summary. Nothing leaves 127.0.0.1 and
-nothing is downloaded: the base model is a tiny, randomly initialised CLIP and the image
-generator is the tiny Stable Diffusion built in code."""
+process, an embedded SQLite database, broker and image store in a folder of their own.
+
+Two guilds with opposite hidden tastes share the bot: in "Generation Lab" most members like big
+warm discs, in "Blue Hour" big cool ones. The demo harvests both guilds' picks; each guild's
+admin runs ``/hps admin train`` there, which trains a model on that guild's picks only and
+compares it, on that guild's held-out prompts, with the global model the guild used until then;
+``/hps score`` in each guild then reports the guild's own model; a harvested prompt is
+regenerated. It prints progress and a summary with both numbers per guild. Nothing leaves
+127.0.0.1 and nothing is downloaded: the global base model is a tiny, randomly initialised CLIP
+and the image generator is the tiny Stable Diffusion built in code."""
 
 from __future__ import annotations
 
@@ -30,6 +35,33 @@ from sandbox.community import Community, draw_candidate, png
 from sandbox.emulator import DiscordEmulator, InteractionRecord
 
 REPLY_TIMEOUT_S = 600.0
+BASE_MODEL = "demo-base"
+# The demo's guilds: (name, what most members like, channel/user name prefix).
+GUILDS = (("Generation Lab", "warm", ""), ("Blue Hour", "cool", "blue-"))
+
+
+@dataclass
+class GuildResult:
+    """One guild's part of the demo: its training and what ``/hps score`` said there."""
+
+    name: str
+    taste: str
+    guild_id: int
+    train_report: str = ""
+    model_name: str = ""  # the model the guild's training made (and promoted there)
+    baseline_name: str = ""  # the model the guild used before: the global one
+    held_out_prompts: int = 0
+    trained_top1: float = 0.0  # on the guild's held-out prompts
+    global_top1: float = 0.0  # the global model's, on the same prompts
+    score_reply: str = ""
+
+    def line(self) -> str:
+        return (
+            f"{self.name} (members like {self.taste} discs): top-1 on its "
+            f"{self.held_out_prompts} held-out prompts {self.trained_top1:.1%} for its own "
+            f"model {self.model_name} vs {self.global_top1:.1%} for the global "
+            f"{self.baseline_name}"
+        )
 
 
 @dataclass
@@ -37,19 +69,37 @@ class DemoSummary:
     generations: int = 0
     images: int = 0
     choices: int = 0
-    train_report: str = ""
-    score_reply: str = ""
+    guilds: list[GuildResult] = field(default_factory=list)
+    # What the other guilds used right after the first guild trained (guild name -> model):
+    # the first guild's training must change nothing there.
+    others_after_first_training: dict[str, str] = field(default_factory=dict)
     regenerate_reply: str = ""
     files_posted: int = 0
     seconds: dict[str, float] = field(default_factory=dict)
 
+    @property
+    def train_report(self) -> str:
+        """The first guild's train report."""
+        return self.guilds[0].train_report if self.guilds else ""
+
+    @property
+    def score_reply(self) -> str:
+        """What ``/hps score`` said in the first guild."""
+        return self.guilds[0].score_reply if self.guilds else ""
+
     def lines(self) -> list[str]:
         timing = ", ".join(f"{stage} {seconds:.0f} s" for stage, seconds in self.seconds.items())
+        untouched = ", ".join(
+            f"{name} still used {model}" for name, model in self.others_after_first_training.items()
+        )
         return [
             f"harvested: {self.generations} generations, {self.images} images, "
-            f"{self.choices} picks",
-            f"training:  {self.train_report}",
-            f"score:     {self.score_reply}",
+            f"{self.choices} picks in {len(self.guilds)} guilds",
+            *(f"training:  {guild.line()}" for guild in self.guilds),
+            f"isolation: after {self.guilds[0].name} trained, {untouched}"
+            if self.guilds and untouched
+            else "isolation: one guild only",
+            *(f"score in {guild.name}: {guild.score_reply}" for guild in self.guilds),
             f"regenerate: {self.regenerate_reply}",
             f"posted {self.files_posted} files to the channels; time: {timing}",
         ]
@@ -122,7 +172,7 @@ def install_base_model(settings: Settings, sessions: sessionmaker[Session]) -> N
     settings.models_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)
     model = build_model(get_architecture("tiny"))
-    key = "demo-base.safetensors"
+    key = f"{BASE_MODEL}.safetensors"
     metadata = {"architecture": "tiny", "preprocess": "pad", "base": {"kind": "random-init"}}
     save_checkpoint(settings.models_dir / key, model, metadata)
     engine = make_engine(settings.database_url)
@@ -131,12 +181,12 @@ def install_base_model(settings: Settings, sessions: sessionmaker[Session]) -> N
             version = register_model_version(
                 session,
                 kind=ModelKind.hps,
-                name="demo-base",
+                name=BASE_MODEL,
                 checkpoint_key=key,
                 architecture="tiny",
                 checkpoint_sha256=sha256_of_file(settings.models_dir / key),
             )
-            promote_model_version(session, version.id)
+            promote_model_version(session, version.id)  # global: every guild uses it
     finally:
         engine.dispose()
 
@@ -168,9 +218,34 @@ def has_followup(record: InteractionRecord) -> bool:
 
 
 def has_result(record: InteractionRecord) -> bool:
-    """A job's command got its outcome: the public result, or a private word after the
-    private "queued" note (a refusal or a failure)."""
-    return bool(record.public_followups) or len(record.private_followups) > 1
+    """A job's command got its outcome: the public result, a private word after the private
+    "queued" note (a failure), or a private word instead of it (a refusal: no job)."""
+    private = record.private_followups
+    if record.public_followups or len(private) > 1:
+        return True
+    return len(private) == 1 and "queued" not in str(private[0].get("content", ""))
+
+
+UNACKNOWLEDGED_S = 15.0  # Discord gives the bot 3 s; after this the interaction is lost
+
+
+def check_acknowledged(record: InteractionRecord, what: str) -> None:
+    """Fail at once (not after REPLY_TIMEOUT_S) when the bot never acknowledged a command:
+    Discord has dropped it, so no result will come."""
+    if not record.callbacks and time.monotonic() - record.created_at > UNACKNOWLEDGED_S:
+        raise TimeoutError(f"the bot did not acknowledge {what} in {UNACKNOWLEDGED_S:.0f} s")
+
+
+async def wait_for_result(record: InteractionRecord, what: str) -> None:
+    deadline = time.monotonic() + REPLY_TIMEOUT_S
+    while not has_result(record):
+        check_acknowledged(record, what)
+        if time.monotonic() > deadline:
+            raise TimeoutError(
+                f"the demo waited {REPLY_TIMEOUT_S:.0f} s for {what}; "
+                f"the bot's last word: {answer(record)!r}"
+            )
+        await asyncio.sleep(0.1)
 
 
 def answer(record: InteractionRecord) -> str:
@@ -188,7 +263,7 @@ class Demo:
         self, data_dir: Path, *, generations: int = 120, seed: int = 0, say: Callable[[str], None]
     ) -> None:
         self.data_dir = data_dir
-        self.generations = generations
+        self.generations = generations  # per guild
         self.seed = seed
         self.say = say
         self.summary = DemoSummary()
@@ -199,11 +274,12 @@ class Demo:
         from worker.process import WorkerProcess
 
         prepare_demo_dir(self.data_dir)
-        emulator = await DiscordEmulator().start()
+        emulator = await DiscordEmulator(guild_name=GUILDS[0][0]).start()
         settings = demo_settings(self.data_dir, emulator)
         engine = make_engine(settings.database_url)
         self._sessions = make_session_factory(engine)
         self.say(f"demo: Discord emulator on {emulator.base_url}; data in {self.data_dir}")
+        communities = await self._communities(emulator)
         upgrade(settings.database_url)
         install_base_model(settings, self._sessions)
         self.say("demo: starting a worker (tiny CLIP + tiny Stable Diffusion, CPU)")
@@ -219,8 +295,8 @@ class Demo:
         runner = asyncio.create_task(bot.start("offline-demo"))
         try:
             await asyncio.wait_for(bot.wait_until_ready(), 60)
-            self.say("demo: the bot is connected")
-            await self._loop(emulator)
+            self.say(f"demo: the bot is connected to {len(communities)} guilds")
+            await self._loop(emulator, communities)
         finally:
             await bot.close()
             await asyncio.wait_for(runner, 30)
@@ -229,68 +305,91 @@ class Demo:
             engine.dispose()
         return self.summary
 
+    async def _communities(self, emulator: DiscordEmulator) -> list[Community]:
+        """One community per guild of :data:`GUILDS`; the first lives in the emulator's first
+        guild. Each guild's members pick by their guild's taste, with their own random stream."""
+        communities = []
+        for index, (name, taste, prefix) in enumerate(GUILDS):
+            seed = self.seed + 1000 * index
+            if index == 0:  # the emulator made this guild, named GUILDS[0][0]
+                community = Community(emulator, seed=seed, taste=taste)
+            else:
+                community = await Community.in_new_guild(
+                    emulator, name, taste=taste, prefix=prefix, seed=seed
+                )
+            assert community.guild_id is not None
+            self.summary.guilds.append(GuildResult(name, taste, community.guild_id))
+            communities.append(community)
+        return communities
+
     async def _command(
         self, emulator: DiscordEmulator, user: int, channel: str, options: list[Any], **kw: Any
     ) -> InteractionRecord:
         token = await emulator.inject_slash_command(user, channel, "hps", options, **kw)
         return emulator.interactions[token]
 
-    async def _loop(self, emulator: DiscordEmulator) -> None:
-        community = Community(emulator, seed=self.seed)
-        admin = community.admin
+    async def _loop(self, emulator: DiscordEmulator, communities: list[Community]) -> None:
         started = time.monotonic()
-        for channel, adapter in (("generations", "multi_attachment"), ("midjourney", "midjourney")):
-            record = await self._command(
-                emulator,
-                admin,
-                "general",
-                slash("admin channels", channel=str(emulator.channels[channel]), adapter=adapter),
-            )
-            await wait_for(partial(has_followup, record), 30, "/hps admin channels")
-            self.say(f"admin: {answer(record)}")
+        for community, guild in zip(communities, self.summary.guilds, strict=True):
+            for kind, adapter in (
+                ("generations", "multi_attachment"),
+                ("midjourney", "midjourney"),
+            ):
+                channel = emulator.channels[community.channel(kind)]
+                record = await self._command(
+                    emulator,
+                    community.admin,
+                    community.channel("general"),
+                    slash("admin channels", channel=str(channel), adapter=adapter),
+                )
+                await wait_for(partial(has_followup, record), 30, "/hps admin channels")
+                self.say(f"admin of {guild.name}: {answer(record)}")
 
-        bar = tqdm(total=self.generations, desc="harvest", unit="gen", file=sys.stdout)
+        expected = self.generations * len(communities)
+        bar = tqdm(total=expected, desc="harvest", unit="gen", file=sys.stdout)
         for index in range(self.generations):
-            if index % 2 == 0:
-                await community.post_generation("generations", "multi_attachment")
-            else:
-                await community.post_generation("midjourney", "midjourney")
-            await asyncio.sleep(0.02)  # a lively channel, not one burst
-        await self._wait_harvest(bar)
+            kind, adapter = (
+                ("generations", "multi_attachment")
+                if index % 2 == 0
+                else ("midjourney", "midjourney")
+            )
+            for community in communities:
+                await community.post_generation(community.channel(kind), adapter)
+            await asyncio.sleep(0.02)  # lively channels, not one burst
+        await self._wait_harvest(bar, expected)
         bar.close()
         self.summary.seconds["harvest"] = time.monotonic() - started
 
         started = time.monotonic()
-        self.say("admin: /hps admin train (6 epochs, lr 1e-3: a tiny model learns fast)")
-        record = await self._command(
-            emulator, admin, "general", slash("admin train", force=True, epochs=6, lr=1e-3)
-        )
-        await self._follow_progress(record, "train")
-        self.summary.train_report = answer(record)
-        self.summary.files_posted += sum(len(f.get("attachments", [])) for f in record.followups)
+        for index, (community, guild) in enumerate(
+            zip(communities, self.summary.guilds, strict=True)
+        ):
+            await self._train(emulator, community, guild)
+            if index == 0:
+                # The first guild's training and promotion changed nothing elsewhere.
+                for other in self.summary.guilds[1:]:
+                    used = await asyncio.to_thread(self._active_model, other.guild_id)
+                    self.summary.others_after_first_training[other.name] = used
+                    self.say(f"demo: {other.name} still uses {used}")
         self.summary.seconds["train"] = time.monotonic() - started
 
         started = time.monotonic()
-        member = community.members[0]
-        picture = draw_candidate(community.rng)
-        record = await self._command(
-            emulator,
-            member.user_id,
-            "general",
-            slash("score", image=0, prompt="a shiny robot at night"),
-            attachments=[("mine.png", png(picture.image), "image/png")],
+        # A member of each guild scores a picture at the same time: each guild's own model.
+        await asyncio.gather(
+            *(
+                self._score(emulator, community, guild)
+                for community, guild in zip(communities, self.summary.guilds, strict=True)
+            )
         )
-        await wait_for(partial(has_result, record), REPLY_TIMEOUT_S, "/hps score")
-        self.summary.score_reply = answer(record)
-        self.say(f"{member.name}: /hps score -> {self.summary.score_reply}")
         self.summary.seconds["score"] = time.monotonic() - started
 
         started = time.monotonic()
-        harvested = community.posted[0]["message"]
+        first = communities[0]
+        harvested = first.posted[0]["message"]
         record = await self._command(
             emulator,
-            member.user_id,
-            "general",
+            first.members[0].user_id,
+            first.channel("general"),
             slash("regenerate", message=str(harvested["id"]), n=4),
         )
         await self._follow_progress(record, "regenerate")
@@ -298,18 +397,82 @@ class Demo:
         self.summary.files_posted += sum(len(f.get("attachments", [])) for f in record.followups)
         self.summary.seconds["regenerate"] = time.monotonic() - started
 
+    async def _score(
+        self, emulator: DiscordEmulator, community: Community, guild: GuildResult
+    ) -> None:
+        member = community.members[0]
+        picture = draw_candidate(community.rng)
+        record = await self._command(
+            emulator,
+            member.user_id,
+            community.channel("general"),
+            slash("score", image=0, prompt="a shiny robot at night"),
+            attachments=[("mine.png", png(picture.image), "image/png")],
+        )
+        await wait_for_result(record, f"/hps score in {guild.name}")
+        guild.score_reply = answer(record)
+        self.say(f"{member.name} in {guild.name}: /hps score -> {guild.score_reply}")
+
+    async def _train(
+        self, emulator: DiscordEmulator, community: Community, guild: GuildResult
+    ) -> None:
+        """The guild's admin trains a model on the guild's picks; its report compares it with
+        the global model on the guild's held-out prompts."""
+        self.say(
+            f"admin of {guild.name}: /hps admin train (6 epochs, lr 1e-3: a tiny model learns fast)"
+        )
+        record = await self._command(
+            emulator,
+            community.admin,
+            community.channel("general"),
+            slash("admin train", force=True, epochs=6, lr=1e-3),
+        )
+        await self._follow_progress(record, f"train {guild.name}")
+        guild.train_report = answer(record)
+        self.summary.files_posted += sum(len(f.get("attachments", [])) for f in record.followups)
+        metrics = await asyncio.to_thread(self._own_model_metrics, guild)
+        if metrics is None:
+            raise RuntimeError(f"{guild.name} has no model of its own after training")
+        guild.baseline_name = str(metrics.get("baseline_name", ""))
+        guild.trained_top1 = float(metrics["candidate"]["top1_accuracy"])
+        guild.global_top1 = float(metrics["baseline"]["top1_accuracy"])
+        guild.held_out_prompts = int(metrics["candidate"]["sets"])
+
+    def _active_model(self, guild_id: int) -> str:
+        """The name of the HPS model ``guild_id`` uses (its own, else the global one)."""
+        from db.models import ModelKind
+        from db.registry import get_active_model
+
+        with self._sessions() as session:
+            active = get_active_model(session, ModelKind.hps, guild_id)
+            return active.name if active is not None else "no model"
+
+    def _own_model_metrics(self, guild: GuildResult) -> dict[str, Any] | None:
+        """The evaluation that the guild's training recorded for the model it made (the
+        candidate's and the baseline's metrics on the guild's held-out prompts); its name goes
+        into ``guild.model_name``."""
+        from db.models import ModelKind
+        from db.registry import get_active_model
+
+        with self._sessions() as session:
+            active = get_active_model(session, ModelKind.hps, guild.guild_id)
+            if active is None or active.guild_id != guild.guild_id:
+                return None
+            guild.model_name = active.name
+            return dict(active.metrics)
+
     def _count_rows(self) -> dict[str, int]:
         from db.stats import row_counts
 
         with self._sessions() as session:
             return row_counts(session)
 
-    async def _wait_harvest(self, bar: tqdm[Any]) -> None:
+    async def _wait_harvest(self, bar: tqdm[Any], expected: int) -> None:
         deadline = time.monotonic() + 120
         while True:
             counts = await asyncio.to_thread(self._count_rows)
             bar.update(counts["generations"] - bar.n)
-            if counts["generations"] >= self.generations and counts["choices"] >= self.generations:
+            if counts["generations"] >= expected and counts["choices"] >= expected:
                 break
             if time.monotonic() > deadline:
                 raise TimeoutError(f"the harvest stopped at {counts}")
@@ -325,7 +488,11 @@ class Demo:
         while not has_result(record):
             if time.monotonic() > deadline:
                 bar.close()
-                raise TimeoutError(f"the demo waited {REPLY_TIMEOUT_S:.0f} s for {what}")
+                raise TimeoutError(
+                    f"the demo waited {REPLY_TIMEOUT_S:.0f} s for {what}; "
+                    f"the bot's last word: {answer(record)!r}"
+                )
+            check_acknowledged(record, what)
             shown = record.edits[-1] if record.edits else ""
             if "% — " in shown:
                 percent = int(shown.split("%")[0].rsplit(" ", 1)[-1])
@@ -340,7 +507,7 @@ class Demo:
 def run_demo(
     data_dir: Path, *, generations: int = 120, seed: int = 0, say: Callable[[str], None] = print
 ) -> DemoSummary:
-    """Run the offline demo to the end and print its summary."""
+    """Run the offline demo to the end and print its summary (``generations`` per guild)."""
     demo = Demo(data_dir, generations=generations, seed=seed, say=say)
     summary = asyncio.run(demo.run())
     say("demo: summary")

@@ -603,12 +603,18 @@ class DiscordEmulator:
                 assert session.socket is not None
                 await session.socket.close(code=code)
 
-    async def invalidate_sessions(self) -> None:
-        """Forget every session and drop its connection: the RESUME that follows gets
-        INVALID_SESSION and the client must IDENTIFY again; what was dispatched meanwhile is
-        lost to it (a history backfill must recover it)."""
-        sockets = [s.socket for s in self.sessions.values() if s.connected]
-        self.sessions.clear()
+    async def invalidate_sessions(self, shard_id: int | None = None) -> None:
+        """Forget every session (or those of shard ``shard_id``) and drop its connection: the
+        RESUME that follows gets INVALID_SESSION and the client must IDENTIFY again; what was
+        dispatched meanwhile is lost to it (a history backfill must recover it)."""
+        doomed = [
+            s
+            for s in self.sessions.values()
+            if shard_id is None or (s.shard is not None and s.shard[0] == shard_id)
+        ]
+        sockets = [s.socket for s in doomed if s.connected]
+        for session in doomed:
+            del self.sessions[session.session_id]
         for socket in sockets:
             assert socket is not None
             await socket.close(code=4000)

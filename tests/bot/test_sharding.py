@@ -355,3 +355,42 @@ async def test_a_row_claimed_by_another_deliverer_after_the_lease_is_not_posted_
     with pg_factory() as session:
         rows = session.scalars(select(OutboxMessage).where(OutboxMessage.id.in_(ids))).all()
         assert all(r.delivered_at is not None for r in rows)
+
+
+async def test_a_shard_that_identifies_again_catches_up_its_missed_history(
+    pg_url: str, pg_factory: sessionmaker[Session], tmp_path: Path
+) -> None:
+    """One process with two shards: when Discord refuses to resume one of them, discord.py
+    dispatches no READY (only that shard's), yet its guilds' missed messages are recovered
+    from the channel history."""
+    emulator = await DiscordEmulator().start()
+    try:
+        other = await emulator.add_guild(
+            "Other", ("other-gen",), shard=(1 - shard_of(emulator.guild_id, 2), 2)
+        )
+        shard = shard_of(other, 2)
+        with pg_factory() as session, session.begin():
+            enable_channel(session, other, emulator.channels["other-gen"], "multi_attachment")
+        generator, alice = emulator.add_user("ImageGen", bot=True), emulator.add_user("alice")
+        bot = HpsBot(bot_settings(emulator, pg_url, tmp_path, shard_count=2))
+        async with running_bot(bot):
+            assert sorted(bot.shards) == [0, 1]
+            cog: Any = bot.get_cog("HarvestCog")
+            await post_generation(emulator, "other-gen", generator, alice, "seen live", 1)
+            await eventually(lambda: len(stored(pg_factory)) == 1)
+            await cog.flush_last_seen()
+
+            await emulator.invalidate_sessions(shard)  # the other shard keeps its session
+            missed = await post_generation(emulator, "other-gen", generator, alice, "missed", 2)
+            await eventually(lambda: len(emulator.sessions_of_shard(shard)) == 1, 30)
+            await eventually(lambda: int(missed["id"]) in stored(pg_factory), 30)
+            assert len(emulator.sessions_of_shard(1 - shard)) == 1  # never re-identified
+            assert emulator.sessions_of_shard(1 - shard)[0].identifies == 1
+    finally:
+        await emulator.stop()
+
+
+def stored(factory: sessionmaker[Session]) -> list[int]:
+    """The source message ids of the stored generations."""
+    with factory() as session:
+        return [int(i) for i in session.scalars(select(Generation.source_message_id))]
