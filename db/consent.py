@@ -5,6 +5,11 @@ requested** excluded from everything that feeds training, exports, statistics an
 (a generation's prompt is its requester's words; its images were made for them). The rows stay
 until the user asks to be forgotten (``/hps privacy forget-me`` deletes them), so an opt-in
 brings them back. Every query that feeds those uses the expressions below; none writes its own.
+
+The same decision at write time: nothing of a user who opted out is stored from then on, and in
+an opt-in guild nothing of a user who has not opted in; harvesting, the bot's own generations
+and dataset imports all write through :func:`db.ingest.record_generation` and
+:func:`db.ingest.record_choice`, which enforce it under the user's row lock.
 """
 
 from __future__ import annotations
