@@ -134,6 +134,7 @@ class HpsBot(commands.AutoShardedBot):
         # had to IDENTIFY again later (its session could not be resumed) only gets here, and
         # the events it missed are only in the channel history: catch up again.
         if self._all_shards_ready and len(self.shards) > 1:
+            metrics.count_reconnect()
             harvest = self.get_cog("HarvestCog")
             backfiller = getattr(harvest, "backfiller", None)
             if backfiller is not None:
