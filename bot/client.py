@@ -15,7 +15,7 @@ import logging
 import multiprocessing
 import os
 from concurrent.futures import ProcessPoolExecutor
-from typing import Any, cast
+from typing import Any
 
 import aiohttp
 import discord
@@ -101,8 +101,7 @@ class HpsBot(commands.AutoShardedBot):
         await asyncio.gather(
             *(loop.run_in_executor(self.intake_pool, os.getpid) for _ in range(os.cpu_count() or 1))
         )
-        # A sharded bot is a commands.Bot in all but class hierarchy (both are BotBase).
-        await self.add_cog(HarvestCog(cast(commands.Bot, self), harvester))
+        await self.add_cog(HarvestCog(self, harvester))
         await self.add_cog(HpsCommands(self))
         self.add_dynamic_items(PickButton)  # pick buttons keep working across restarts
         await self.tree.sync()

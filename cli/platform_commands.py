@@ -171,6 +171,17 @@ def run_bot(settings: Settings, token: str) -> None:
             "Discord refused the Message Content intent: enable it on the developer portal's "
             "Bot page (the bot reads other bots' generation messages)"
         ) from None
+    except discord.ConnectionClosed as exc:
+        if exc.code == 4010:
+            raise CommandError(
+                "Discord refused the shard: every SHARD_IDS entry must be below SHARD_COUNT"
+            ) from None
+        if exc.code == 4011:
+            raise CommandError(
+                "Discord requires more shards for this many guilds: raise SHARD_COUNT (or "
+                "leave it unset for Discord's recommendation)"
+            ) from None
+        raise
 
 
 def _token(settings: Settings) -> str:

@@ -55,7 +55,7 @@ def replied_user(message: discord.Message) -> int | None:
 
 
 class HarvestCog(commands.Cog):
-    def __init__(self, bot: commands.Bot, harvester: Harvester) -> None:
+    def __init__(self, bot: commands.Bot | commands.AutoShardedBot, harvester: Harvester) -> None:
         self.bot = bot
         self.harvester = harvester
         self._adapters: dict[int, tuple[float, str | None]] = {}

@@ -232,6 +232,41 @@ async def test_hps_bot_says_why_discord_refused_it(
     assert "wrong-token-123" not in err
 
 
+async def test_hps_bot_says_when_discord_requires_more_shards(
+    emulator: DiscordEmulator,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from cli.main import main
+    from config import get_settings
+
+    emulator.max_guilds_per_shard = 0  # the emulator's guild is too many for one shard
+    monkeypatch.chdir(tmp_path)
+    for name, value in {
+        "HPS_DATA_DIR": str(tmp_path),
+        "DISCORD_TOKEN": emulator.token,
+        "DISCORD_API_BASE": emulator.api_base,
+        "DISCORD_GATEWAY_URL": emulator.gateway_url,
+        "SHARD_COUNT": "1",
+    }.items():
+        monkeypatch.setenv(name, value)
+    get_settings.cache_clear()
+    try:
+        status = await asyncio.to_thread(main, ["bot"])
+    finally:
+        get_settings.cache_clear()
+    err = capsys.readouterr().err
+    assert status == 2
+    assert (
+        err.strip()
+        .splitlines()[-1]
+        .startswith(
+            "hps bot: error: Discord requires more shards for this many guilds: raise SHARD_COUNT"
+        )
+    )
+
+
 class ShardedRecorder(discord.AutoShardedClient):
     """A sharded client recording the guild of every message it receives."""
 
