@@ -55,11 +55,10 @@ from typing import Any
 
 import psycopg
 from sqlalchemy import Engine, and_, event, func, select
-
-import db.scores
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
+import db.scores
 from db.consent import user_consents
 from db.datasets import iter_choice_sets
 from db.engine import make_engine, make_session_factory
@@ -533,7 +532,7 @@ def pick_guilds(sizes: dict[int, int]) -> list[tuple[str, int, int]]:
 def key_lines(plan: Sequence[str]) -> list[str]:
     """The plan's top line, its scans and joins, conditions, and timings."""
     keep = ("Scan", "Join", "Cond:", "Execution Time", "Planning Time", "JIT", "Workers Launched",
-            "Heap Fetches", "SubPlan", "InitPlan", "One-Time Filter", "Filter:")  # fmt: skip
+            "Heap Fetches", "SubPlan", "InitPlan", "One-Time Filter")  # fmt: skip
     return list(plan[:1]) + [line for line in plan[1:] if any(word in line for word in keep)]
 
 
@@ -583,7 +582,8 @@ def accuracy(engine: Engine, data: Dataset) -> list[dict[str, Any]]:
             values = list(ACCURACY_VALUES)
             estimated = percentiles(session, data.global_version, values, Scope.guild(guild_id))
             exact = exact_percentiles(session, data.global_version, values, guild_id)
-            errors = [abs(float(e or 0) - float(x or 0)) for e, x in zip(estimated, exact)]
+            pairs = zip(estimated, exact, strict=True)
+            errors = [abs(float(e or 0) - float(x or 0)) for e, x in pairs]
             worst = max(range(len(values)), key=lambda i: errors[i])
             rows.append(
                 {
@@ -751,7 +751,8 @@ def print_report(result: dict[str, Any], show_plans: bool) -> None:
     d = result["data"]
     print(
         f"data: {d['choices']} choices on {d['generations']} generations ({d['images']} images, "
-        f"{d['scores']} scores, {d['sample0_scores']} in sample 0) over {d['guilds']} guilds ({d['pooled_guilds']} pooled; "
+        f"{d['scores']} scores, {d['sample0_scores']} in sample 0) over {d['guilds']} guilds "
+        f"({d['pooled_guilds']} pooled; "
         f"biggest {d['biggest_guild_generations']}, smallest {d['smallest_guild_generations']} "
         f"generations); {d['users']} users, {d['opted_out_users']} opted out; "
         f"loaded in {d['load_s']} s"
@@ -763,7 +764,8 @@ def print_report(result: dict[str, Any], show_plans: bool) -> None:
         stmts = ",".join(str(n) for n in m["statements_per_call"])
         counted = "sample" if m["sampled"] else "exact"
         print(f"{m['name']:40} {m['guild_scores']:>8} {m['sample']:>8} {counted:>7} "
-              f"{m['calls']:>6} {stmts:>6} {m['median_ms']:>10.2f} {m['p95_ms']:>8.2f}")  # fmt: skip
+              f"{m['calls']:>6} {stmts:>6} {m['median_ms']:>10.2f} "
+              f"{m['p95_ms']:>8.2f}")  # fmt: skip
     print(
         f"  (sample0: consented scores of the guild's sample 0; counts: 'sample' when it holds "
         f">= {result['sampled_percentile_min']}, as percentiles() decides)"
