@@ -129,11 +129,12 @@ def percentiles(
             func.count().filter(Score.score < float(value)).label(f"below_{i}")
             for i, value in enumerate(values)
         ]
-        return select(*columns).select_from(Score).where(*in_scope, *where).subquery()
+        return select(*columns).select_from(Score).where(*in_scope, *where)
 
-    sampled = counts(Score.sample == 0)
+    # A CTE read twice is computed once (PostgreSQL materialises it): one pass over sample 0.
+    sampled = counts(Score.sample == 0).cte("sampled")
     sample_is_small = select(sampled.c.n).scalar_subquery() < SAMPLED_PERCENTILE_MIN
-    exact = counts(sample_is_small)
+    exact = counts(sample_is_small).subquery("exact")
     row = session.execute(select(sampled, exact).select_from(sampled.join(exact, true()))).one()
     width = len(values) + 1
     sample_counts, exact_counts = row[:width], row[width:]
