@@ -223,7 +223,12 @@ def has_result(record: InteractionRecord) -> bool:
     private = record.private_followups
     if record.public_followups or len(private) > 1:
         return True
-    return len(private) == 1 and "queued" not in str(private[0].get("content", ""))
+    if len(private) != 1:
+        return False
+    # The first follow-up fills the deferred response, which progress edits later: what it
+    # said first tells a queued job from a refusal.
+    first = record.edits[0] if record.edits else str(private[0].get("content", ""))
+    return "queued" not in first
 
 
 UNACKNOWLEDGED_S = 15.0  # Discord gives the bot 3 s; after this the interaction is lost
