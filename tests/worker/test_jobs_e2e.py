@@ -181,18 +181,31 @@ def test_train_job_promotes_a_better_candidate_and_refuses_one_that_is_not(
     assert Path(job.result["report_png"]).read_bytes()[:4] == b"\x89PNG"
     with pg_factory() as session:
         active = session.scalars(
-            select(ModelVersion).where(ModelVersion.status == ModelStatus.active)
+            select(ModelVersion)
+            .where(ModelVersion.status == ModelStatus.active)
+            .order_by(ModelVersion.id)
         ).all()
-        assert [v.id for v in active] == [job.result["model_version_id"]]
-        assert session.get_one(ModelVersion, first).status == ModelStatus.retired
-        assert active[0].trained_on["train_sets"] > 0
+        # The guild's own model is active for it; the global one it started from stays
+        # active for every other guild.
+        assert [(v.id, v.guild_id) for v in active] == [
+            (first, None),
+            (job.result["model_version_id"], GUILD),
+        ]
+        assert active[1].trained_on["train_sets"] > 0
+        assert active[1].trained_on["scope"] == f"guild {GUILD}"
     [row] = outbox_rows(pg_factory, better)
     assert row.kind == "train_report"
 
     # The next score job uses the promoted model without a worker restart.
     image = stored(store, planted_image(random.Random(1), True))
-    job_id = submit_job(client, pg_factory, "score", {"prompt": "x", "images": [image.sha256]})
-    assert wait_for_job(pg_factory, job_id).result["model_version"]["id"] == active[0].id
+    job_id = submit_job(
+        client, pg_factory, "score", {"prompt": "x", "images": [image.sha256]}, guild_id=GUILD
+    )
+    assert wait_for_job(pg_factory, job_id).result["model_version"]["id"] == active[1].id
+    elsewhere = submit_job(
+        client, pg_factory, "score", {"prompt": "x", "images": [image.sha256]}, guild_id=GUILD + 1
+    )
+    assert wait_for_job(pg_factory, elsewhere).result["model_version"]["id"] == first
 
 
 def test_failures_are_readable_and_the_worker_keeps_serving(
