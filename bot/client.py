@@ -39,6 +39,7 @@ from jobqueue.app import make_celery
 from media.store import open_store
 
 log = logging.getLogger(__name__)
+CLOSE_STEP_TIMEOUT_S = 10.0
 
 
 def point_at(settings: Settings) -> None:
@@ -173,10 +174,18 @@ class HpsBot(commands.AutoShardedBot):
     async def close(self) -> None:
         if self._delivery_task is not None:
             self._delivery_task.cancel()
+            # Let the cancelled delivery finish unwinding its database session while the
+            # loop still runs: a connection torn down later, inside asyncio.run's final
+            # cancel-everything pass, can leave aiosqlite waiting forever on a worker thread
+            # that has already stopped (seen as a hung `hps bot` exit on SQLite).
+            await asyncio.wait({self._delivery_task}, timeout=CLOSE_STEP_TIMEOUT_S)
         self.job_progress.stop()
         if self.intake_pool is not None:
             self.intake_pool.shutdown(wait=False, cancel_futures=True)
         await super().close()
         if self.http_session is not None:
             await self.http_session.close()
-        await self.engine.dispose()
+        try:
+            await asyncio.wait_for(self.engine.dispose(), CLOSE_STEP_TIMEOUT_S)
+        except TimeoutError:
+            log.warning("database connections not closed within %.0f s", CLOSE_STEP_TIMEOUT_S)
