@@ -120,7 +120,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--generations", type=int, default=120, help="generations the community posts (120)"
+        "--generations",
+        type=int,
+        default=120,
+        help="generations each guild's community posts (120)",
     )
     parser.add_argument(
         "--demo-dir", type=Path, default=None, help="the demo's own data (default DATA_DIR/demo)"

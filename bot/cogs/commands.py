@@ -546,16 +546,20 @@ class HpsCommands(commands.Cog):
     @app_commands.describe(
         force="promote even if it does not beat the global model",
         epochs="passes over the choices (default 1, the paper's)",
+        lr="learning rate (default 1.7e-5, the paper's)",
     )
     async def operator_train(
         self,
         interaction: discord.Interaction,
         force: bool = False,
         epochs: app_commands.Range[int, 1, 100] = 1,
+        lr: app_commands.Range[float, 1e-8, 1e-1] | None = None,
     ) -> None:
         if await self._refuse_non_operators(interaction):
             return
-        params = {**POOLED, "force": force, "epochs": epochs}
+        params: dict[str, Any] = {**POOLED, "force": force, "epochs": epochs}
+        if lr is not None:
+            params["lr"] = lr
         await self._queue_admin_job(
             interaction, "train", params, "Global training queued; the report will be posted here."
         )
