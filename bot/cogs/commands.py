@@ -61,9 +61,21 @@ JOB_LABELS = {
 Prompt = app_commands.Range[str, 1, MAX_PROMPT_CHARS]
 MessageLink = app_commands.Range[str, 1, MAX_LINK_CHARS]
 Licence = app_commands.Range[str, 1, MAX_LICENCE_CHARS]
+Epochs = app_commands.Range[int, 1, 100]
+LearningRate = app_commands.Range[float, 1e-8, 1e-1]
+EPOCHS_HELP = "passes over the choices (default 1, the paper's)"
+LR_HELP = "learning rate (default 1.7e-5, the paper's)"
 MAX_LISTED_MODELS = 25
 # Operator jobs run in the pooled scope (db.scope): global models, the pooled guilds' data.
 POOLED = {"scope": "pooled"}
+
+
+def train_params(force: bool, epochs: int, lr: float | None) -> dict[str, Any]:
+    """A train job's parameters from the command's options (the paper's lr unless given)."""
+    params: dict[str, Any] = {"force": force, "epochs": epochs}
+    if lr is not None:
+        params["lr"] = lr
+    return params
 
 
 async def acknowledge(interaction: discord.Interaction) -> None:
@@ -355,22 +367,18 @@ class HpsCommands(commands.Cog):
         name="train", description="Train a candidate HPS model on this server's choices so far"
     )
     @app_commands.describe(
-        force="promote even if it does not beat the active model",
-        epochs="passes over the choices (default 1, the paper's)",
-        lr="learning rate (default 1.7e-5, the paper's)",
+        force="promote even if it does not beat the active model", epochs=EPOCHS_HELP, lr=LR_HELP
     )
     async def train(
         self,
         interaction: discord.Interaction,
         force: bool = False,
-        epochs: app_commands.Range[int, 1, 100] = 1,
-        lr: app_commands.Range[float, 1e-8, 1e-1] | None = None,
+        epochs: Epochs = 1,
+        lr: LearningRate | None = None,
     ) -> None:
         if await self._refuse_non_admins(interaction):
             return
-        params: dict[str, Any] = {"force": force, "epochs": epochs}
-        if lr is not None:
-            params["lr"] = lr
+        params = train_params(force, epochs, lr)
         await self._queue_admin_job(
             interaction, "train", params, "Training queued; the report will be posted here."
         )
@@ -544,22 +552,18 @@ class HpsCommands(commands.Cog):
         name="train", description="Train a global HPS candidate on the pooled servers' choices"
     )
     @app_commands.describe(
-        force="promote even if it does not beat the global model",
-        epochs="passes over the choices (default 1, the paper's)",
-        lr="learning rate (default 1.7e-5, the paper's)",
+        force="promote even if it does not beat the global model", epochs=EPOCHS_HELP, lr=LR_HELP
     )
     async def operator_train(
         self,
         interaction: discord.Interaction,
         force: bool = False,
-        epochs: app_commands.Range[int, 1, 100] = 1,
-        lr: app_commands.Range[float, 1e-8, 1e-1] | None = None,
+        epochs: Epochs = 1,
+        lr: LearningRate | None = None,
     ) -> None:
         if await self._refuse_non_operators(interaction):
             return
-        params: dict[str, Any] = {**POOLED, "force": force, "epochs": epochs}
-        if lr is not None:
-            params["lr"] = lr
+        params = {**POOLED, **train_params(force, epochs, lr)}
         await self._queue_admin_job(
             interaction, "train", params, "Global training queued; the report will be posted here."
         )

@@ -102,3 +102,26 @@ async def world(
             }
     finally:
         await emulator.stop()
+
+
+@pytest.fixture
+async def bot_alone(
+    pg_url: str,
+    pg_factory: sessionmaker[Session],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> AsyncIterator[tuple[DiscordEmulator, HpsBot]]:
+    """The emulator and the bot, without a worker; the bot's own delivery loop is off, so
+    each test decides when a delivery round runs."""
+    emulator = await DiscordEmulator().start()
+    bot = HpsBot(bot_settings(emulator, pg_url, tmp_path))
+
+    async def no_loop() -> None:
+        await asyncio.Event().wait()
+
+    monkeypatch.setattr(bot.delivery, "run", no_loop)
+    try:
+        async with running_bot(bot):
+            yield emulator, bot
+    finally:
+        await emulator.stop()

@@ -7,9 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
 from datetime import timedelta
-from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -27,34 +25,10 @@ from db.models import OutboxMessage, utcnow
 from db.outbox import write_outbox
 from media.store import BlobIntegrityError, BlobNotFound
 from sandbox.emulator import DiscordEmulator
-from tests.bot.conftest import bot_settings, running_bot
 from tests.bot.test_harvest import eventually
 
 UNKNOWN_CHANNEL = 4_242_424_242
 MISSING_SHA = "0" * 64
-
-
-@pytest.fixture
-async def bot_alone(
-    pg_url: str,
-    pg_factory: sessionmaker[Session],
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-) -> AsyncIterator[tuple[DiscordEmulator, HpsBot]]:
-    """The emulator and the bot, without a worker; the bot's own delivery loop is off, so
-    each test decides when a delivery round runs."""
-    emulator = await DiscordEmulator().start()
-    bot = HpsBot(bot_settings(emulator, pg_url, tmp_path))
-
-    async def no_loop() -> None:
-        await asyncio.Event().wait()
-
-    monkeypatch.setattr(bot.delivery, "run", no_loop)
-    try:
-        async with running_bot(bot):
-            yield emulator, bot
-    finally:
-        await emulator.stop()
 
 
 def write(

@@ -18,7 +18,6 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-import torch
 from discord import app_commands
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session, sessionmaker
@@ -45,15 +44,14 @@ from db.models import (
     Sharing,
 )
 from db.prompts import prompt_hash
-from db.registry import get_active_model, promote_model_version, register_model_version
+from db.registry import get_active_model
 from db.scope import Scope, set_sharing
-from hps.architectures import build_model, get_architecture
-from hps.checkpoints import save_checkpoint, sha256_of_file
 from media.store import LocalImageStore
 from sandbox.emulator import DiscordEmulator, InteractionRecord
 from tests.bot.test_commands_e2e import png_bytes
 from tests.bot.test_harvest import count, eventually, post_generation
 from tests.factories import make_generation
+from tests.worker.harness import register_tiny_model
 
 ONE = "1\ufe0f\u20e3"
 GLOBAL_MODEL = "bot-score"  # the live fixture's global active model
@@ -104,39 +102,6 @@ class World:
             guild_id if guild_id is not None else self.emulator.guild_of(int(message["channel_id"]))
         )
         return f"https://discord.com/channels/{guild}/{message['channel_id']}/{message['id']}"
-
-
-def register_version(
-    factory: sessionmaker[Session],
-    models_dir: Path,
-    name: str,
-    *,
-    seed: int,
-    guild_id: int | None,
-    activate: bool,
-) -> int:
-    """A seeded tiny HPS model saved and registered as ``guild_id``'s (None: global)."""
-    torch.manual_seed(seed)
-    key = f"{name}.safetensors"
-    save_checkpoint(
-        models_dir / key,
-        build_model(get_architecture("tiny")),
-        {"architecture": "tiny", "preprocess": "pad", "base": {"kind": "random-init"}},
-    )
-    with factory() as session, session.begin():
-        version = register_model_version(
-            session,
-            kind=ModelKind.hps,
-            name=name,
-            checkpoint_key=key,
-            architecture="tiny",
-            checkpoint_sha256=sha256_of_file(models_dir / key),
-            guild_id=guild_id,
-        )
-        if activate:
-            scope = Scope.pooled() if guild_id is None else Scope.guild(guild_id)
-            promote_model_version(session, version.id, scope)
-        return version.id
 
 
 async def two_guilds(
@@ -193,18 +158,18 @@ async def two_guilds(
 
     models_dir = tmp_path / "models"
     versions = {
-        "global-candidate": register_version(
+        "global-candidate": register_tiny_model(
             factory, models_dir, "global-candidate", seed=11, guild_id=None, activate=False
         ),
-        "b-secret-candidate": register_version(
+        "b-secret-candidate": register_tiny_model(
             factory, models_dir, "b-secret-candidate", seed=12, guild_id=b.guild_id, activate=False
         ),
     }
     if guild_models:
-        versions["a-own-model"] = register_version(
+        versions["a-own-model"] = register_tiny_model(
             factory, models_dir, "a-own-model", seed=13, guild_id=a.guild_id, activate=True
         )
-        versions["b-secret-model"] = register_version(
+        versions["b-secret-model"] = register_tiny_model(
             factory, models_dir, "b-secret-model", seed=14, guild_id=b.guild_id, activate=True
         )
     world = World(
@@ -735,7 +700,7 @@ async def test_per_guild_training_and_promotion_change_only_that_guild_and_opera
     assert b_data(world) == b_before  # B's own /hps score ran meanwhile: its jobs aside
 
     # A's admin promotes another of A's versions: A's trained one is retired, nothing else.
-    manual = register_version(
+    manual = register_tiny_model(
         pg_factory, world.models_dir, "a-manual", seed=21, guild_id=a.guild_id, activate=False
     )
     record = await run_command(

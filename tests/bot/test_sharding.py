@@ -286,30 +286,8 @@ async def test_two_processes_split_the_shards_and_post_every_result_once(
         assert all(p.process.poll() is None for p in processes.values())
 
 
-@pytest.fixture
-async def bot_without_loop(
-    pg_url: str,
-    pg_factory: sessionmaker[Session],
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-) -> AsyncIterator[tuple[DiscordEmulator, HpsBot]]:
-    """The emulator and the bot (one shard), its delivery loop off: the test runs rounds."""
-    emulator = await DiscordEmulator().start()
-    bot = HpsBot(bot_settings(emulator, pg_url, tmp_path))
-
-    async def no_loop() -> None:
-        await asyncio.Event().wait()
-
-    monkeypatch.setattr(bot.delivery, "run", no_loop)
-    try:
-        async with running_bot(bot):
-            yield emulator, bot
-    finally:
-        await emulator.stop()
-
-
 async def test_a_row_claimed_by_another_deliverer_after_the_lease_is_not_posted_again(
-    bot_without_loop: tuple[DiscordEmulator, HpsBot],
+    bot_alone: tuple[DiscordEmulator, HpsBot],
     pg_factory: sessionmaker[Session],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -317,7 +295,7 @@ async def test_a_row_claimed_by_another_deliverer_after_the_lease_is_not_posted_
     second. The rows it has not reached when the lease runs out are claimed by a second
     deliverer (another bot process) and posted there; the first one, renewing each lease
     before its post, finds them taken and leaves them: every row is posted once."""
-    emulator, bot = bot_without_loop
+    emulator, bot = bot_alone
     monkeypatch.setattr(delivery_module, "LEASE_S", 3.0)
     monkeypatch.setattr(delivery_module, "POST_TIMEOUT_S", 2.0)
     monkeypatch.setattr(delivery_module, "LEASE_MARGIN_S", 0.1)

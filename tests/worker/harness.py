@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from db.jobs import get_job
 from db.models import TERMINAL_JOB_STATUSES, ModelKind, OutboxMessage
 from db.registry import promote_model_version, register_model_version
+from db.scope import Scope
 from hps.architectures import build_model, get_architecture
 from hps.checkpoints import save_checkpoint, sha256_of_file
 from worker.process import WorkerProcess
@@ -117,8 +118,10 @@ def register_tiny_model(
     *,
     seed: int = 0,
     activate: bool = True,
+    guild_id: int | None = None,
 ) -> int:
-    """A seeded random tiny model saved in the project format and registered."""
+    """A seeded random tiny model saved in the project format and registered as
+    ``guild_id``'s (None: global); ``activate`` makes it the active one there."""
     torch.manual_seed(seed)
     model = build_model(get_architecture("tiny"))
     key = f"{name}.safetensors"
@@ -139,7 +142,9 @@ def register_tiny_model(
             checkpoint_key=key,
             architecture="tiny",
             checkpoint_sha256=sha256_of_file(models_dir / key),
+            guild_id=guild_id,
         )
         if activate:
-            promote_model_version(session, version.id)
+            scope = Scope.pooled() if guild_id is None else Scope.guild(guild_id)
+            promote_model_version(session, version.id, scope)
         return version.id
