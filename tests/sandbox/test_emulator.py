@@ -242,10 +242,11 @@ async def test_hps_bot_says_when_discord_requires_more_shards(
     from config import get_settings
 
     emulator.max_guilds_per_shard = 0  # the emulator's guild is too many for one shard
+    emulator.token = "right-token"
     monkeypatch.chdir(tmp_path)
     for name, value in {
         "HPS_DATA_DIR": str(tmp_path),
-        "DISCORD_TOKEN": emulator.token,
+        "DISCORD_TOKEN": "right-token",
         "DISCORD_API_BASE": emulator.api_base,
         "DISCORD_GATEWAY_URL": emulator.gateway_url,
         "SHARD_COUNT": "1",
