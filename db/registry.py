@@ -72,24 +72,25 @@ def get_active_model(
 ) -> ModelVersion | None:
     """The version of ``kind`` that ``guild_id`` uses: its own active one, else the global
     active one (``guild_id`` None: the global one only)."""
-    query = select(ModelVersion).where(
-        ModelVersion.kind == kind, ModelVersion.status == ModelStatus.active
-    )
-    if guild_id is None:
-        return session.scalar(query.where(ModelVersion.guild_id.is_(None)))
-    own_first = case((ModelVersion.guild_id == guild_id, 0), else_=1)
+    scope = Scope.pooled() if guild_id is None else Scope.guild(guild_id)
+    own_first = case((ModelVersion.guild_id.is_(None), 1), else_=0)
     return session.scalar(
-        query.where((ModelVersion.guild_id == guild_id) | ModelVersion.guild_id.is_(None))
+        select(ModelVersion)
+        .where(
+            ModelVersion.kind == kind,
+            ModelVersion.status == ModelStatus.active,
+            scope.may_use_model(),
+        )
         .order_by(own_first)
         .limit(1)
     )
 
 
-def get_scoped_model_version(session: Session, scope: Scope, version_id: int) -> ModelVersion:
-    """A version ``scope`` owns; ModelNotFound for another guild's (or, for a guild, a
-    global one), worded like a missing one."""
+def get_usable_model_version(session: Session, scope: Scope, version_id: int) -> ModelVersion:
+    """A version ``scope`` may use (:meth:`Scope.may_use_model`); ModelNotFound for another
+    guild's, worded like a missing one."""
     version = session.scalar(
-        select(ModelVersion).where(ModelVersion.id == version_id, scope.owns_model())
+        select(ModelVersion).where(ModelVersion.id == version_id, scope.may_use_model())
     )
     if version is None:
         raise ModelNotFound(f"no model version {version_id} {_where(scope)}")
@@ -112,17 +113,12 @@ def promote_model_version(
         raise ModelNotFound(f"no model version {version_id}{where}")
     if version.status == ModelStatus.active:
         return version
-    same_guild = (
-        ModelVersion.guild_id.is_(None)
-        if version.guild_id is None
-        else ModelVersion.guild_id == version.guild_id
-    )
     session.execute(
         update(ModelVersion)
         .where(
             ModelVersion.kind == version.kind,
             ModelVersion.status == ModelStatus.active,
-            same_guild,
+            ModelVersion.guild_id.is_not_distinct_from(version.guild_id),
         )
         .values(status=ModelStatus.retired)
     )

@@ -83,6 +83,13 @@ class Scope:
             return ModelVersion.guild_id.is_(None)
         return ModelVersion.guild_id == self.guild_id
 
+    def may_use_model(self) -> ColumnElement[bool]:
+        """Model versions this scope may score with and name: the ones it owns, and for a
+        guild the global ones too (its fallback); never another guild's."""
+        if self.guild_id is None:
+            return self.owns_model()
+        return self.owns_model() | ModelVersion.guild_id.is_(None)
+
     def model_guild(self) -> int | None:
         """The ``guild_id`` a model version trained in this scope belongs to."""
         return self.guild_id

@@ -46,8 +46,8 @@ def store_scores(session: Session, model_version_id: int, scores: dict[int, floa
             "image_id": image_id,
             "model_version_id": model_version_id,
             "score": value,
-            "guild_id": owners.get(image_id, (None, None))[0],
-            "requester_id": owners.get(image_id, (None, None))[1],
+            "guild_id": owners[image_id][0],
+            "requester_id": owners[image_id][1],
             "sample": image_id % SCORE_SAMPLES,
             "created_at": now,
         }

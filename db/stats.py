@@ -23,9 +23,8 @@ from dataclasses import asdict, dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any, Literal
 
-from sqlalchemy import Date, Float, Integer, case, cast, func, or_, select
+from sqlalchemy import Date, Float, Integer, case, cast, func, select
 from sqlalchemy.orm import Session
-from sqlalchemy.sql.elements import ColumnElement
 
 from db.models import Choice, Generation, Image, ModelStatus, ModelVersion, Prompt
 from db.models import Score as ScoreRow
@@ -185,14 +184,6 @@ def _visible_picks(scope: Scope) -> Any:
     )
 
 
-def _usable_model(scope: Scope) -> ColumnElement[bool]:
-    """Model versions a guild's numbers may name: its own and the global ones (never another
-    guild's, whose names and existence are that guild's business)."""
-    if scope.guild_id is None:
-        return ModelVersion.guild_id.is_(None)
-    return or_(ModelVersion.guild_id == scope.guild_id, ModelVersion.guild_id.is_(None))
-
-
 # --- the queries ---
 
 
@@ -320,7 +311,7 @@ def score_distributions(
         .join(ScoreRow, ScoreRow.model_version_id == ModelVersion.id)
         .join(Image, Image.id == ScoreRow.image_id)
         .join(Generation, Generation.id == Image.generation_id)
-        .where(scope.generations(), _usable_model(scope))
+        .where(scope.generations(), scope.may_use_model())
         .group_by(ModelVersion.id, ModelVersion.name, ModelVersion.status)
         .order_by(
             case((ModelVersion.status == ModelStatus.active, 0), else_=1), ModelVersion.id.desc()

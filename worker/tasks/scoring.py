@@ -9,8 +9,8 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from db.models import ModelKind
-from db.registry import ModelNotFound, get_active_model, get_scoped_model_version
-from db.scope import Scope, find_generation
+from db.registry import get_active_model, get_usable_model_version
+from db.scope import find_generation
 from db.scores import (
     ImageToScore,
     generation_images,
@@ -34,7 +34,7 @@ def scoring_model(context: JobContext) -> tuple[dict[str, Any], Any]:
 
     def load(session: Session) -> ModelRef | None:
         version = (
-            usable_model_version(session, scope, int(requested))
+            get_usable_model_version(session, scope, int(requested))
             if requested is not None
             else get_active_model(session, ModelKind.hps, scope.guild_id)
         )
@@ -48,16 +48,6 @@ def scoring_model(context: JobContext) -> tuple[dict[str, Any], Any]:
             "no active HPS model yet: an admin registers one with `hps registry add --activate`"
         )
     return {"id": ref.id, "name": ref.name}, context.runtime.models.scorer(ref)
-
-
-def usable_model_version(session: Session, scope: Scope, version_id: int) -> Any:
-    """A version a job of ``scope`` may use: the scope's own, or a global one."""
-    if scope.is_pooled:
-        return get_scoped_model_version(session, scope, version_id)
-    try:
-        return get_scoped_model_version(session, scope, version_id)
-    except ModelNotFound:
-        return get_scoped_model_version(session, Scope.pooled(), version_id)
 
 
 def score_uploaded(context: JobContext) -> JobOutcome:
