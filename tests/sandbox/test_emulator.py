@@ -200,22 +200,23 @@ async def test_fatal_refusals_reach_the_client(emulator: DiscordEmulator) -> Non
     await runner
 
 
-async def test_hps_bot_says_why_discord_refused_it(
+async def run_hps_bot(
     emulator: DiscordEmulator,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
-) -> None:
+    **env: str,
+) -> tuple[int, str]:
+    """``hps bot`` against the emulator with ``env`` set: (exit status, stderr)."""
     from cli.main import main
     from config import get_settings
 
-    emulator.token = "right-token"
     monkeypatch.chdir(tmp_path)
     for name, value in {
         "HPS_DATA_DIR": str(tmp_path),
-        "DISCORD_TOKEN": "wrong-token-123",
         "DISCORD_API_BASE": emulator.api_base,
         "DISCORD_GATEWAY_URL": emulator.gateway_url,
+        **env,
     }.items():
         monkeypatch.setenv(name, value)
     get_settings.cache_clear()
@@ -223,7 +224,19 @@ async def test_hps_bot_says_why_discord_refused_it(
         status = await asyncio.to_thread(main, ["bot"])  # the bot runs its own event loop
     finally:
         get_settings.cache_clear()
-    err = capsys.readouterr().err
+    return status, capsys.readouterr().err
+
+
+async def test_hps_bot_says_why_discord_refused_it(
+    emulator: DiscordEmulator,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    emulator.token = "right-token"
+    status, err = await run_hps_bot(
+        emulator, tmp_path, monkeypatch, capsys, DISCORD_TOKEN="wrong-token-123"
+    )
     assert status == 2
     assert err.strip().splitlines()[-1] == (
         "hps bot: error: Discord refused the bot token (DISCORD_TOKEN): copy it again from "
@@ -238,26 +251,11 @@ async def test_hps_bot_says_when_discord_requires_more_shards(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    from cli.main import main
-    from config import get_settings
-
     emulator.max_guilds_per_shard = 0  # the emulator's guild is too many for one shard
     emulator.token = "right-token"
-    monkeypatch.chdir(tmp_path)
-    for name, value in {
-        "HPS_DATA_DIR": str(tmp_path),
-        "DISCORD_TOKEN": "right-token",
-        "DISCORD_API_BASE": emulator.api_base,
-        "DISCORD_GATEWAY_URL": emulator.gateway_url,
-        "SHARD_COUNT": "1",
-    }.items():
-        monkeypatch.setenv(name, value)
-    get_settings.cache_clear()
-    try:
-        status = await asyncio.to_thread(main, ["bot"])
-    finally:
-        get_settings.cache_clear()
-    err = capsys.readouterr().err
+    status, err = await run_hps_bot(
+        emulator, tmp_path, monkeypatch, capsys, DISCORD_TOKEN="right-token", SHARD_COUNT="1"
+    )
     assert status == 2
     assert (
         err.strip()
