@@ -241,7 +241,11 @@ def check_acknowledged(record: InteractionRecord, what: str) -> None:
         raise TimeoutError(f"the bot did not acknowledge {what} in {UNACKNOWLEDGED_S:.0f} s")
 
 
-async def wait_for_result(record: InteractionRecord, what: str) -> None:
+async def wait_for_result(
+    record: InteractionRecord, what: str, tick: Callable[[], None] | None = None
+) -> None:
+    """Wait until the command has its outcome (:func:`has_result`), calling ``tick`` on each
+    look; fail early when the bot never acknowledged it, late (REPLY_TIMEOUT_S) otherwise."""
     deadline = time.monotonic() + REPLY_TIMEOUT_S
     while not has_result(record):
         check_acknowledged(record, what)
@@ -250,6 +254,8 @@ async def wait_for_result(record: InteractionRecord, what: str) -> None:
                 f"the demo waited {REPLY_TIMEOUT_S:.0f} s for {what}; "
                 f"the bot's last word: {answer(record)!r}"
             )
+        if tick is not None:
+            tick()
         await asyncio.sleep(0.1)
 
 
@@ -489,23 +495,19 @@ class Demo:
     async def _follow_progress(self, record: InteractionRecord, what: str) -> None:
         """Mirror the progress the bot shows in Discord on the terminal until the result."""
         bar = tqdm(total=100, desc=what, unit="%", file=sys.stdout)
-        deadline = time.monotonic() + REPLY_TIMEOUT_S
-        while not has_result(record):
-            if time.monotonic() > deadline:
-                bar.close()
-                raise TimeoutError(
-                    f"the demo waited {REPLY_TIMEOUT_S:.0f} s for {what}; "
-                    f"the bot's last word: {answer(record)!r}"
-                )
-            check_acknowledged(record, what)
+
+        def show() -> None:
             shown = record.edits[-1] if record.edits else ""
             if "% — " in shown:
                 percent = int(shown.split("%")[0].rsplit(" ", 1)[-1])
                 bar.update(percent - bar.n)
                 bar.set_postfix_str(shown.split("% — ", 1)[1][:40])
-            await asyncio.sleep(0.2)
-        bar.update(100 - bar.n)
-        bar.close()
+
+        try:
+            await wait_for_result(record, what, show)
+            bar.update(100 - bar.n)
+        finally:
+            bar.close()
         self.say(f"bot: {answer(record)}")
 
 
