@@ -535,7 +535,7 @@ class HpsCommands(commands.Cog):
     ) -> None:
         if await self._refuse_non_admins(interaction):
             return
-        params = {"licence": licence, "guild_id": interaction.guild_id}
+        params = {"licence": licence}  # the job's guild decides what is exported
         await self._queue_admin_job(
             interaction, "export", params, "Export queued; the dataset card will be posted here."
         )
