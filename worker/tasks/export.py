@@ -4,9 +4,9 @@ as Pick-a-Pic parquet and HPD JSON with a dataset card, in ``EXPORTS_DIR/export-
 Parameters (all optional): ``formats`` (list or comma-separated: pickapic, hpd), ``license``
 (or ``licence``), ``name``, ``cutoff`` (ISO time; default: when the job runs), ``guild_id``
 (for a job queued without a guild, by the operators: only that guild's generations; a guild's
-job always exports its own guild, whatever it says), ``rows_per_shard``, ``jpeg_quality``. A redelivered job writes the
-same folder again from scratch (the export is assembled in a hidden folder and renamed into
-place), so it finishes once with one result.
+job always exports its own guild, whatever it says), ``rows_per_shard``, ``jpeg_quality``. A
+redelivered job writes the same folder again from scratch (the export is assembled in a hidden
+folder and renamed into place), so it finishes once with one result.
 """
 
 from __future__ import annotations
