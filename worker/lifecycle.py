@@ -26,18 +26,11 @@ from db.engine import run_transaction
 from db.errors import DomainError, JobStateError
 from db.jobs import fail_job, finish_job, mark_cancelled, start_job, update_job_progress
 from db.scope import Scope
+from worker.errors import JobCancelled, JobFailure
 from worker.runtime import Runtime, runtime
 
 log = logging.getLogger(__name__)
 PROGRESS_INTERVAL_S = 2.0
-
-
-class JobFailure(Exception):
-    """An expected failure; the message is shown to the user as is."""
-
-
-class JobCancelled(Exception):
-    """The user cancelled the job; it stops at a progress checkpoint."""
 
 
 @dataclass

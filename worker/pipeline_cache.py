@@ -8,7 +8,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from worker.lifecycle import JobFailure
+from worker.errors import JobFailure
 from worker.model_cache import ModelRef, file_changed
 
 

@@ -7,12 +7,8 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import TYPE_CHECKING
 
-from sqlalchemy import Engine
-from sqlalchemy.orm import Session, sessionmaker
-
-from config import Settings, get_settings
-from db.engine import make_engine, make_session_factory
-from media.store import LocalImageStore, S3ImageStore, open_store
+from config import get_settings
+from db.resources import Resources
 from worker.model_cache import ModelCache
 
 if TYPE_CHECKING:
@@ -20,20 +16,8 @@ if TYPE_CHECKING:
 
 
 @dataclass
-class Runtime:
-    settings: Settings
-
-    @cached_property
-    def engine(self) -> Engine:
-        return make_engine(self.settings.database_url)
-
-    @cached_property
-    def factory(self) -> sessionmaker[Session]:
-        return make_session_factory(self.engine)
-
-    @cached_property
-    def store(self) -> LocalImageStore | S3ImageStore:
-        return open_store(self.settings.storage_url, s3_endpoint_url=self.settings.s3_endpoint_url)
+class Runtime(Resources):
+    """The shared resources (database, image store) plus the worker's model caches."""
 
     @cached_property
     def models(self) -> ModelCache:
@@ -64,6 +48,6 @@ def runtime() -> Runtime:
 def reset_runtime() -> None:
     """Forget inherited resources (called in each new worker child process)."""
     global _runtime
-    if _runtime is not None and "engine" in _runtime.__dict__:
-        _runtime.engine.dispose(close=False)
+    if _runtime is not None:
+        _runtime.dispose(close=False)
     _runtime = None

@@ -19,7 +19,8 @@ from exchange import export as exchange_export
 from exchange.card import DEFAULT_LICENSE
 from exchange.export import FORMATS, ExportOptions
 from exchange.ids import resolve_user_salt
-from worker.lifecycle import JobContext, JobFailure, JobOutcome
+from worker.errors import JobFailure
+from worker.lifecycle import JobContext, JobOutcome
 
 
 def _export_guild(context: JobContext) -> int | None:

@@ -16,7 +16,8 @@ from db.registry import get_active_model, register_model_version
 from db.scope import Scope, find_generation
 from db.scores import generation_images
 from media.intake import encode_canonical
-from worker.lifecycle import JobCancelled, JobContext, JobFailure, JobOutcome
+from worker.errors import JobCancelled, JobFailure
+from worker.lifecycle import JobContext, JobOutcome
 from worker.model_cache import ModelRef
 from worker.tasks.scoring import scoring_model
 

@@ -19,7 +19,8 @@ from db.scores import (
     unscored_images,
 )
 from media.store import BlobNotFound
-from worker.lifecycle import JobContext, JobFailure, JobOutcome
+from worker.errors import JobFailure
+from worker.lifecycle import JobContext, JobOutcome
 from worker.model_cache import ModelRef
 
 DEFAULT_CHUNK = 256

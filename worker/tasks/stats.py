@@ -14,7 +14,8 @@ from typing import Any
 
 from db.models import utcnow
 from db.stats import collect_stats
-from worker.lifecycle import JobContext, JobFailure, JobOutcome
+from worker.errors import JobFailure
+from worker.lifecycle import JobContext, JobOutcome
 
 MAX_FILES = 10  # Discord's limit per message
 

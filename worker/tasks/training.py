@@ -16,7 +16,8 @@ from sqlalchemy.orm import Session
 from db.jobs import finish_job
 from db.models import ModelKind
 from db.registry import get_active_model, promote_model_version, register_model_version
-from worker.lifecycle import JobCancelled, JobContext, JobFailure, JobOutcome
+from worker.errors import JobCancelled, JobFailure
+from worker.lifecycle import JobContext, JobOutcome
 from worker.model_cache import ModelRef
 from worker.report import plot_comparison
 from worker.snapshot import take_snapshot
