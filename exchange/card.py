@@ -108,16 +108,71 @@ def _consent_statement(info: CardInfo) -> str:
 def render_card(info: CardInfo) -> str:
     """The dataset card as markdown with YAML front matter (HF ``configs`` point at the
     parquet shards, so ``datasets.load_dataset(<folder>)`` finds the splits)."""
-    counts = info.counts
+    lines = _front_matter(info) + _introduction(info) + _counts_table(info.counts)
+    lines += _splits_table(info.splits) + _formats_section(info.formats)
+    lines += ["## Consent and privacy", "", _consent_statement(info), ""]
+    if info.files:
+        lines += ["## Files", ""] + [f"- `{name}`" for name in info.files] + [""]
+    return "\n".join(lines)
+
+
+_COUNT_LABELS = (
+    ("prompts", "prompts"),
+    ("generations", "generations (image sets)"),
+    ("images", "images"),
+    ("choices", "choices"),
+    ("picks", "... picks (one image chosen)"),
+    ("skips", "... skips (no image preferred; ties in the parquet)"),
+    ("users", "users (pseudonymous)"),
+    ("pairs", "Pick-a-Pic rows (pairs)"),
+)
+
+_PICKAPIC_FORMAT = [
+    "**Pick-a-Pic parquet** (`data/<split>-NNNNN-of-NNNNN.parquet`): one row per pair of "
+    "images. A pick of one image among n makes n - 1 rows (the chosen image against "
+    "each other one, labels 1/0); a skip makes n(n-1)/2 tie rows (labels 0.5/0.5, "
+    "empty `best_image_uid`). `jpg_0`/`jpg_1` are JPEG bytes; `image_*_uid` is the "
+    "sha256 of the stored PNG; `ranking_id` identifies the choice; `created_at` is when "
+    "it was made; `num_example_per_prompt` counts the rows of the prompt; "
+    "`generation_uid`, `image_0_position`, `image_1_position` rebuild the image sets.",
+    "",
+    "```python",
+    "import datasets",
+    'ds = datasets.load_dataset("parquet", data_files={',
+    '    "train": "data/train-*.parquet", "validation": "data/validation-*.parquet",',
+    '    "test": "data/test-*.parquet"})',
+    "```",
+    "",
+]
+
+_HPD_FORMAT = [
+    "**HPD JSON** (`hpd/`): `v1_<split>.json` has one record per pick "
+    "(`prompt`, `file_path`, `human_preference` = index of the chosen image); "
+    "`v2_<split>.json` has one record per generation in HPD v2 test style (`prompt`, "
+    "`image_path`, `rank`: images ordered by how many users picked them, equal counts "
+    "share a rank, never-picked images share the last rank; `votes` beside it). "
+    "Images are `hpd/images/<split>/<sha256>.png`.",
+    "",
+]
+
+
+def _front_matter(info: CardInfo) -> list[str]:
+    """The YAML header Hugging Face reads (licence, tags, size, parquet splits)."""
     lines = ["---", f"license: {info.license}", f"pretty_name: {info.name}"]
     lines += ["task_categories:", "- text-to-image", "tags:", "- human-preference"]
-    lines += ["- pick-a-pic", "- hpd", "size_categories:", f"- {_size_category(counts['pairs'])}"]
+    size = _size_category(info.counts["pairs"])
+    lines += ["- pick-a-pic", "- hpd", "size_categories:", f"- {size}"]
     if "pickapic" in info.formats:
         lines += ["configs:", "- config_name: default", "  data_files:"]
         for split in SPLITS:
             lines += [f"  - split: {split}", f"    path: data/{split}-*.parquet"]
-    lines += ["---", "", f"# {info.name}", ""]
-    lines += [
+    return [*lines, "---", ""]
+
+
+def _introduction(info: CardInfo) -> list[str]:
+    return [
+        f"# {info.name}",
+        "",
         "Human preference choices among text-to-image generations, collected on Discord by "
         "the HPS platform (method of *Human Preference Score*, Wu et al., ICCV 2023, "
         "arXiv 2303.14420).",
@@ -128,23 +183,16 @@ def render_card(info: CardInfo) -> str:
         f"- licence: `{info.license}` (the images may also be subject to the terms of the "
         "generators that made them: see `model_0`/`model_1`)",
         "",
-        "## Counts",
-        "",
-        "| what | count |",
-        "| --- | ---: |",
     ]
-    for key, label in (
-        ("prompts", "prompts"),
-        ("generations", "generations (image sets)"),
-        ("images", "images"),
-        ("choices", "choices"),
-        ("picks", "... picks (one image chosen)"),
-        ("skips", "... skips (no image preferred; ties in the parquet)"),
-        ("users", "users (pseudonymous)"),
-        ("pairs", "Pick-a-Pic rows (pairs)"),
-    ):
-        lines.append(f"| {label} | {counts.get(key, 0):,} |")
-    lines += [
+
+
+def _counts_table(counts: dict[str, int]) -> list[str]:
+    lines = ["## Counts", "", "| what | count |", "| --- | ---: |"]
+    return lines + [f"| {label} | {counts.get(key, 0):,} |" for key, label in _COUNT_LABELS]
+
+
+def _splits_table(splits: dict[str, dict[str, int]]) -> list[str]:
+    lines = [
         "",
         "## Splits",
         "",
@@ -157,43 +205,19 @@ def render_card(info: CardInfo) -> str:
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for split in SPLITS:
-        row = info.splits.get(split, {})
+        row = splits.get(split, {})
         lines.append(
             f"| {split} | {row.get('prompts', 0):,} | {row.get('generations', 0):,} | "
             f"{row.get('choices', 0):,} | {row.get('pairs', 0):,} | {row.get('hpd_v1', 0):,} | "
             f"{row.get('hpd_v2', 0):,} |"
         )
-    lines += ["", f"![choices per prompt and images per set]({HISTOGRAM_FILE})", ""]
-    lines += ["## Formats", ""]
-    if "pickapic" in info.formats:
-        lines += [
-            "**Pick-a-Pic parquet** (`data/<split>-NNNNN-of-NNNNN.parquet`): one row per pair of "
-            "images. A pick of one image among n makes n - 1 rows (the chosen image against "
-            "each other one, labels 1/0); a skip makes n(n-1)/2 tie rows (labels 0.5/0.5, "
-            "empty `best_image_uid`). `jpg_0`/`jpg_1` are JPEG bytes; `image_*_uid` is the "
-            "sha256 of the stored PNG; `ranking_id` identifies the choice; `created_at` is when "
-            "it was made; `num_example_per_prompt` counts the rows of the prompt; "
-            "`generation_uid`, `image_0_position`, `image_1_position` rebuild the image sets.",
-            "",
-            "```python",
-            "import datasets",
-            'ds = datasets.load_dataset("parquet", data_files={',
-            '    "train": "data/train-*.parquet", "validation": "data/validation-*.parquet",',
-            '    "test": "data/test-*.parquet"})',
-            "```",
-            "",
-        ]
-    if "hpd" in info.formats:
-        lines += [
-            "**HPD JSON** (`hpd/`): `v1_<split>.json` has one record per pick "
-            "(`prompt`, `file_path`, `human_preference` = index of the chosen image); "
-            "`v2_<split>.json` has one record per generation in HPD v2 test style (`prompt`, "
-            "`image_path`, `rank`: images ordered by how many users picked them, equal counts "
-            "share a rank, never-picked images share the last rank; `votes` beside it). "
-            "Images are `hpd/images/<split>/<sha256>.png`.",
-            "",
-        ]
-    lines += ["## Consent and privacy", "", _consent_statement(info), ""]
-    if info.files:
-        lines += ["## Files", ""] + [f"- `{name}`" for name in info.files] + [""]
-    return "\n".join(lines)
+    return [*lines, "", f"![choices per prompt and images per set]({HISTOGRAM_FILE})", ""]
+
+
+def _formats_section(formats: list[str]) -> list[str]:
+    lines = ["## Formats", ""]
+    if "pickapic" in formats:
+        lines += _PICKAPIC_FORMAT
+    if "hpd" in formats:
+        lines += _HPD_FORMAT
+    return lines

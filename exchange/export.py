@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from db.datasets import SPLITS
 from db.export_queries import (
     ExportChoice,
+    ExportPlan,
     begin_snapshot,
     consent_modes,
     iter_export_choices,
@@ -158,13 +159,7 @@ def export_dataset(
     an unknown format. Whatever ``progress`` raises (a cancel) stops the export and removes
     what was written.
     """
-    formats = [f for f in FORMATS if f in options.formats]
-    unknown = sorted(set(options.formats) - set(FORMATS))
-    if unknown or not formats:
-        raise ValueError(
-            f"unknown export format(s) {', '.join(unknown) or '(none given)'}; "
-            f"use {', '.join(FORMATS)}"
-        )
+    formats = _checked_formats(options.formats)
     out_dir = out_dir.expanduser().resolve()
     if out_dir.exists() and not overwrite and any(out_dir.iterdir()):
         raise FileExistsError(f"{out_dir} exists and is not empty")
@@ -172,118 +167,202 @@ def export_dataset(
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
     created_at = datetime.now(UTC)
-    cutoff = options.cutoff or created_at
-    with_skips = "pickapic" in formats  # HPD has no way to say "no preference"
-    # A guild admin's export holds that guild only; the operators' spans the pooled guilds.
-    scope = Scope.guild(options.guild_id) if options.guild_id is not None else Scope.pooled()
-    reader = ImageReader(store, jpeg_quality=options.jpeg_quality)
-    pickapic = (
-        PickAPicWriter(
-            partial, rows_per_shard=options.rows_per_shard, row_group_rows=options.row_group_rows
-        )
-        if "pickapic" in formats
-        else None
-    )
-    hpd = HpdWriter(partial) if "hpd" in formats else None
-    tally = _Tally()
-    skipped = 0
+    run = _ExportRun(partial, store, options, formats, options.cutoff or created_at)
     try:
         with factory() as session:
-            begin_snapshot(session)
-            plan = plan_export(session, cutoff=cutoff, include_skips=with_skips, scope=scope)
-            modes = consent_modes(session, scope)
-            pooled = pooled_guild_ids(session) if scope.is_pooled else []
-            opted_out = opted_out_users(session)
-            total = plan.choices
-            done = 0
-            if progress is not None:
-                progress(0, total, f"exporting {total:,} choices")
-            for choice in iter_export_choices(
-                session,
-                split_salt=options.split_salt,
-                cutoff=cutoff,
-                include_skips=with_skips,
-                scope=scope,
-            ):
-                done += 1
-                try:  # read every image first: a choice is written whole or not at all
-                    pngs = {image.sha256: reader.png(image.sha256) for image in choice.images}
-                    jpegs = {sha: reader.jpeg(sha) for sha in pngs} if pickapic is not None else {}
-                except BlobNotFound:
-                    skipped += 1  # deleted while we were exporting (a forget-me, a deletion)
-                    continue
-                user_uid = pseudonym(options.user_salt, "user", choice.user_id)
-                generation_uid = pseudonym(options.user_salt, "generation", choice.generation_id)
-                pairs = 0
-                if pickapic is not None:
-                    stats = plan.prompts.get(choice.prompt_id)
-                    pairs = pickapic.add_choice(
-                        choice,
-                        jpegs.__getitem__,
-                        PairContext(user_uid, generation_uid, stats.pair_rows if stats else 0),
-                    )
-                if hpd is not None:
-                    hpd.add_choice(
-                        choice, pngs.__getitem__, user_uid=user_uid, generation_uid=generation_uid
-                    )
-                tally.add(choice, pairs)
-                if progress is not None:
-                    progress(done, total, f"{done:,}/{total:,} choices")
-        files: list[str] = []
-        if pickapic is not None:
-            for shards in pickapic.close().values():
-                files += [str(path.relative_to(partial)) for path in shards]
-        if hpd is not None:
-            files += [str(path.relative_to(partial)) for path in hpd.close()]
-            files.append(f"hpd/images/ ({hpd.images_written:,} PNG files)")
-        counts = tally.counts()
-        splits = _split_table(tally, pickapic, hpd)
-        png = histogram_png(tally.choices_per_prompt.values(), list(tally.generations.values()))
-        (partial / HISTOGRAM_FILE).write_bytes(png)
-        files += [HISTOGRAM_FILE, "README.md"]
-        card = CardInfo(
-            name=options.name,
-            license=options.license,
-            created_at=created_at,
-            cutoff=cutoff,
-            formats=formats,
-            counts=counts,
-            splits=splits,
-            consent_modes=modes,
-            opted_out_users=opted_out,
-            files=sorted(files),
-        )
-        if options.guild_id is not None:
-            card.scope = "the generations of one Discord server"
-        else:
-            card.scope = pooled_scope_text(pooled)
-        (partial / "README.md").write_text(render_card(card), encoding="utf-8")
+            facts = run.write_choices(session, progress)
+        files = run.close_writers()
+        counts, splits = run.tally.counts(), run.split_table()
+        files += run.write_histogram_and_card(created_at, counts, splits, facts, files)
     except BaseException:
-        if pickapic is not None:
-            pickapic.abort()
-        if hpd is not None:
-            hpd.abort()
-        shutil.rmtree(partial, ignore_errors=True)
+        run.abort()
         raise
-    if out_dir.exists():
-        shutil.rmtree(out_dir)
-    partial.rename(out_dir)
+    _publish(partial, out_dir)
+    handled = run.tally.choices + run.skipped
     if progress is not None:
-        progress(tally.choices + skipped, tally.choices + skipped, "export written")
+        progress(handled, handled, "export written")
     return ExportSummary(
         path=out_dir,
         created_at=created_at,
-        cutoff=cutoff,
+        cutoff=run.cutoff,
         formats=formats,
         license=options.license,
         counts=counts,
         splits=splits,
         files=sorted(files),
         histogram=out_dir / HISTOGRAM_FILE,
-        skipped_missing_images=skipped,
+        skipped_missing_images=run.skipped,
         guild_id=options.guild_id,
         card=out_dir / "README.md",
     )
+
+
+def _checked_formats(requested: tuple[str, ...]) -> list[str]:
+    """The requested formats in canonical order; ValueError for unknown ones or none."""
+    formats = [f for f in FORMATS if f in requested]
+    unknown = sorted(set(requested) - set(FORMATS))
+    if unknown or not formats:
+        raise ValueError(
+            f"unknown export format(s) {', '.join(unknown) or '(none given)'}; "
+            f"use {', '.join(FORMATS)}"
+        )
+    return formats
+
+
+def _publish(partial: Path, out_dir: Path) -> None:
+    """Replace ``out_dir`` by the finished ``partial`` folder."""
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    partial.rename(out_dir)
+
+
+@dataclass
+class _CardFacts:
+    """What the card says about consent and scope, read in the export's snapshot."""
+
+    consent_modes: dict[str, int]
+    opted_out_users: int
+    pooled_guilds: list[int]
+
+
+class _ExportRun:
+    """One export in progress: the writers, the image reader and the running tally."""
+
+    def __init__(
+        self,
+        partial: Path,
+        store: ImageStore,
+        options: ExportOptions,
+        formats: list[str],
+        cutoff: datetime,
+    ) -> None:
+        self.partial = partial
+        self.options = options
+        self.formats = formats
+        self.cutoff = cutoff
+        # A guild admin's export holds that guild only; the operators' spans the pooled guilds.
+        guild_id = options.guild_id
+        self.scope = Scope.guild(guild_id) if guild_id is not None else Scope.pooled()
+        self.reader = ImageReader(store, jpeg_quality=options.jpeg_quality)
+        self.pickapic = (
+            PickAPicWriter(
+                partial,
+                rows_per_shard=options.rows_per_shard,
+                row_group_rows=options.row_group_rows,
+            )
+            if "pickapic" in formats
+            else None
+        )
+        self.hpd = HpdWriter(partial) if "hpd" in formats else None
+        self.tally = _Tally()
+        self.skipped = 0
+
+    def write_choices(self, session: Session, progress: Progress | None) -> _CardFacts:
+        """Stream every exportable choice of one snapshot into the writers."""
+        with_skips = self.pickapic is not None  # HPD has no way to say "no preference"
+        begin_snapshot(session)
+        plan = plan_export(session, cutoff=self.cutoff, include_skips=with_skips, scope=self.scope)
+        facts = _CardFacts(
+            consent_modes=consent_modes(session, self.scope),
+            pooled_guilds=pooled_guild_ids(session) if self.scope.is_pooled else [],
+            opted_out_users=opted_out_users(session),
+        )
+        total = plan.choices
+        if progress is not None:
+            progress(0, total, f"exporting {total:,} choices")
+        choices = iter_export_choices(
+            session,
+            split_salt=self.options.split_salt,
+            cutoff=self.cutoff,
+            include_skips=with_skips,
+            scope=self.scope,
+        )
+        for done, choice in enumerate(choices, start=1):
+            if self._write_choice(choice, plan) and progress is not None:
+                progress(done, total, f"{done:,}/{total:,} choices")
+        return facts
+
+    def _write_choice(self, choice: ExportChoice, plan: ExportPlan) -> bool:
+        """Write one choice whole; False when one of its images has gone."""
+        try:  # read every image first: a choice is written whole or not at all
+            pngs = {image.sha256: self.reader.png(image.sha256) for image in choice.images}
+            jpegs = (
+                {sha: self.reader.jpeg(sha) for sha in pngs} if self.pickapic is not None else {}
+            )
+        except BlobNotFound:
+            self.skipped += 1  # deleted while we were exporting (a forget-me, a deletion)
+            return False
+        user_uid = pseudonym(self.options.user_salt, "user", choice.user_id)
+        generation_uid = pseudonym(self.options.user_salt, "generation", choice.generation_id)
+        pairs = 0
+        if self.pickapic is not None:
+            stats = plan.prompts.get(choice.prompt_id)
+            pairs = self.pickapic.add_choice(
+                choice,
+                jpegs.__getitem__,
+                PairContext(user_uid, generation_uid, stats.pair_rows if stats else 0),
+            )
+        if self.hpd is not None:
+            self.hpd.add_choice(
+                choice, pngs.__getitem__, user_uid=user_uid, generation_uid=generation_uid
+            )
+        self.tally.add(choice, pairs)
+        return True
+
+    def close_writers(self) -> list[str]:
+        """Finish the writers; the files they wrote, relative to the export folder."""
+        files: list[str] = []
+        if self.pickapic is not None:
+            for shards in self.pickapic.close().values():
+                files += [str(path.relative_to(self.partial)) for path in shards]
+        if self.hpd is not None:
+            files += [str(path.relative_to(self.partial)) for path in self.hpd.close()]
+            files.append(f"hpd/images/ ({self.hpd.images_written:,} PNG files)")
+        return files
+
+    def split_table(self) -> dict[str, dict[str, int]]:
+        """Per split: prompts, generations, choices and rows written in each format."""
+        return _split_table(self.tally, self.pickapic, self.hpd)
+
+    def write_histogram_and_card(
+        self,
+        created_at: datetime,
+        counts: dict[str, int],
+        splits: dict[str, dict[str, int]],
+        facts: _CardFacts,
+        files: list[str],
+    ) -> list[str]:
+        """Write the histogram and the dataset card; the two file names."""
+        tally = self.tally
+        png = histogram_png(tally.choices_per_prompt.values(), list(tally.generations.values()))
+        (self.partial / HISTOGRAM_FILE).write_bytes(png)
+        written = [HISTOGRAM_FILE, "README.md"]
+        card = CardInfo(
+            name=self.options.name,
+            license=self.options.license,
+            created_at=created_at,
+            cutoff=self.cutoff,
+            formats=self.formats,
+            counts=counts,
+            splits=splits,
+            consent_modes=facts.consent_modes,
+            opted_out_users=facts.opted_out_users,
+            files=sorted(files + written),
+        )
+        if self.options.guild_id is not None:
+            card.scope = "the generations of one Discord server"
+        else:
+            card.scope = pooled_scope_text(facts.pooled_guilds)
+        (self.partial / "README.md").write_text(render_card(card), encoding="utf-8")
+        return written
+
+    def abort(self) -> None:
+        """Drop everything written so far."""
+        if self.pickapic is not None:
+            self.pickapic.abort()
+        if self.hpd is not None:
+            self.hpd.abort()
+        shutil.rmtree(self.partial, ignore_errors=True)
 
 
 def _split_table(

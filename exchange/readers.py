@@ -636,11 +636,13 @@ def _pickapic_group(
 
 
 _LABELS = {(1.0, 0.0): 0, (0.0, 1.0): 1, (0.5, 0.5): None}
+_Slot = tuple[str, Any, str]  # an image of the set: uid, its bytes, the model that made it
 
 
 def _parse_pickapic(
     where: str, rows: list[tuple[int, dict[str, Any]]], max_image_bytes: int | None
 ) -> ImportRecord:
+    """The choice that the rows of one ranking make (ImportFormatError when they disagree)."""
     caption = rows[0][1].get("caption")
     if not isinstance(caption, str) or not caption.strip():
         raise ImportFormatError(f"{where}: 'caption' must be a non-empty string")
@@ -648,39 +650,18 @@ def _parse_pickapic(
         row.get("image_0_position") is not None and row.get("image_1_position") is not None
         for _, row in rows
     )
-    slots: dict[Any, tuple[str, Any, str]] = {}  # position or uid -> (uid, buffer, model)
+    slots: dict[Any, _Slot] = {}  # position or uid -> (uid, buffer, model)
     winners: set[str] = set()
     ties = 0
     for number, row in rows:
         at = f"{where}: row {number}" if len(rows) > 1 else where  # where names a single row
         if row.get("caption") != caption:
             raise ImportFormatError(f"{where}: row {number} has another caption")
-        labels = (row.get("label_0"), row.get("label_1"))
-        if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in labels):
-            raise ImportFormatError(f"{at}: labels {labels} are not numbers")
-        side = _LABELS.get((float(labels[0]), float(labels[1])), -1)  # type: ignore[arg-type]
-        if side == -1:
-            raise ImportFormatError(f"{at}: labels {labels} are not 1/0, 0/1 or 0.5/0.5")
-        pair = []
-        for index in (0, 1):
-            cell = row.get(f"jpg_{index}")
-            if not isinstance(cell, _Cell) or cell.buffer is None or not cell.size:
-                raise ImportFormatError(f"{at}: jpg_{index} holds no image bytes")
-            if max_image_bytes is not None and cell.size > max_image_bytes:
-                # Refused on its size alone: never hashed, decoded or copied.
-                raise ImportFormatError(
-                    f"{at}: jpg_{index} refused: the image is "
-                    f"{cell.size:,} bytes; the limit is {max_image_bytes:,} bytes"
-                )
-            data = cell.buffer
-            uid = row.get(f"image_{index}_uid") or hashlib.sha256(data).hexdigest()
-            model = row.get(f"model_{index}") or "unknown"
-            slot = row[f"image_{index}_position"] if use_positions else uid
-            known = slots.get(slot)
-            if known is not None and known[0] != str(uid):
-                raise ImportFormatError(f"{at}: position {slot} holds two different images")
-            slots.setdefault(slot, (str(uid), data, str(model)))
-            pair.append(str(uid))
+        side = _pickapic_side(at, row)
+        pair = [
+            _add_pickapic_image(at, row, index, slots, use_positions, max_image_bytes)
+            for index in (0, 1)
+        ]
         if side is None:
             ties += 1
         else:
@@ -689,19 +670,72 @@ def _parse_pickapic(
         raise ImportFormatError(f"{where}: the rows mix ties and picks")
     if len(winners) > 1:
         raise ImportFormatError(f"{where}: the rows pick different images")
-    if use_positions:
-        positions = sorted(slots)
-        if positions != list(range(len(positions))):
-            raise ImportFormatError(f"{where}: image positions {positions} are not 0..n-1")
-        ordered = [slots[p] for p in positions]
-    else:
-        ordered = list(slots.values())
+    ordered = _ordered_slots(where, slots, use_positions)
+    return _pickapic_record(where, caption, rows[0][1], ordered, winners)
+
+
+def _pickapic_side(at: str, row: dict[str, Any]) -> int | None:
+    """Which image of the row's pair was preferred (0 or 1); None for a tie."""
+    labels = (row.get("label_0"), row.get("label_1"))
+    if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in labels):
+        raise ImportFormatError(f"{at}: labels {labels} are not numbers")
+    side = _LABELS.get((float(labels[0]), float(labels[1])), -1)  # type: ignore[arg-type]
+    if side == -1:
+        raise ImportFormatError(f"{at}: labels {labels} are not 1/0, 0/1 or 0.5/0.5")
+    return side
+
+
+def _add_pickapic_image(
+    at: str,
+    row: dict[str, Any],
+    index: int,
+    slots: dict[Any, _Slot],
+    use_positions: bool,
+    max_image_bytes: int | None,
+) -> str:
+    """Put the row's image ``index`` into its slot of the set; return its uid."""
+    cell = row.get(f"jpg_{index}")
+    if not isinstance(cell, _Cell) or cell.buffer is None or not cell.size:
+        raise ImportFormatError(f"{at}: jpg_{index} holds no image bytes")
+    if max_image_bytes is not None and cell.size > max_image_bytes:
+        # Refused on its size alone: never hashed, decoded or copied.
+        raise ImportFormatError(
+            f"{at}: jpg_{index} refused: the image is "
+            f"{cell.size:,} bytes; the limit is {max_image_bytes:,} bytes"
+        )
+    data = cell.buffer
+    uid = row.get(f"image_{index}_uid") or hashlib.sha256(data).hexdigest()
+    model = row.get(f"model_{index}") or "unknown"
+    slot = row[f"image_{index}_position"] if use_positions else uid
+    known = slots.get(slot)
+    if known is not None and known[0] != str(uid):
+        raise ImportFormatError(f"{at}: position {slot} holds two different images")
+    slots.setdefault(slot, (str(uid), data, str(model)))
+    return str(uid)
+
+
+def _ordered_slots(where: str, slots: dict[Any, _Slot], use_positions: bool) -> list[_Slot]:
+    """The set's images in their order: by position when every row gives one."""
+    if not use_positions:
+        return list(slots.values())
+    positions = sorted(slots)
+    if positions != list(range(len(positions))):
+        raise ImportFormatError(f"{where}: image positions {positions} are not 0..n-1")
+    return [slots[p] for p in positions]
+
+
+def _pickapic_record(
+    where: str,
+    caption: str,
+    first_row: dict[str, Any],
+    ordered: list[_Slot],
+    winners: set[str],
+) -> ImportRecord:
     _check_set_size(where, len(ordered))
     uids = [uid for uid, _, _ in ordered]
     chosen = uids.index(next(iter(winners))) if winners else None
     models = [model for _, _, model in ordered]
     distinct_models = list(dict.fromkeys(models))
-    first_row = rows[0][1]
     generation_uid = first_row.get("generation_uid")
     user = first_row.get("user_id")
     return ImportRecord(
