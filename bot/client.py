@@ -19,24 +19,22 @@ from typing import Any
 
 import aiohttp
 import discord
+from celery import Celery
 from discord.ext import commands
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.orm import Session, sessionmaker
 
 from bot import metrics
+from bot.checks import answer_refusal
 from bot.cogs.commands import HpsCommands
 from bot.cogs.harvest import HarvestCog
 from bot.delivery import OutboxDelivery
-from bot.harvest import Harvester, purge_unreferenced
+from bot.harvest import Harvester
 from bot.picks import PickButton
 from bot.progress import JobProgressWatcher
+from bot.services import BotServices
 from config import Settings
-from db.engine import (
-    make_async_engine,
-    make_async_session_factory,
-    make_engine,
-    make_session_factory,
-)
-from jobqueue.app import make_celery
-from media.store import open_store
+from media.store import ImageStore
 
 log = logging.getLogger(__name__)
 CLOSE_STEP_TIMEOUT_S = 10.0
@@ -75,24 +73,45 @@ class HpsBot(commands.AutoShardedBot):
             **sharding,
         )
         self.settings = settings
+        self.services = BotServices(settings)
         self._all_shards_ready = False
         point_at(settings)
-        self.engine = make_async_engine(settings.database_url)
-        self.factory = make_async_session_factory(self.engine)
-        self.sync_factory = make_session_factory(make_engine(settings.database_url))
-        self.store = open_store(settings.storage_url, s3_endpoint_url=settings.s3_endpoint_url)
-        self.celery = make_celery(settings)  # a client: tasks are sent by name
-        self.http_session: aiohttp.ClientSession | None = None
         self.delivery = OutboxDelivery(self)
-        self.job_progress = JobProgressWatcher(self)
         self._delivery_task: asyncio.Task[None] | None = None
         self.intake_pool: ProcessPoolExecutor | None = None
+
+    # Transitional: what bot/cogs/commands.py and bot/delivery.py read until they take the
+    # services themselves.
+    @property
+    def factory(self) -> async_sessionmaker[AsyncSession]:
+        return self.services.async_factory
+
+    @property
+    def sync_factory(self) -> sessionmaker[Session]:
+        return self.services.factory
+
+    @property
+    def store(self) -> ImageStore:
+        return self.services.store
+
+    @property
+    def celery(self) -> Celery:
+        return self.services.celery
+
+    @property
+    def http_session(self) -> aiohttp.ClientSession:
+        return self.services.http
+
+    @property
+    def job_progress(self) -> JobProgressWatcher:
+        return self.services.job_progress
 
     async def setup_hook(self) -> None:
         metrics.start_metrics_server(self.settings.bot_metrics_port)
         self.tree.error(self.on_app_command_error)
-        self.http_session = aiohttp.ClientSession()
-        harvester = Harvester(self.settings, self.factory, self.store, self.http_session)
+        harvester = Harvester(
+            self.settings, self.services.async_factory, self.services.store, self.services.http
+        )
         harvester.intake_pool = self.intake_pool = ProcessPoolExecutor(
             max_workers=max(1, min(4, os.cpu_count() or 1)),
             mp_context=multiprocessing.get_context("spawn"),
@@ -154,6 +173,8 @@ class HpsBot(commands.AutoShardedBot):
     ) -> None:
         """An unexpected error in a command: a short private apology for the user, the
         details in the log for admins, a count in the metrics."""
+        if await answer_refusal(interaction, error):
+            return
         metrics.count_error("command")
         log.error(
             "command %s failed", getattr(interaction.command, "qualified_name", "?"), exc_info=error
@@ -169,7 +190,7 @@ class HpsBot(commands.AutoShardedBot):
 
     async def purge_blobs(self, shas: list[str]) -> int:
         """Delete blobs no image row references any more; return the count."""
-        return await purge_unreferenced(self.factory, self.store, shas)
+        return await self.services.purge_blobs(shas)
 
     async def close(self) -> None:
         if self._delivery_task is not None:
@@ -179,13 +200,8 @@ class HpsBot(commands.AutoShardedBot):
             # cancel-everything pass, can leave aiosqlite waiting forever on a worker thread
             # that has already stopped (seen as a hung `hps bot` exit on SQLite).
             await asyncio.wait({self._delivery_task}, timeout=CLOSE_STEP_TIMEOUT_S)
-        self.job_progress.stop()
+        self.services.job_progress.stop()
         if self.intake_pool is not None:
             self.intake_pool.shutdown(wait=False, cancel_futures=True)
         await super().close()
-        if self.http_session is not None:
-            await self.http_session.close()
-        try:
-            await asyncio.wait_for(self.engine.dispose(), CLOSE_STEP_TIMEOUT_S)
-        except TimeoutError:
-            log.warning("database connections not closed within %.0f s", CLOSE_STEP_TIMEOUT_S)
+        await self.services.aclose(CLOSE_STEP_TIMEOUT_S)

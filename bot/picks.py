@@ -11,6 +11,7 @@ from typing import Any
 import discord
 
 from bot import metrics
+from bot.services import services_of
 from db.engine import run_transaction_async
 from db.errors import DomainError
 from db.ingest import ChoiceIn, record_choice
@@ -38,7 +39,7 @@ class PickButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=CUSTOM
         return cls(int(match["position"]))
 
     async def callback(self, interaction: discord.Interaction) -> None:
-        bot: Any = interaction.client
+        services = services_of(interaction.client)
         assert interaction.message is not None
         choice = ChoiceIn(
             user_id=interaction.user.id,
@@ -50,7 +51,9 @@ class PickButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=CUSTOM
         await interaction.response.defer(ephemeral=True, thinking=True)
         metrics.observe_ack_since(interaction.created_at)
         try:
-            await run_transaction_async(bot.factory, partial(record_choice, choice=choice))
+            await run_transaction_async(
+                services.async_factory, partial(record_choice, choice=choice)
+            )
         except DomainError as exc:
             metrics.count_error(exc)
             await interaction.edit_original_response(content=f"Not recorded: {exc}")

@@ -15,9 +15,9 @@ import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from functools import partial
-from typing import Any
 
 import discord
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from db.engine import run_transaction_async
 from db.jobs import job_progress
@@ -76,8 +76,10 @@ class InteractionProgress:
 class JobProgressWatcher:
     """Follows the jobs that slash commands started and shows their progress."""
 
-    def __init__(self, bot: Any, interval_s: float = EDIT_INTERVAL_S) -> None:
-        self.bot = bot
+    def __init__(
+        self, factory: async_sessionmaker[AsyncSession], interval_s: float = EDIT_INTERVAL_S
+    ) -> None:
+        self.factory = factory
         self.interval_s = interval_s
         self._jobs: dict[uuid.UUID, tuple[str, InteractionProgress]] = {}
         self._shown: dict[uuid.UUID, tuple[float, str]] = {}
@@ -110,7 +112,7 @@ class JobProgressWatcher:
     async def refresh(self) -> None:
         """Edit the responses of jobs whose progress changed; forget the ones that ended."""
         states = await run_transaction_async(
-            self.bot.factory, partial(job_progress, job_ids=list(self._jobs))
+            self.factory, partial(job_progress, job_ids=list(self._jobs))
         )
         for job_id, (label, progress) in list(self._jobs.items()):
             status, fraction, message = states.get(job_id, (JobStatus.failed, 0.0, ""))
