@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 
 from db.errors import JobLimitReached, JobNotFound, JobStateError
 from db.models import TERMINAL_JOB_STATUSES, Job, JobStatus, utcnow
-from db.outbox import write_outbox
+from db.outbox import OutboxKind, write_outbox
 from db.upsert import is_postgresql
 
 MAX_ERROR_CHARS = 2000
@@ -87,6 +87,13 @@ def get_job(session: Session, job_id: uuid.UUID, *, lock: bool = False) -> Job:
     return job
 
 
+def lock_unfinished_job(session: Session, job_id: uuid.UUID) -> Job | None:
+    """The job, locked to the end of the transaction, unless it already finished (None): the
+    writes that finish a job run only while this holds."""
+    job = get_job(session, job_id, lock=True)
+    return None if job.status in TERMINAL_JOB_STATUSES else job
+
+
 def start_job(session: Session, job_id: uuid.UUID) -> Job:
     """Mark a job running (again, after a redelivery). Raise JobStateError if it already
     finished or was cancelled, so the task can return without redoing work."""
@@ -133,7 +140,7 @@ def finish_job(
     job_id: uuid.UUID,
     result: dict[str, Any],
     *,
-    outbox_kind: str | None = None,
+    outbox_kind: OutboxKind | None = None,
     outbox_payload: dict[str, Any] | None = None,
 ) -> bool:
     """Store the result, mark the job succeeded and queue its outbox message, atomically.
@@ -168,7 +175,7 @@ def fail_job(
     reason = (user_message or error)[:MAX_ERROR_CHARS]
     write_outbox(
         session,
-        "job_failed",
+        OutboxKind.job_failed,
         _outbox_payload(job, {"error": reason}),
         channel_id=job.channel_id,
         guild_id=job.guild_id,

@@ -23,6 +23,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import select, text, update
@@ -33,6 +34,23 @@ from db.models import OutboxMessage, utcnow
 from db.upsert import insert_for, is_postgresql
 
 OUTBOX_CHANNEL = "hps_outbox"
+
+
+class OutboxKind(StrEnum):
+    """What an outbox row posts: one job kind's result, or a job's failure. The worker writes
+    these, the bot renders by them."""
+
+    score_result = "score_result"
+    rank_result = "rank_result"
+    score_unscored_result = "score_unscored_result"
+    train_report = "train_report"
+    generate_result = "generate_result"
+    regenerate_result = "regenerate_result"
+    adapt_report = "adapt_report"
+    export_result = "export_result"
+    stats_result = "stats_result"
+    job_failed = "job_failed"
+
 
 # Waits of 5, 10, 20 ... 320 s, then 600 s: the 10th failed attempt, about 30 minutes after the
 # first, makes a row dead, so a Discord outage of that length loses nothing.
@@ -73,7 +91,7 @@ def notify_outbox(session: Session, outbox_id: int) -> None:
 
 def write_outbox(
     session: Session,
-    kind: str,
+    kind: OutboxKind | str,
     payload: dict[str, Any],
     *,
     channel_id: int | None = None,
@@ -87,7 +105,7 @@ def write_outbox(
     and returns None; otherwise the new row's id.
     """
     stmt = insert_for(session, OutboxMessage).values(
-        kind=kind,
+        kind=str(kind),
         payload=payload,
         channel_id=channel_id,
         guild_id=guild_id,

@@ -39,10 +39,10 @@ class Scope:
         return cls(None)
 
     @classmethod
-    def of_job(cls, guild_id: int | None, params: dict[str, Any]) -> Scope:
+    def of_job(cls, guild_id: int | None, *, pooled: bool = False) -> Scope:
         """The scope a job runs in: its guild's, unless it was queued for the operators'
-        pooled scope (an operator command or the CLI, which queue no guild)."""
-        if params.get("scope") == "pooled" or guild_id is None:
+        pooled scope (``pooled``: an operator command; or no guild: the CLI)."""
+        if pooled or guild_id is None:
             return cls.pooled()
         return cls.guild(guild_id)
 

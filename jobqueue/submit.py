@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
 from celery import Celery
 from sqlalchemy.orm import Session, sessionmaker
 
 from db.engine import run_transaction
 from db.jobs import UserJobLimits, create_job, fail_job
+from jobqueue.contracts import JobParams
 from jobqueue.names import task_kind
 
 
@@ -18,65 +19,62 @@ class EnqueueError(ConnectionError):
     """The job row exists but the broker refused the message; the job is marked failed."""
 
 
+@dataclass(frozen=True)
+class JobOrigin:
+    """Who asked for a job and where its answer goes: the requester, their guild (None: the
+    operators, e.g. the CLI) and channel, and the interaction whose webhook may answer
+    while its token is valid."""
+
+    requested_by: int | None = None
+    guild_id: int | None = None
+    channel_id: int | None = None
+    interaction_token: str | None = None
+    interaction_expires_at: datetime | None = None
+
+
+OPERATORS = JobOrigin()  # a job queued with no requester, guild or channel (the CLI)
+
+
 def submit_job(
     app: Celery,
     factory: sessionmaker[Session],
-    kind: str,
-    params: dict[str, Any] | None = None,
+    params: JobParams,
+    origin: JobOrigin = OPERATORS,
     *,
-    requested_by: int | None = None,
-    guild_id: int | None = None,
-    channel_id: int | None = None,
-    interaction_token: str | None = None,
-    interaction_expires_at: datetime | None = None,
     limits: UserJobLimits | None = None,
 ) -> uuid.UUID:
-    """Record a queued job and send its task; return the job id (= Celery task id).
+    """Record a queued job of ``params``' kind and send its task; return the job id (= Celery
+    task id).
 
     With ``limits`` the requester's limits are checked atomically with the insert
     (db.errors.JobLimitReached when reached; nothing is queued then)."""
-    job_id = record_job(
-        factory,
-        kind,
-        params,
-        requested_by=requested_by,
-        guild_id=guild_id,
-        channel_id=channel_id,
-        interaction_token=interaction_token,
-        interaction_expires_at=interaction_expires_at,
-        limits=limits,
-    )
-    enqueue_job(app, factory, kind, job_id)
+    job_id = record_job(factory, params, origin, limits=limits)
+    enqueue_job(app, factory, params.kind, job_id)
     return job_id
 
 
 def record_job(
     factory: sessionmaker[Session],
-    kind: str,
-    params: dict[str, Any] | None = None,
+    params: JobParams,
+    origin: JobOrigin = OPERATORS,
     *,
-    requested_by: int | None = None,
-    guild_id: int | None = None,
-    channel_id: int | None = None,
-    interaction_token: str | None = None,
-    interaction_expires_at: datetime | None = None,
     limits: UserJobLimits | None = None,
 ) -> uuid.UUID:
     """The first half of :func:`submit_job`: the queued job's row (limits checked), not yet
     sent to a worker. A client that must say something before any result can exist (the bot's
     first follow-up) does so between the halves; :func:`enqueue_job` is the second."""
-    task_kind(kind)  # an unknown kind fails before anything is written
+    task_kind(params.kind)  # an unknown kind fails before anything is written
 
     def create(session: Session) -> uuid.UUID:
         job = create_job(
             session,
-            kind,
-            params or {},
-            requested_by=requested_by,
-            guild_id=guild_id,
-            channel_id=channel_id,
-            interaction_token=interaction_token,
-            interaction_expires_at=interaction_expires_at,
+            params.kind,
+            params.stored(),
+            requested_by=origin.requested_by,
+            guild_id=origin.guild_id,
+            channel_id=origin.channel_id,
+            interaction_token=origin.interaction_token,
+            interaction_expires_at=origin.interaction_expires_at,
             limits=limits,
         )
         return job.id

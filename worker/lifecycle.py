@@ -16,7 +16,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from celery.exceptions import SoftTimeLimitExceeded
 from sqlalchemy.exc import DBAPIError
@@ -24,8 +24,17 @@ from sqlalchemy.orm import Session
 
 from db.engine import run_transaction
 from db.errors import DomainError, JobStateError
-from db.jobs import fail_job, finish_job, mark_cancelled, start_job, update_job_progress
+from db.jobs import (
+    fail_job,
+    finish_job,
+    lock_unfinished_job,
+    mark_cancelled,
+    start_job,
+    update_job_progress,
+)
+from db.outbox import OutboxKind
 from db.scope import Scope
+from jobqueue.contracts import InvalidJobParams, JobParams, JobResult, Post, parse_params
 from worker.errors import JobCancelled, JobFailure
 from worker.runtime import Runtime, runtime
 
@@ -35,16 +44,27 @@ PROGRESS_INTERVAL_S = 2.0
 
 @dataclass
 class JobOutcome:
-    result: dict[str, Any]
-    outbox_kind: str | None = None
-    outbox_payload: dict[str, Any] | None = None
+    """What a job's body hands back: its result, the outbox row that posts it (the result
+    itself unless ``outbox_payload`` says otherwise), and writes that must commit together
+    with the job's finish (``complete``: e.g. registering a trained model; it returns the
+    final result)."""
+
+    result: JobResult
+    outbox_kind: OutboxKind | None = None
+    outbox_payload: Post | None = None
+    complete: Callable[[Session], JobResult] | None = None
+
+
+P = TypeVar("P", bound=JobParams)
 
 
 @dataclass
-class JobContext:
+class JobContext(Generic[P]):
+    """A running job as its body sees it: its typed parameters, scope and runtime."""
+
     job_id: uuid.UUID
     kind: str
-    params: dict[str, Any]
+    params: P
     requested_by: int | None
     runtime: Runtime
     guild_id: int | None = None
@@ -54,7 +74,7 @@ class JobContext:
     def scope(self) -> Scope:
         """Whose data and models the job works with: its guild's, or the operators' pooled
         scope (a job queued by an operator command or the CLI)."""
-        return Scope.of_job(self.guild_id, self.params)
+        return Scope.of_job(self.guild_id, pooled=self.params.pooled)
 
     def progress(self, fraction: float, message: str, *, force: bool = False) -> None:
         """Record progress (throttled); raise JobCancelled if a cancel was requested."""
@@ -138,7 +158,7 @@ def describe_failure(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
 
-def run_job(job_id: str, body: Callable[[JobContext], JobOutcome]) -> str:
+def run_job(job_id: str, body: Callable[[JobContext[Any]], JobOutcome]) -> str:
     """Run one job's body with its whole life cycle; return the final status."""
     rt = runtime()
     identifier = uuid.UUID(job_id)
@@ -147,8 +167,14 @@ def run_job(job_id: str, body: Callable[[JobContext], JobOutcome]) -> str:
     except JobStateError as exc:
         log.info("job %s skipped: %s", job_id, exc)
         return "skipped"
-    context = JobContext(
-        identifier, job["kind"], job["params"], job["requested_by"], rt, guild_id=job["guild_id"]
+    try:
+        params = parse_params(job["kind"], job["params"])
+    except InvalidJobParams as exc:
+        log.info("job %s failed: %s", job_id, exc)
+        _fail(rt, identifier, str(exc), str(exc))
+        return "failed"
+    context: JobContext[JobParams] = JobContext(
+        identifier, job["kind"], params, job["requested_by"], rt, guild_id=job["guild_id"]
     )
     try:
         outcome = body(context)
@@ -169,17 +195,31 @@ def run_job(job_id: str, body: Callable[[JobContext], JobOutcome]) -> str:
         log.exception("job %s crashed", job_id)
         _fail(rt, identifier, f"internal error ({type(exc).__name__}): {exc}", INTERNAL_ERROR)
         return "failed"
-    run_transaction(
-        rt.factory,
-        lambda session: finish_job(
-            session,
-            identifier,
-            outcome.result,
-            outbox_kind=outcome.outbox_kind,
-            outbox_payload=outcome.outbox_payload,
-        ),
-    )
+    finish(rt, identifier, outcome)
     return "succeeded"
+
+
+def finish(rt: Runtime, job_id: uuid.UUID, outcome: JobOutcome) -> JobResult:
+    """Store the outcome and queue its outbox row in one transaction, with the writes the
+    outcome must commit with; return the final result. A job already finished is left as it
+    is (its completing writes roll back with the rest)."""
+
+    def write(session: Session) -> JobResult:
+        if lock_unfinished_job(session, job_id) is None:
+            return outcome.result
+        result = outcome.complete(session) if outcome.complete else outcome.result
+        payload = outcome.outbox_payload.stored() if outcome.outbox_payload else None
+        finish_job(
+            session,
+            job_id,
+            result.stored(),
+            outbox_kind=outcome.outbox_kind,
+            outbox_payload=payload,
+        )
+        return result
+
+    result: JobResult = run_transaction(rt.factory, write)
+    return result
 
 
 def _start(session: Session, job_id: uuid.UUID) -> dict[str, Any]:

@@ -12,6 +12,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy.orm import Session
+
+from db.models import ModelKind
+from db.registry import get_active_model, get_usable_model_version
+from db.scope import Scope
+
 
 class ModelFileMissing(FileNotFoundError):
     """The registry names a checkpoint file that is not there."""
@@ -42,6 +48,24 @@ class ModelRef:
             version.checkpoint_key,
             getattr(version, "checkpoint_sha256", None),
         )
+
+
+def model_ref(
+    session: Session,
+    scope: Scope,
+    kind: ModelKind = ModelKind.hps,
+    *,
+    version_id: int | None = None,
+) -> ModelRef | None:
+    """The model a job of ``scope`` works with: version ``version_id`` when it names one
+    (if the scope may use it), else the ``kind`` model the scope uses (its guild's active
+    one, else the global one); None when there is none."""
+    version = (
+        get_usable_model_version(session, scope, version_id)
+        if version_id is not None
+        else get_active_model(session, kind, scope.guild_id)
+    )
+    return None if version is None else ModelRef.of(version)
 
 
 def file_changed(version: ModelRef, actual: str, expected: str) -> ModelFileChanged:

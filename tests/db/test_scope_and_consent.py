@@ -82,9 +82,9 @@ def test_a_guild_sees_its_own_and_the_pool_sees_pooled_guilds_and_guildless_rows
 
 
 def test_scope_of_a_job_and_its_description() -> None:
-    assert Scope.of_job(GUILD_A, {}) == Scope.guild(GUILD_A)
-    assert Scope.of_job(GUILD_A, {"scope": "pooled"}) == Scope.pooled()
-    assert Scope.of_job(None, {}) == Scope.pooled()  # the CLI queues no guild
+    assert Scope.of_job(GUILD_A) == Scope.guild(GUILD_A)
+    assert Scope.of_job(GUILD_A, pooled=True) == Scope.pooled()
+    assert Scope.of_job(None) == Scope.pooled()  # the CLI queues no guild
     assert Scope.guild(GUILD_A).describe() == f"guild {GUILD_A}"
     assert Scope.pooled().describe() == "pooled" and Scope.pooled().is_pooled
     assert Scope.guild(GUILD_A).model_guild() == GUILD_A and Scope.pooled().model_guild() is None

@@ -1,71 +1,64 @@
 """The export job (``/hps admin export``, ``hps jobs submit export``): the community's choices
 as Pick-a-Pic parquet and HPD JSON with a dataset card, in ``EXPORTS_DIR/export-<job id>``.
 
-Parameters (all optional): ``formats`` (list or comma-separated: pickapic, hpd), ``license``
-(or ``licence``), ``name``, ``cutoff`` (ISO time; default: when the job runs), ``guild_id``
-(for a job queued without a guild, by the operators: only that guild's generations; a guild's
-job always exports its own guild, whatever it says), ``rows_per_shard``, ``jpeg_quality``. A
-redelivered job writes the same folder again from scratch (the export is assembled in a hidden
-folder and renamed into place), so it finishes once with one result.
+Parameters (all optional; ``jobqueue.contracts.ExportParams``): ``formats`` (list or
+comma-separated: pickapic, hpd), ``license`` (or ``licence``), ``name``, ``cutoff`` (ISO time;
+default: when the job runs), ``guild_id`` (for a job queued without a guild, by the operators:
+only that guild's generations; a guild's job always exports its own guild, whatever it says),
+``rows_per_shard``, ``jpeg_quality``. A redelivered job writes the same folder again from
+scratch (the export is assembled in a hidden folder and renamed into place), so it finishes
+once with one result.
 """
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
 from discord_text import quote_user_text
 from exchange import export as exchange_export
-from exchange.card import DEFAULT_LICENSE
-from exchange.export import FORMATS, ExportOptions
+from exchange.export import ExportOptions
 from exchange.ids import resolve_user_salt
-from worker.errors import JobFailure
+from jobqueue.contracts import (
+    ExportParams,
+    ExportPost,
+    ExportResult,
+    OutboxKind,
+    PostedFile,
+)
 from worker.lifecycle import JobContext, JobOutcome
 
 
-def _export_guild(context: JobContext) -> int | None:
+def _export_guild(context: JobContext[ExportParams]) -> int | None:
     """The guild an export holds: a guild's job exports that guild, whatever its params say;
     the operators' (no guild, or queued for the pooled scope) export the guild their params
     name, else every pooled guild (None)."""
     if not context.scope.is_pooled:
         return context.scope.guild_id
-    return int(context.params["guild_id"]) if context.params.get("guild_id") is not None else None
+    return context.params.guild_id
 
 
 def _options(
-    params: dict[str, Any], split_salt: str, user_salt: str, guild_id: int | None
+    params: ExportParams, split_salt: str, user_salt: str, guild_id: int | None
 ) -> ExportOptions:
-    formats = params.get("formats", list(FORMATS))
-    if isinstance(formats, str):
-        formats = [f.strip() for f in formats.split(",") if f.strip()]
-    unknown = sorted(set(formats) - set(FORMATS))
-    if unknown or not formats:
-        raise JobFailure(f"unknown export format(s) {unknown or formats}; use pickapic, hpd")
-    cutoff = None
-    if params.get("cutoff"):
-        try:
-            cutoff = datetime.fromisoformat(str(params["cutoff"]))
-        except ValueError:
-            raise JobFailure(f"cutoff {params['cutoff']!r} is not an ISO time") from None
-        cutoff = cutoff if cutoff.tzinfo else cutoff.replace(tzinfo=UTC)
     options = ExportOptions(
         split_salt=split_salt,
         user_salt=user_salt,
-        formats=tuple(formats),
-        license=str(params.get("license") or params.get("licence") or DEFAULT_LICENSE),
-        cutoff=cutoff,
+        formats=params.formats,
+        cutoff=params.cutoff,
         guild_id=guild_id,
     )
-    if params.get("name"):
-        options.name = str(params["name"])
-    if params.get("rows_per_shard"):
-        options.rows_per_shard = int(params["rows_per_shard"])
-    if params.get("jpeg_quality"):
-        options.jpeg_quality = min(max(int(params["jpeg_quality"]), 1), 100)
+    if params.chosen_licence:
+        options.license = params.chosen_licence
+    if params.name:
+        options.name = params.name
+    if params.rows_per_shard:
+        options.rows_per_shard = params.rows_per_shard
+    if params.jpeg_quality:
+        options.jpeg_quality = params.jpeg_quality
     return options
 
 
-def export_dataset(context: JobContext) -> JobOutcome:
+def export_dataset(context: JobContext[ExportParams]) -> JobOutcome:
     """Run the export job; the outbox payload follows the bot's generic contract (``text``
     and ``files`` stored in the blob store) plus the export path and the counts."""
     rt = context.runtime
@@ -88,9 +81,26 @@ def export_dataset(context: JobContext) -> JobOutcome:
         rt.factory, rt.store, out_dir, options, progress=progress, overwrite=True
     )
     histogram_sha = rt.store.put(summary.histogram.read_bytes())
-    counts = summary.counts
-    splits = summary.splits
-    text = (
+    payload = ExportPost(
+        text=_summary_text(summary),
+        files=[PostedFile(sha256=histogram_sha, filename="histogram.png")],
+        export_path=str(summary.path),
+        counts=summary.counts,
+        splits=summary.splits,
+        formats=list(summary.formats),
+        license=summary.license,
+    )
+    return JobOutcome(
+        ExportResult.model_validate(summary.as_dict()),
+        outbox_kind=OutboxKind.export_result,
+        outbox_payload=payload,
+    )
+
+
+def _summary_text(summary: Any) -> str:
+    """What Discord shows of an export (``exchange.export.ExportSummary``)."""
+    counts, splits = summary.counts, summary.splits
+    return (
         f"Dataset exported: {counts['choices']:,} choices by {counts['users']:,} users on "
         f"{counts['prompts']:,} prompts ({counts['generations']:,} image sets, "
         f"{counts['images']:,} images); splits by prompt train/validation/test "
@@ -99,14 +109,3 @@ def export_dataset(context: JobContext) -> JobOutcome:
         f"licence {quote_user_text(summary.license, 100)}. Folder: `{summary.path.name}` on "
         "the worker."
     )
-    result = summary.as_dict()
-    payload = {
-        "text": text,
-        "files": [{"sha256": histogram_sha, "filename": "histogram.png"}],
-        "export_path": str(summary.path),
-        "counts": counts,
-        "splits": splits,
-        "formats": summary.formats,
-        "license": summary.license,
-    }
-    return JobOutcome(result, outbox_kind="export_result", outbox_payload=payload)

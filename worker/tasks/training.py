@@ -2,71 +2,79 @@
 the operators), fine-tune a candidate from the model that scope uses (the guild's active one,
 else the global one), evaluate both on the scope's held-out prompts, register the candidate as
 the scope's, and promote it there only when it is better by the configured margin (or when
-forced)."""
+forced).
+
+Steps: :func:`starting_point`, :func:`take_training_snapshot`, :func:`fine_tune`,
+:func:`evaluate_both`, :func:`describe` and the registration, which commits with the job's
+result (``JobOutcome.complete``)."""
 
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy.orm import Session
 
-from db.jobs import finish_job
 from db.models import ModelKind
-from db.registry import get_active_model, promote_model_version, register_model_version
+from db.registry import promote_model_version, register_model_version
+from jobqueue.contracts import JobResult, OutboxKind, PostedFile, TrainParams, TrainReport
 from worker.errors import JobCancelled, JobFailure
 from worker.lifecycle import JobContext, JobOutcome
-from worker.model_cache import ModelRef
+from worker.model_cache import ModelRef, model_ref
 from worker.report import plot_comparison
-from worker.snapshot import take_snapshot
+from worker.snapshot import Snapshot, take_snapshot
 
 MIN_TRAIN_SETS = 8
 MIN_TEST_SETS = 4
 TRAINING_SHARE = 0.85  # of the progress bar; evaluation takes the rest
 
 
-def train_candidate(context: JobContext) -> JobOutcome:
-    """Run the whole train job; the commit of registration + promotion + job result is one
-    transaction, written by this function (the outcome carries the summary only)."""
-    from hps.evaluation import evaluate
-    from hps.training.trainer import TrainConfig, train
+@dataclass(frozen=True)
+class StartingPoint:
+    """What the candidate is fine-tuned from: the scope's active model (its file verified),
+    or a checkpoint the job names."""
 
-    rt = context.runtime
+    arch: str | None
+    path: str | None
+    sha256: str | None
+    active: ModelRef | None
+
+    @property
+    def name(self) -> str:
+        """The baseline's name for reports: the model's, or the file's (never a path: it goes
+        into a public report)."""
+        return self.active.name if self.active else Path(str(self.path)).name
+
+
+def starting_point(context: JobContext[TrainParams]) -> StartingPoint:
+    """The model to start from; JobFailure when there is none."""
     params = context.params
-    settings = rt.settings
-    assert settings.models_dir is not None
-    cutoff = datetime.fromisoformat(params["cutoff"]) if params.get("cutoff") else datetime.now(UTC)
-    scope = context.scope
-    active = context.transaction(lambda session: _active_description(session, scope.guild_id))
-    if active is None and not params.get("base_checkpoint"):
+    active = context.transaction(lambda session: model_ref(session, context.scope))
+    if active is None and not params.base_checkpoint:
         raise JobFailure(
             "no active HPS model to start from: give base_checkpoint and arch, or register one"
         )
-    arch = params.get("arch") or (active["architecture"] if active else None)
-    base_sha256: str | None = None
-    base_path: str | None
-    if active and not params.get("base_checkpoint"):
+    arch = params.arch or (active.architecture if active else None)
+    if active and not params.base_checkpoint:
         # The active model's file must still be the registered one (sha256) to start from it.
-        base_ref = ModelRef(
-            active["id"],
-            active["name"],
-            active["architecture"],
-            active["checkpoint_key"],
-            active["checkpoint_sha256"],
-        )
-        base_path = str(rt.models.verified_path(base_ref))
-        base_sha256 = base_ref.checkpoint_sha256
-    else:
-        base_path = params.get("base_checkpoint")
-    run_dir = settings.models_dir / f"hps-{context.job_id}"
+        path = str(context.runtime.models.verified_path(active))
+        return StartingPoint(arch, path, active.checkpoint_sha256, active)
+    return StartingPoint(arch, params.base_checkpoint, None, active)
+
+
+def take_training_snapshot(
+    context: JobContext[TrainParams], cutoff: datetime, run_dir: Path
+) -> Snapshot:
+    """The scope's choices up to ``cutoff``, split by prompt; JobFailure when too few."""
+    rt = context.runtime
     context.progress(0.01, "taking a snapshot of the choices", force=True)
     snapshot = take_snapshot(
         rt.factory,
         rt.store,
-        scope=scope,
-        salt=settings.split_salt,
+        scope=context.scope,
+        salt=rt.settings.split_salt,
         cutoff=cutoff,
         cache_dir=run_dir / "image-cache",
     )
@@ -75,15 +83,17 @@ def train_candidate(context: JobContext) -> JobOutcome:
             f"not enough choices to train: {len(snapshot.train)} training sets and "
             f"{len(snapshot.test)} held-out sets (need {MIN_TRAIN_SETS} and {MIN_TEST_SETS})"
         )
+    return snapshot
+
+
+def fine_tune(
+    context: JobContext[TrainParams], start: StartingPoint, snapshot: Snapshot, run_dir: Path
+) -> Any:
+    """Train the candidate (``hps.training.trainer.train``); JobCancelled when asked to stop."""
+    from hps.training.trainer import TrainConfig, train
+
     config = TrainConfig(
-        lr=float(params.get("lr", TrainConfig.lr)),
-        batch_size=int(params.get("batch_size", TrainConfig.batch_size)),
-        epochs=int(params.get("epochs", 1)),
-        steps=int(params["steps"]) if params.get("steps") else None,
-        vision_layers=int(params.get("vision_layers", TrainConfig.vision_layers)),
-        text_layers=int(params.get("text_layers", TrainConfig.text_layers)),
-        seed=int(params.get("seed", 0)),
-        device=settings.worker_device,
+        **context.params.trainer_overrides(), device=context.runtime.settings.worker_device
     )
 
     def on_step(step: int, total: int, loss: float) -> bool:
@@ -94,8 +104,8 @@ def train_candidate(context: JobContext) -> JobOutcome:
         return True
 
     result = train(
-        arch,
-        base_path,
+        start.arch,
+        start.path,
         snapshot.train,
         run_dir,
         config,
@@ -103,104 +113,119 @@ def train_candidate(context: JobContext) -> JobOutcome:
         trained_on=snapshot.description,
         progress=False,
         on_step=on_step,
-        base_sha256=base_sha256,
+        base_sha256=start.sha256,
     )
     if result.stopped_early:
         raise JobCancelled()
+    return result
 
-    context.progress(TRAINING_SHARE, "evaluating on held-out prompts", force=True)
+
+def evaluate_both(
+    context: JobContext[TrainParams], start: StartingPoint, trained: Any, snapshot: Snapshot
+) -> tuple[Any, Any]:
+    """(candidate, baseline) metrics on the held-out prompts' choices."""
+    from hps.evaluation import evaluate
     from hps.factory import build_scorer
 
-    candidate_metrics = evaluate(
+    device = context.runtime.settings.worker_device
+    context.progress(TRAINING_SHARE, "evaluating on held-out prompts", force=True)
+    candidate = evaluate(
         build_scorer(
-            arch,
-            result.checkpoint,
-            device=settings.worker_device,
-            sha256=result.checkpoint_sha256,
+            start.arch, trained.checkpoint, device=device, sha256=trained.checkpoint_sha256
         ),
         snapshot.test,
     )
-    baseline_metrics = evaluate(
-        build_scorer(arch, base_path, device=settings.worker_device, sha256=base_sha256),
+    baseline = evaluate(
+        build_scorer(start.arch, start.path, device=device, sha256=start.sha256),
         snapshot.test,
     )
-    margin = float(params.get("margin", settings.promotion_margin))
-    gain = candidate_metrics.top1_accuracy - baseline_metrics.top1_accuracy
-    force = bool(params.get("force", False))
-    promote = force or gain >= margin
-    report_png = plot_comparison(
-        candidate_metrics,
-        baseline_metrics,
-        run_dir / "evaluation.png",
-        baseline_name=active["name"] if active else "base",
-    )
-    metrics = {
-        "candidate": asdict(candidate_metrics),
-        "baseline": asdict(baseline_metrics),
-        # The file's name, not its path on the worker: this goes into a public report.
-        "baseline_name": active["name"] if active else Path(str(base_path)).name,
-        "top1_gain": gain,
-        "margin": margin,
-    }
-    checkpoint_key = str(result.checkpoint.relative_to(settings.models_dir))
-    name = f"hps-{cutoff:%Y%m%d-%H%M%S}-{str(context.job_id)[:8]}"
-    summary: dict[str, Any] = {
-        "candidate_name": name,
-        "promoted": promote,
-        "forced": force,
-        "decision": _decision(promote, force, gain, margin),
-        "metrics": metrics,
-        "trained_on": snapshot.description,
-        "scope": scope.describe(),
-        "report_png": str(report_png),
-        "training_curve_png": str(result.curve_file) if result.curve_file else None,
-    }
-    # What Discord shows (the bot reads the plots from the shared store, not this disk).
-    summary["text"] = (
-        f"Trained {name} on {len(snapshot.train)} choices: top-1 on "
-        f"{len(snapshot.test)} held-out prompts' choices "
-        f"{candidate_metrics.top1_accuracy:.1%} vs {baseline_metrics.top1_accuracy:.1%} "
-        f"({metrics['baseline_name']}). {summary['decision']}"
-    )
-    plots = [("evaluation.png", report_png), ("training-curve.png", result.curve_file)]
-    summary["files"] = [
-        {"sha256": rt.store.put(path.read_bytes()), "filename": filename}
-        for filename, path in plots
-        if path is not None and path.exists()
-    ]
+    return candidate, baseline
 
-    def commit(session: Session) -> None:
+
+def train_candidate(context: JobContext[TrainParams]) -> JobOutcome:
+    """Run the whole train job; registration and promotion commit with the job's result."""
+    settings = context.runtime.settings
+    assert settings.models_dir is not None
+    cutoff = context.params.cutoff or datetime.now(UTC)
+    start = starting_point(context)
+    run_dir = settings.models_dir / f"hps-{context.job_id}"
+    snapshot = take_training_snapshot(context, cutoff, run_dir)
+    trained = fine_tune(context, start, snapshot, run_dir)
+    candidate, baseline = evaluate_both(context, start, trained, snapshot)
+    name = f"hps-{cutoff:%Y%m%d-%H%M%S}-{str(context.job_id)[:8]}"
+    summary = describe(context, name, start, snapshot, trained, (candidate, baseline), run_dir)
+    checkpoint_key = str(trained.checkpoint.relative_to(settings.models_dir))
+
+    def register_and_promote(session: Session) -> JobResult:
         version = register_model_version(
             session,
             kind=ModelKind.hps,
             name=name,
             checkpoint_key=checkpoint_key,
-            architecture=str(arch),
-            metrics=metrics,
+            architecture=str(start.arch),
+            metrics=summary.metrics,
             trained_on=snapshot.description,
-            checkpoint_sha256=result.checkpoint_sha256,
-            guild_id=scope.model_guild(),
+            checkpoint_sha256=trained.checkpoint_sha256,
+            guild_id=context.scope.model_guild(),
         )
-        if promote:
-            promote_model_version(session, version.id, scope)
-        summary["model_version_id"] = version.id
-        finish_job(session, context.job_id, summary, outbox_kind="train_report")
+        if summary.promoted:
+            promote_model_version(session, version.id, context.scope)
+        return summary.model_copy(update={"model_version_id": version.id})
 
-    context.transaction(commit)
-    return JobOutcome(summary, outbox_kind="train_report")
+    return JobOutcome(summary, outbox_kind=OutboxKind.train_report, complete=register_and_promote)
 
 
-def _active_description(session: Session, guild_id: int | None) -> dict[str, Any] | None:
-    active = get_active_model(session, ModelKind.hps, guild_id)
-    if active is None:
-        return None
-    return {
-        "id": active.id,
-        "name": active.name,
-        "architecture": active.architecture,
-        "checkpoint_key": active.checkpoint_key,
-        "checkpoint_sha256": active.checkpoint_sha256,
+def describe(
+    context: JobContext[TrainParams],
+    name: str,
+    start: StartingPoint,
+    snapshot: Snapshot,
+    trained: Any,
+    evaluation: tuple[Any, Any],
+    run_dir: Path,
+) -> TrainReport:
+    """The promotion decision and the report: metrics, text and plots (kept in the shared
+    store: the bot reads them from there, not from this disk)."""
+    candidate, baseline = evaluation
+    params, rt = context.params, context.runtime
+    margin = params.margin if params.margin is not None else rt.settings.promotion_margin
+    gain = candidate.top1_accuracy - baseline.top1_accuracy
+    promote = params.force or gain >= margin
+    plot_name = start.active.name if start.active else "base"
+    report_png = plot_comparison(
+        candidate, baseline, run_dir / "evaluation.png", baseline_name=plot_name
+    )
+    metrics = {
+        "candidate": asdict(candidate),
+        "baseline": asdict(baseline),
+        "baseline_name": start.name,
+        "top1_gain": gain,
+        "margin": margin,
     }
+    decision = _decision(promote, params.force, gain, margin)
+    plots = [("evaluation.png", report_png), ("training-curve.png", trained.curve_file)]
+    return TrainReport(
+        candidate_name=name,
+        promoted=promote,
+        forced=params.force,
+        decision=decision,
+        metrics=metrics,
+        trained_on=snapshot.description,
+        scope=context.scope.describe(),
+        report_png=str(report_png),
+        training_curve_png=str(trained.curve_file) if trained.curve_file else None,
+        text=(
+            f"Trained {name} on {len(snapshot.train)} choices: top-1 on "
+            f"{len(snapshot.test)} held-out prompts' choices "
+            f"{candidate.top1_accuracy:.1%} vs {baseline.top1_accuracy:.1%} "
+            f"({start.name}). {decision}"
+        ),
+        files=[
+            PostedFile(sha256=rt.store.put(path.read_bytes()), filename=filename)
+            for filename, path in plots
+            if path is not None and path.exists()
+        ],
+    )
 
 
 def _decision(promote: bool, force: bool, gain: float, margin: float) -> str:
