@@ -37,24 +37,42 @@ from torch.nn.parallel import DistributedDataParallel
 from hps.architectures import PreprocessMode
 from hps.checkpoints import save_checkpoint, sha256_of_file
 from hps.device import resolve_device
-from hps.factory import load_model
+from hps.factory import LoadedModel, load_model
 from hps.prefetch import default_decoders, make_decode_pool, prefetch_batches
 from hps.preprocess import normalize, shape_pixels
 from hps.scoring import DEFAULT_SCORE_SCALE
 from hps.training.loss import preference_loss
 from hps.training.manifests import PreferenceSet
+from hps.training.state import (
+    LEGACY_STATE_FILE,
+    STATE_FILE,
+    TrainingStateError,
+    load_state,
+    refuse_legacy_state,
+    rng_state,
+    save_state,
+    set_rng_state,
+)
 
-STATE_FILE = "train_state.safetensors"
-LEGACY_STATE_FILE = "train_state.pt"  # pickled by older versions: refused, never loaded
-STATE_METADATA_KEY = "hps_train_state"
-STATE_FORMAT_VERSION = 1
+__all__ = [
+    "CURVE_FILE",
+    "LEGACY_STATE_FILE",
+    "METRICS_FILE",
+    "MODEL_FILE",
+    "STATE_FILE",
+    "TrainConfig",
+    "TrainResult",
+    "TrainingStateError",
+    "cosine_with_warmup",
+    "freeze_all_but_last_blocks",
+    "plot_training_curve",
+    "seed_everything",
+    "train",
+]
+
 MODEL_FILE = "model.safetensors"
 METRICS_FILE = "metrics.jsonl"
 CURVE_FILE = "training_curve.png"
-
-
-class TrainingStateError(ValueError):
-    """The saved training state cannot be resumed from; the message says why and what to do."""
 
 
 @dataclass
@@ -167,114 +185,6 @@ def _epoch_order(count: int, seed: int, epoch: int, part: _Distributed) -> list[
     return order[part.rank : usable : part.world]
 
 
-def _rng_state() -> dict[str, Any]:
-    state: dict[str, Any] = {
-        "python": random.getstate(),
-        "numpy": np.random.get_state(),
-        "torch": torch.get_rng_state(),
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict[str, Any]) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def _encode(value: Any, path: str, tensors: dict[str, torch.Tensor]) -> Any:
-    """``value`` as JSON, its tensors moved into ``tensors`` under their path in the tree.
-
-    Tagged objects keep what JSON would lose: tuples, dicts with non-string keys (the
-    optimiser's parameter ids) and NumPy arrays (NumPy's RNG state)."""
-    if isinstance(value, torch.Tensor):
-        tensors[path] = value.detach().to("cpu").contiguous()
-        return {"__tensor__": path}
-    if value is None or isinstance(value, bool | int | float | str):
-        return value
-    if isinstance(value, np.ndarray):
-        return {"__ndarray__": value.tolist(), "dtype": str(value.dtype)}
-    if isinstance(value, tuple):
-        return {"__tuple__": [_encode(v, f"{path}/{i}", tensors) for i, v in enumerate(value)]}
-    if isinstance(value, list):
-        return [_encode(v, f"{path}/{i}", tensors) for i, v in enumerate(value)]
-    if isinstance(value, dict):
-        if all(isinstance(k, str) and not k.startswith("__") for k in value):
-            return {k: _encode(v, f"{path}/{k}", tensors) for k, v in value.items()}
-        return {
-            "__items__": [
-                [_encode(k, f"{path}/key{i}", tensors), _encode(v, f"{path}/{k}", tensors)]
-                for i, (k, v) in enumerate(value.items())
-            ]
-        }
-    raise TypeError(f"cannot keep a {type(value).__name__} in the training state ({path})")
-
-
-def _decode(value: Any, tensors: dict[str, torch.Tensor]) -> Any:
-    """The inverse of :func:`_encode`."""
-    if isinstance(value, list):
-        return [_decode(v, tensors) for v in value]
-    if not isinstance(value, dict):
-        return value
-    if "__tensor__" in value:
-        return tensors[value["__tensor__"]]
-    if "__ndarray__" in value:
-        return np.asarray(value["__ndarray__"], dtype=np.dtype(value["dtype"]))
-    if "__tuple__" in value:
-        return tuple(_decode(v, tensors) for v in value["__tuple__"])
-    if "__items__" in value:
-        return {_decode(k, tensors): _decode(v, tensors) for k, v in value["__items__"]}
-    return {k: _decode(v, tensors) for k, v in value.items()}
-
-
-def _save_state(path: Path, payload: dict[str, Any]) -> None:
-    """Write the training state (safetensors + JSON header), atomically."""
-    from safetensors.torch import save_file
-
-    tensors: dict[str, torch.Tensor] = {}
-    document = {"format_version": STATE_FORMAT_VERSION, "state": _encode(payload, "", tensors)}
-    partial = path.with_name(path.name + ".partial")
-    save_file(tensors, str(partial), metadata={STATE_METADATA_KEY: json.dumps(document)})
-    partial.replace(path)
-
-
-def _load_state(path: Path) -> dict[str, Any]:
-    """Read a state written by :func:`_save_state` (nothing in it is executed)."""
-    from safetensors import safe_open
-
-    try:
-        with safe_open(str(path), framework="pt", device="cpu") as handle:
-            header = handle.metadata() or {}
-            tensors = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118
-        document = json.loads(header[STATE_METADATA_KEY])
-        if document.get("format_version") != STATE_FORMAT_VERSION:
-            raise ValueError(f"format version {document.get('format_version')!r}")
-        state = _decode(document["state"], tensors)
-    except Exception as exc:
-        raise TrainingStateError(
-            f"{path}: unreadable training state ({type(exc).__name__}: {exc}); "
-            "delete it or pass --no-resume to start over"
-        ) from None
-    if not isinstance(state, dict):
-        raise TrainingStateError(f"{path}: unreadable training state (not a mapping)")
-    return state
-
-
-def _refuse_legacy_state(out: Path) -> None:
-    """A pickled state from an older version is refused, never unpickled (it can run code)."""
-    legacy = out / LEGACY_STATE_FILE
-    if legacy.exists():
-        raise TrainingStateError(
-            f"{legacy}: a training state in the old pickle format, which is no longer loaded "
-            "(unpickling a file can run any code in it); resuming from it is not possible: "
-            "delete it (or pass --no-resume) to train from the start"
-        )
-
-
 def train(
     arch: str | None,
     base_checkpoint: str | Path | None,
@@ -308,220 +218,328 @@ def train(
     part, device = _init_distributed(config.device)
     if part.main:
         out.mkdir(parents=True, exist_ok=True)
-
     seed_everything(config.seed)
     loaded = load_model(arch, base_checkpoint, sha256=base_sha256)
-    model = loaded.model.to(device).train()
-    architecture = loaded.architecture
-    preprocess = config.preprocess or loaded.metadata.get("preprocess") or architecture.preprocess
-    trainable_count = freeze_all_but_last_blocks(model, config.vision_layers, config.text_layers)
-    if config.grad_checkpointing:
-        model.set_grad_checkpointing(True)  # type: ignore[operator]
-    wrapped: torch.nn.Module = model
-    if part.world > 1:
-        wrapped = DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None
-        )
+    run = _TrainingRun(loaded, sets, out, config, part, device)
+    run.resume_or_restart(resume)
+    run.run_steps(progress=progress, stop_after=stop_after, on_step=on_step)
+    return run.finalise(val_sets, trained_on, base_checkpoint)
 
-    from open_clip.tokenizer import SimpleTokenizer
 
-    tokenizer = SimpleTokenizer(context_length=architecture.context_length)
-    per_rank = len(_epoch_order(len(sets), config.seed, 0, part))
+def _steps_planned(count: int, config: TrainConfig, part: _Distributed) -> tuple[int, int]:
+    """(total optimiser steps, warmup steps) for ``count`` sets split across the ranks."""
+    per_rank = len(_epoch_order(count, config.seed, 0, part))
     micro_per_epoch = math.ceil(per_rank / config.batch_size)
     steps_per_epoch = max(1, math.ceil(micro_per_epoch / config.grad_accum))
     total_steps = config.steps or steps_per_epoch * config.epochs
-    warmup = int(total_steps * config.warmup_ratio)
+    return total_steps, int(total_steps * config.warmup_ratio)
 
-    parameters = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(parameters, lr=config.lr, weight_decay=config.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, cosine_with_warmup(total_steps, warmup)
-    )
 
-    step, epoch, micro_done = 0, 0, 0
-    state_path = out / STATE_FILE
-    metrics_path = out / METRICS_FILE
-    if resume and not state_path.is_file():
-        _refuse_legacy_state(out)
-    if resume and state_path.is_file():
-        saved = _load_state(state_path)
-        model.load_state_dict(saved["trainable"], strict=False)
-        optimizer.load_state_dict(saved["optimizer"])
-        scheduler.load_state_dict(saved["scheduler"])
-        step, epoch, micro_done = saved["step"], saved["epoch"], saved["micro_done"]
-        _set_rng_state(saved["rng"])
-        if part.main and metrics_path.exists():  # drop metrics logged after that checkpoint
+@dataclass
+class _Window:
+    """The micro-batches accumulated towards the next optimiser step."""
+
+    micro_batches: int = 0
+    loss_sum: float = 0.0  # loss times sets, summed
+    sets: int = 0
+
+    def add(self, loss: float, sets: int) -> None:
+        self.micro_batches += 1
+        self.loss_sum += loss * sets
+        self.sets += sets
+
+    @property
+    def mean_loss(self) -> float:
+        return self.loss_sum / max(1, self.sets)
+
+
+class _TrainingRun:
+    """One call of :func:`train`: resume, optimiser steps, finalise."""
+
+    def __init__(
+        self,
+        loaded: LoadedModel,
+        sets: Sequence[PreferenceSet],
+        out: Path,
+        config: TrainConfig,
+        part: _Distributed,
+        device: torch.device,
+    ) -> None:
+        self.sets, self.out, self.config, self.part, self.device = sets, out, config, part, device
+        self.model = loaded.model.to(device).train()
+        self.architecture = loaded.architecture
+        self.preprocess = (
+            config.preprocess or loaded.metadata.get("preprocess") or self.architecture.preprocess
+        )
+        self.trainable_count = freeze_all_but_last_blocks(
+            self.model, config.vision_layers, config.text_layers
+        )
+        if config.grad_checkpointing:
+            self.model.set_grad_checkpointing(True)  # type: ignore[operator]
+        self.wrapped: torch.nn.Module = self.model
+        if part.world > 1:
+            self.wrapped = DistributedDataParallel(
+                self.model, device_ids=[device.index] if device.type == "cuda" else None
+            )
+        from open_clip.tokenizer import SimpleTokenizer
+
+        self.tokenizer = SimpleTokenizer(context_length=self.architecture.context_length)
+        self.total_steps, warmup = _steps_planned(len(sets), config, part)
+        self.parameters = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(
+            self.parameters, lr=config.lr, weight_decay=config.weight_decay
+        )
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, cosine_with_warmup(self.total_steps, warmup)
+        )
+        self.state_path = out / STATE_FILE
+        self.metrics_path = out / METRICS_FILE
+        self.step, self.epoch, self.micro_done = 0, 0, 0
+        self.steps_this_call = 0
+        self.last_loss = float("nan")
+        self.stopped_early = False
+
+    # -- resume -------------------------------------------------------------------------------
+
+    def resume_or_restart(self, resume: bool) -> None:
+        """Continue from the saved training state when asked and present, else start over."""
+        if resume and not self.state_path.is_file():
+            refuse_legacy_state(self.out)
+        if resume and self.state_path.is_file():
+            self._resume()
+        elif self.part.main and self.metrics_path.exists():
+            self.metrics_path.unlink()
+
+    def _resume(self) -> None:
+        saved = load_state(self.state_path)
+        self.model.load_state_dict(saved["trainable"], strict=False)
+        self.optimizer.load_state_dict(saved["optimizer"])
+        self.scheduler.load_state_dict(saved["scheduler"])
+        self.step, self.epoch, self.micro_done = saved["step"], saved["epoch"], saved["micro_done"]
+        set_rng_state(saved["rng"])
+        if self.part.main and self.metrics_path.exists():  # drop metrics logged after the state
             kept = [
                 line
-                for line in metrics_path.read_text().splitlines()
-                if line and json.loads(line)["step"] <= step
+                for line in self.metrics_path.read_text().splitlines()
+                if line and json.loads(line)["step"] <= self.step
             ]
-            metrics_path.write_text("".join(line + "\n" for line in kept))
-    elif part.main and metrics_path.exists():
-        metrics_path.unlink()
+            self.metrics_path.write_text("".join(line + "\n" for line in kept))
 
-    def save_training_state() -> None:
-        if not part.main:
+    def _save_training_state(self) -> None:
+        if not self.part.main:
             return
+        trained = {n for n, p in self.model.named_parameters() if p.requires_grad}
         trainable = {
             name: tensor.detach().cpu()
-            for name, tensor in model.state_dict().items()
-            if name in {n for n, p in model.named_parameters() if p.requires_grad}
+            for name, tensor in self.model.state_dict().items()
+            if name in trained
         }
-        _save_state(
-            state_path,
+        save_state(
+            self.state_path,
             {
                 "trainable": trainable,
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "step": step,
-                "epoch": epoch,
-                "micro_done": micro_done,
-                "rng": _rng_state(),
-                "config": asdict(config),
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(),
+                "step": self.step,
+                "epoch": self.epoch,
+                "micro_done": self.micro_done,
+                "rng": rng_state(),
+                "config": asdict(self.config),
             },
         )
         # A pickled state from an older version is superseded: nothing may load it later.
-        (out / LEGACY_STATE_FILE).unlink(missing_ok=True)
+        (self.out / LEGACY_STATE_FILE).unlink(missing_ok=True)
 
-    load_pixels = partial(shape_pixels, size=architecture.image_size, mode=preprocess)
-    decoders = default_decoders(device) if config.decoders is None else config.decoders
-    pool = make_decode_pool(decoders)
+    # -- steps --------------------------------------------------------------------------------
 
-    autocast = (
-        torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
-    )
-    from tqdm import tqdm
+    def run_steps(
+        self,
+        *,
+        progress: bool,
+        stop_after: int | None,
+        on_step: Callable[[int, int, float], bool] | None,
+    ) -> None:
+        """Train epoch after epoch until the last step, ``stop_after`` or ``on_step`` says so."""
+        self.load_pixels = partial(
+            shape_pixels, size=self.architecture.image_size, mode=self.preprocess
+        )
+        config = self.config
+        decoders = default_decoders(self.device) if config.decoders is None else config.decoders
+        self.pool = make_decode_pool(decoders)
+        self.autocast = (
+            torch.autocast("cuda", dtype=torch.bfloat16)
+            if self.device.type == "cuda"
+            else nullcontext()
+        )
+        from tqdm import tqdm
 
-    bar = tqdm(
-        total=total_steps,
-        initial=step,
-        disable=not (progress and part.main),
-        unit="step",
-        desc="training HPS",
-    )
-    last_loss = float("nan")
-    stopped_early = False
-    steps_this_call = 0
-    started = time.perf_counter()
-    while step < total_steps:
-        order = _epoch_order(len(sets), config.seed, epoch, part)
+        self.bar = tqdm(
+            total=self.total_steps,
+            initial=self.step,
+            disable=not (progress and self.part.main),
+            unit="step",
+            desc="training HPS",
+        )
+        self.started = time.perf_counter()
+        while self.step < self.total_steps:
+            if self._run_epoch(stop_after, on_step):
+                break
+            self.epoch += 1
+            self.micro_done = 0
+        self.bar.close()
+        if self.pool is not None:
+            self.pool.shutdown()
+
+    def _run_epoch(
+        self, stop_after: int | None, on_step: Callable[[int, int, float], bool] | None
+    ) -> bool:
+        """The rest of the current epoch; True when training stops for this call."""
+        config = self.config
+        order = _epoch_order(len(self.sets), config.seed, self.epoch, self.part)
         micro_batches = [
-            [sets[i] for i in order[start : start + config.batch_size]]
+            [self.sets[i] for i in order[start : start + config.batch_size]]
             for start in range(0, len(order), config.batch_size)
         ]
-        remaining = micro_batches[micro_done:]
+        remaining = micro_batches[self.micro_done :]
         image_lists = [[img for s in batch for img in s.images] for batch in remaining]
         loader = prefetch_batches(
-            image_lists, load_pixels, executor=pool, pin_memory=device.type == "cuda"
+            image_lists,
+            self.load_pixels,
+            executor=self.pool,
+            pin_memory=self.device.type == "cuda",
         )
-        accumulated, window_loss, window_sets = 0, 0.0, 0
+        window = _Window()
         for batch, pixels in zip(remaining, loader, strict=True):
-            sizes = [len(s.images) for s in batch]
-            targets = torch.zeros(len(batch), max(sizes))
-            for row, preference_set in enumerate(batch):
-                targets[row, : len(preference_set.target)] = torch.tensor(preference_set.target)
-            tokens = tokenizer([s.prompt for s in batch]).to(device)
-            with autocast:
-                image_features, text_features, *_ = wrapped(
-                    normalize(pixels.to(device, non_blocking=True), torch.float32), tokens
-                )
-                per_image_text = torch.repeat_interleave(
-                    text_features, torch.tensor(sizes, device=device), dim=0
-                )
-                logits = DEFAULT_SCORE_SCALE * (image_features * per_image_text).sum(dim=-1)
-                loss = preference_loss(logits, sizes, targets.to(device))
+            loss = self._forward_loss(batch, pixels)
             (loss / config.grad_accum).backward()
-            micro_done += 1
-            accumulated += 1
-            window_loss += loss.item() * len(batch)
-            window_sets += len(batch)
-            if accumulated < config.grad_accum and micro_done < len(micro_batches):
+            self.micro_done += 1
+            window.add(loss.item(), len(batch))
+            if window.micro_batches < config.grad_accum and self.micro_done < len(micro_batches):
                 continue
-            if config.max_grad_norm:
-                torch.nn.utils.clip_grad_norm_(parameters, config.max_grad_norm)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            step += 1
-            steps_this_call += 1
-            last_loss = window_loss / max(1, window_sets)
-            if part.main:
-                elapsed = time.perf_counter() - started
-                with metrics_path.open("a") as handle:
-                    handle.write(
-                        json.dumps(
-                            {
-                                "step": step,
-                                "epoch": epoch,
-                                "loss": last_loss,
-                                "lr": scheduler.get_last_lr()[0],
-                                "sets_per_s": window_sets * part.world / max(elapsed, 1e-9),
-                            }
-                        )
-                        + "\n"
-                    )
-                bar.update(1)
-                bar.set_postfix(loss=f"{last_loss:.4f}")
-            started = time.perf_counter()
-            accumulated, window_loss, window_sets = 0, 0.0, 0
-            keep_going = on_step(step, total_steps, last_loss) if on_step else True
-            if step % config.checkpoint_every == 0 or step >= total_steps:
-                save_training_state()
-            if step >= total_steps:
-                break
-            if (stop_after is not None and steps_this_call >= stop_after) or not keep_going:
-                save_training_state()
-                stopped_early = True
-                break
-        if stopped_early or step >= total_steps:
-            break
-        epoch += 1
-        micro_done = 0
-    bar.close()
-    if pool is not None:
-        pool.shutdown()
+            self._optimiser_step(window)
+            window = _Window()
+            if self._stop_after_step(stop_after, on_step):
+                return True
+        return self.stopped_early or self.step >= self.total_steps
 
-    model_path = out / MODEL_FILE
-    curve_path: Path | None = None
-    model_sha256: str | None = None
-    extra: dict[str, Any] = {"trainable_parameters": trainable_count}
-    if part.main and not stopped_early:
-        model.eval()
-        if val_sets:
-            from hps.evaluation import evaluate
-            from hps.scoring import HpsScorer
-
-            scorer = HpsScorer(
-                model, architecture, device=device, dtype=torch.float32, preprocess=preprocess
+    def _forward_loss(self, batch: list[PreferenceSet], pixels: torch.Tensor) -> torch.Tensor:
+        """The preference loss of one micro-batch (its graph kept for the backward pass)."""
+        device = self.device
+        sizes = [len(s.images) for s in batch]
+        targets = torch.zeros(len(batch), max(sizes))
+        for row, preference_set in enumerate(batch):
+            targets[row, : len(preference_set.target)] = torch.tensor(preference_set.target)
+        tokens = self.tokenizer([s.prompt for s in batch]).to(device)
+        with self.autocast:
+            image_features, text_features, *_ = self.wrapped(
+                normalize(pixels.to(device, non_blocking=True), torch.float32), tokens
             )
-            extra["validation"] = asdict(evaluate(scorer, val_sets))
-        metadata = {
-            "architecture": architecture.name,
-            "preprocess": preprocess,
-            "score_scale": DEFAULT_SCORE_SCALE,
-            "trained_on": trained_on or {"sets": len(sets)},
-            "metrics": extra.get("validation", {}),
-            "train_config": asdict(config),
-            "steps": step,
-            "final_loss": last_loss,
-            "base": _describe_base(base_checkpoint, config.seed),
+            per_image_text = torch.repeat_interleave(
+                text_features, torch.tensor(sizes, device=device), dim=0
+            )
+            logits = DEFAULT_SCORE_SCALE * (image_features * per_image_text).sum(dim=-1)
+            return preference_loss(logits, sizes, targets.to(device))
+
+    def _optimiser_step(self, window: _Window) -> None:
+        """Clip, step optimiser and schedule, and log the step's metrics."""
+        if self.config.max_grad_norm:
+            torch.nn.utils.clip_grad_norm_(self.parameters, self.config.max_grad_norm)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step += 1
+        self.steps_this_call += 1
+        self.last_loss = window.mean_loss
+        if self.part.main:
+            self._log_metrics(window.sets)
+        self.started = time.perf_counter()
+
+    def _log_metrics(self, window_sets: int) -> None:
+        elapsed = time.perf_counter() - self.started
+        row = {
+            "step": self.step,
+            "epoch": self.epoch,
+            "loss": self.last_loss,
+            "lr": self.scheduler.get_last_lr()[0],
+            "sets_per_s": window_sets * self.part.world / max(elapsed, 1e-9),
         }
-        save_checkpoint(model_path, model, metadata)
-        model_sha256 = sha256_of_file(model_path)
-        curve_path = plot_training_curve(metrics_path, out / CURVE_FILE)
-    if part.world > 1:
-        dist.barrier()
-    return TrainResult(
-        model_path,
-        step,
-        last_loss,
-        metrics_path,
-        curve_path,
-        stopped_early,
-        extra,
-        checkpoint_sha256=model_sha256,
-    )
+        with self.metrics_path.open("a") as handle:
+            handle.write(json.dumps(row) + "\n")
+        self.bar.update(1)
+        self.bar.set_postfix(loss=f"{self.last_loss:.4f}")
+
+    def _stop_after_step(
+        self, stop_after: int | None, on_step: Callable[[int, int, float], bool] | None
+    ) -> bool:
+        """Checkpoint when due; True when this call stops (last step, limit or cancel)."""
+        keep_going = on_step(self.step, self.total_steps, self.last_loss) if on_step else True
+        finished = self.step >= self.total_steps
+        if self.step % self.config.checkpoint_every == 0 or finished:
+            self._save_training_state()
+        if finished:
+            return True
+        if (stop_after is not None and self.steps_this_call >= stop_after) or not keep_going:
+            self._save_training_state()
+            self.stopped_early = True
+            return True
+        return False
+
+    # -- finalise -----------------------------------------------------------------------------
+
+    def finalise(
+        self,
+        val_sets: Sequence[PreferenceSet] | None,
+        trained_on: dict[str, Any] | None,
+        base_checkpoint: str | Path | None,
+    ) -> TrainResult:
+        """Evaluate and write the model, its sha256 and the curve (main rank, unless stopped)."""
+        model_path = self.out / MODEL_FILE
+        curve_path: Path | None = None
+        model_sha256: str | None = None
+        extra: dict[str, Any] = {"trainable_parameters": self.trainable_count}
+        if self.part.main and not self.stopped_early:
+            self.model.eval()
+            if val_sets:
+                extra["validation"] = asdict(self._evaluate(val_sets))
+            metadata = {
+                "architecture": self.architecture.name,
+                "preprocess": self.preprocess,
+                "score_scale": DEFAULT_SCORE_SCALE,
+                "trained_on": trained_on or {"sets": len(self.sets)},
+                "metrics": extra.get("validation", {}),
+                "train_config": asdict(self.config),
+                "steps": self.step,
+                "final_loss": self.last_loss,
+                "base": _describe_base(base_checkpoint, self.config.seed),
+            }
+            save_checkpoint(model_path, self.model, metadata)
+            model_sha256 = sha256_of_file(model_path)
+            curve_path = plot_training_curve(self.metrics_path, self.out / CURVE_FILE)
+        if self.part.world > 1:
+            dist.barrier()
+        return TrainResult(
+            model_path,
+            self.step,
+            self.last_loss,
+            self.metrics_path,
+            curve_path,
+            self.stopped_early,
+            extra,
+            checkpoint_sha256=model_sha256,
+        )
+
+    def _evaluate(self, val_sets: Sequence[PreferenceSet]) -> Any:
+        from hps.evaluation import evaluate
+        from hps.scoring import HpsScorer
+
+        scorer = HpsScorer(
+            self.model,
+            self.architecture,
+            device=self.device,
+            dtype=torch.float32,
+            preprocess=self.preprocess,
+        )
+        return evaluate(scorer, val_sets)
 
 
 def _describe_base(base_checkpoint: str | Path | None, seed: int) -> dict[str, Any]:

@@ -17,17 +17,16 @@ import pytest
 import torch
 
 from hps.training.manifests import load_manifest
-from hps.training.trainer import (
+from hps.training.state import (
     LEGACY_STATE_FILE,
     STATE_FILE,
-    TrainConfig,
     TrainingStateError,
-    _load_state,
-    _rng_state,
-    _save_state,
-    _set_rng_state,
-    train,
+    load_state,
+    rng_state,
+    save_state,
+    set_rng_state,
 )
+from hps.training.trainer import TrainConfig, train
 from tests.hps.datasets import write_export_manifest, write_planted_sets
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -129,19 +128,19 @@ def test_a_saved_state_round_trips_exactly(tmp_path: Path) -> None:
         "step": 3,
         "epoch": 0,
         "micro_done": 3,
-        "rng": _rng_state(),
+        "rng": rng_state(),
         "config": {"lr": 1e-3, "preprocess": None, "odd": [float("inf"), 1 / 3]},
     }
     path = tmp_path / STATE_FILE
-    _save_state(path, payload)
+    save_state(path, payload)
     assert path.read_bytes()[8:9] == b"{"  # safetensors: a JSON header, then raw tensors
     expected_draws = (random.random(), np.random.standard_normal(), torch.rand(3))
 
     random.seed(0)
     np.random.seed(0)
     torch.manual_seed(0)
-    loaded = _load_state(path)
-    _set_rng_state(loaded["rng"])
+    loaded = load_state(path)
+    set_rng_state(loaded["rng"])
     assert random.random() == expected_draws[0]
     assert np.random.standard_normal() == expected_draws[1]
     assert torch.equal(torch.rand(3), expected_draws[2])
@@ -178,7 +177,7 @@ def test_an_unreadable_state_fails_clearly(tmp_path: Path, content: bytes) -> No
     path = tmp_path / STATE_FILE
     path.write_bytes(content)
     with pytest.raises(TrainingStateError, match="unreadable training state"):
-        _load_state(path)
+        load_state(path)
 
 
 def test_a_state_header_cannot_smuggle_objects(tmp_path: Path) -> None:
@@ -191,5 +190,5 @@ def test_a_state_header_cannot_smuggle_objects(tmp_path: Path) -> None:
     }
     path = tmp_path / STATE_FILE
     save_file({"x": torch.zeros(1)}, str(path), metadata={"hps_train_state": json.dumps(document)})
-    state = _load_state(path)
+    state = load_state(path)
     assert state["rng"] == {"__reduce__": ["os.system", "echo pwned"]}
