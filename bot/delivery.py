@@ -35,6 +35,7 @@ from sqlalchemy.orm import Session
 from bot import metrics
 from bot.formatting import only_pings, render_result
 from bot.picks import pick_view
+from bot.services import BotServices, DiscordBot, services_of
 from db.engine import run_transaction_async
 from db.errors import DomainError
 from db.ingest import GenerationIn, ImageIn, record_generation
@@ -42,11 +43,13 @@ from db.jobs import get_job
 from db.outbox import (
     CLAIM_LEASE_S,
     OUTBOX_CHANNEL,
+    OutboxKind,
     claim_pending_outbox,
     mark_outbox_delivered,
     record_outbox_failure,
     renew_outbox_lease,
 )
+from jobqueue.contracts import GenerateDelivery
 from media.store import BlobIntegrityError, BlobNotFound, key_for
 
 log = logging.getLogger(__name__)
@@ -98,8 +101,11 @@ def describe_failure(exc: BaseException, token: str | None) -> str:
 
 
 class OutboxDelivery:
-    def __init__(self, bot: Any) -> None:
+    """Posts the outbox's rows to Discord (``bot``) with the bot process's ``services``."""
+
+    def __init__(self, bot: DiscordBot, services: BotServices | None = None) -> None:
         self.bot = bot
+        self.services = services or services_of(bot)
         self.wake = asyncio.Event()
         self.delivered = 0
 
@@ -120,7 +126,7 @@ class OutboxDelivery:
             listener.cancel()
 
     async def _listen(self) -> None:
-        url = make_url(self.bot.settings.database_url)
+        url = make_url(self.services.settings.database_url)
         if url.get_backend_name() != "postgresql":
             return  # SQLite: polling only
         import psycopg
@@ -146,7 +152,9 @@ class OutboxDelivery:
         posted = 0
         while True:
             claimed_at = time.monotonic()  # no later than the lease's start in the database
-            rows = await run_transaction_async(self.bot.factory, self._claim_and_describe)
+            rows = await run_transaction_async(
+                self.services.async_factory, self._claim_and_describe
+            )
             for row in rows:
                 row["lease_ends"] = claimed_at + LEASE_S
             by_channel: dict[Any, list[dict[str, Any]]] = defaultdict(list)
@@ -185,11 +193,11 @@ class OutboxDelivery:
             await self._failed(row, exc)
             return False
         stamped = await run_transaction_async(
-            self.bot.factory, partial(mark_outbox_delivered, outbox_id=row["id"])
+            self.services.async_factory, partial(mark_outbox_delivered, outbox_id=row["id"])
         )
         if not stamped:  # its lease ran out mid-post and another deliverer settled it
             log.warning("outbox row %s was settled by another deliverer meanwhile", row["id"])
-        if row["kind"] == "generate_result" and posted is not None:
+        if row["kind"] == OutboxKind.generate_result and posted is not None:
             # After the stamp: a failure here must not make the result post a second time.
             try:
                 await self._record_generation(row["payload"], posted, row.get("guild_id"))
@@ -206,7 +214,7 @@ class OutboxDelivery:
             return True
         renewing_at = time.monotonic()
         renewed = await run_transaction_async(
-            self.bot.factory,
+            self.services.async_factory,
             partial(
                 renew_outbox_lease, outbox_id=row["id"], attempts=row["attempts"], lease_s=LEASE_S
             ),
@@ -222,7 +230,7 @@ class OutboxDelivery:
         reason, permanent = classify_failure(exc)
         detail = describe_failure(exc, row["token"])
         outcome = await run_transaction_async(
-            self.bot.factory,
+            self.services.async_factory,
             partial(
                 record_outbox_failure,
                 outbox_id=row["id"],
@@ -275,9 +283,7 @@ class OutboxDelivery:
                         text, ephemeral=True, allowed_mentions=mentions
                     )
                 elif row["channel_id"]:
-                    channel = self.bot.get_channel(row["channel_id"])
-                    if channel is None:
-                        channel = await self.bot.fetch_channel(row["channel_id"])
+                    channel = await self._channel(row["channel_id"])
                     await channel.send(text, allowed_mentions=mentions)
         except Exception as exc:  # the channel is gone too, Discord is down...: the log has it
             metrics.count_error("delivery_notice")
@@ -316,15 +322,25 @@ class OutboxDelivery:
     def _followup(self, token: str) -> discord.Webhook:
         """The follow-up webhook of an interaction (an application webhook: it may post
         ephemeral messages), as ``interaction.followup`` builds it."""
+        application_id = self.bot.application_id
+        assert application_id is not None, "the bot is logged in"
         return discord.Webhook.from_state(
-            {"id": self.bot.application_id, "type": 3, "token": token}, self.bot._connection
+            {"id": application_id, "type": 3, "token": token}, self.bot._connection
         )
+
+    async def _channel(self, channel_id: int) -> Any:
+        """A channel by id (cached, else fetched); posting to it fails for one that takes
+        no messages, like any other failed post."""
+        channel = self.bot.get_channel(channel_id)
+        if channel is None:
+            channel = await self.bot.fetch_channel(channel_id)
+        return channel
 
     async def _post(self, row: dict[str, Any]) -> Any:
         """Post one row; return the message posted (None when it had nowhere to go)."""
-        post = render_result(row["kind"], row["payload"], self.bot.store)
+        post = render_result(row["kind"], row["payload"], self.services.store)
         content, files = post.content, post.files
-        is_generation = row["kind"] == "generate_result"
+        is_generation = row["kind"] == OutboxKind.generate_result
         extra: dict[str, Any] = {"allowed_mentions": post.allowed_mentions}
         if is_generation:
             extra["view"] = pick_view(len(files))
@@ -338,10 +354,8 @@ class OutboxDelivery:
                 content, files=files, wait=True, ephemeral=post.private, **extra
             )
         else:
-            channel = self.bot.get_channel(row["channel_id"]) if row["channel_id"] else None
-            if channel is None and row["channel_id"]:
-                channel = await self.bot.fetch_channel(row["channel_id"])
-            if channel is not None:
+            if row["channel_id"]:
+                channel = await self._channel(row["channel_id"])
                 posted = await channel.send(content, files=files, **extra)
         return posted
 
@@ -351,34 +365,25 @@ class OutboxDelivery:
         """The bot's own generation becomes harvestable once it is posted: its message id is
         the one the pick buttons refer to. It is the guild's where the job was asked for (an
         interaction follow-up comes back from Discord without a guild)."""
+        result = GenerateDelivery.model_validate(payload)
         images = [
-            ImageIn(
-                i["sha256"],
-                key_for(i["sha256"]),
-                i["width"],
-                i["height"],
-                i.get("phash", ""),
-                i.get("seed"),
-            )
-            for i in payload.get("images", [])
+            ImageIn(i.sha256, key_for(i.sha256), i.width, i.height, i.phash, i.seed)
+            for i in result.images
         ]
-        lora = payload.get("lora_version")
+        lora = result.lora_version
         generation = GenerationIn(
             source_message_id=posted.id,
             channel_id=posted.channel.id,
             guild_id=posted.guild.id if posted.guild else guild_id,
-            prompt=payload["prompt"],
-            generator=f"hps-sd{'+' + lora['name'] if lora else ''}",
+            prompt=result.prompt,
+            generator=f"hps-sd{'+' + lora.name if lora else ''}",
             images=images,
-            requester_id=payload.get("requested_by"),
-            params={
-                "steps": payload.get("steps"),
-                "negative_prompt": payload.get("negative_prompt"),
-            },
+            requester_id=result.requested_by,
+            params={"steps": result.steps, "negative_prompt": result.negative_prompt},
         )
         try:
             await run_transaction_async(
-                self.bot.factory, partial(record_generation, generation=generation)
+                self.services.async_factory, partial(record_generation, generation=generation)
             )
         except DomainError as exc:  # e.g. the requester opted out meanwhile
             log.info("generation %s not recorded: %s", posted.id, exc)

@@ -107,8 +107,8 @@ class ScoreUnscoredParams(ScoringParams):
     """Score every image the model has not scored yet, ``chunk_size`` at a time."""
 
     kind: ClassVar[str] = "score_unscored"
-    chunk_size: int = Field(DEFAULT_SCORE_CHUNK, ge=1)
-    limit: int | None = Field(None, ge=0)
+    chunk_size: int = Field(default=DEFAULT_SCORE_CHUNK, ge=1)
+    limit: int | None = Field(default=None, ge=0)
 
 
 def _iso_time(value: Any) -> Any:
@@ -182,7 +182,7 @@ class AdaptParams(ScoringParams):
     kind: ClassVar[str] = "adapt"
     prompts: list[str] = Field(default_factory=list)
     eval_prompts: list[str] = Field(default_factory=list)
-    limit_prompts: int = Field(DEFAULT_ADAPT_PROMPTS, ge=1)
+    limit_prompts: int = Field(default=DEFAULT_ADAPT_PROMPTS, ge=1)
     images_per_prompt: int | None = None
     alpha: float | None = None
     blur_threshold: float | None = None
@@ -257,9 +257,9 @@ class StatsParams(JobParams):
     ``bins`` score histogram bins."""
 
     kind: ClassVar[str] = "stats"
-    days: int = Field(90, ge=0, le=36_500)
-    top: int = Field(10, ge=1, le=50)
-    bins: int = Field(20, ge=2, le=200)
+    days: int = Field(default=90, ge=0, le=36_500)
+    top: int = Field(default=10, ge=1, le=50)
+    bins: int = Field(default=20, ge=2, le=200)
 
 
 PARAMS_MODELS: dict[str, type[JobParams]] = {
@@ -390,7 +390,7 @@ class GeneratedImage(BaseModel):
 
     model_config = ConfigDict(frozen=True)
     sha256: str
-    seed: int | None
+    seed: int | None = None
     width: int
     height: int
     phash: str = ""

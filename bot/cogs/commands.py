@@ -20,10 +20,13 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot import metrics
-from bot.cogs.admin import ADAPTERS, is_admin, is_operator
+from bot import checks
+from bot.checks import ADAPTERS
 from bot.downloads import DownloadRefused, download
+from bot.harvesting.cog import harvest_cog
 from bot.progress import InteractionProgress
+from bot.replies import acknowledge, say_privately
+from bot.services import BotServices, DiscordBot, services_of
 from db.channels import disable_channel, enable_channel, harvest_adapter, last_seen_message
 from db.engine import run_transaction_async
 from db.errors import JobLimitReached
@@ -34,7 +37,22 @@ from db.registry import ModelNotFound, list_model_versions, promote_model_versio
 from db.scope import Scope, find_generation, set_sharing
 from db.stats import row_counts
 from discord_text import fit_content, quote_user_text
-from jobqueue.submit import EnqueueError, enqueue_job, record_job
+from exchange.card import DEFAULT_LICENSE
+from jobqueue.contracts import (
+    DEFAULT_ADAPT_PROMPTS,
+    DEFAULT_IMAGES,
+    AdaptParams,
+    ExportParams,
+    GenerateParams,
+    JobParams,
+    JobScope,
+    RankParams,
+    RegenerateParams,
+    ScoreParams,
+    StatsParams,
+    TrainParams,
+)
+from jobqueue.submit import EnqueueError, JobOrigin, enqueue_job, record_job
 from media.intake import ImageRejected, intake_and_store
 
 log = logging.getLogger(__name__)
@@ -66,30 +84,32 @@ LearningRate = app_commands.Range[float, 1e-8, 1e-1]
 EPOCHS_HELP = "passes over the choices (default 1, the paper's)"
 LR_HELP = "learning rate (default 1.7e-5, the paper's)"
 MAX_LISTED_MODELS = 25
-# Operator jobs run in the pooled scope (db.scope): global models, the pooled guilds' data.
-POOLED = {"scope": "pooled"}
+ADAPT_LORA_STEPS = 1000  # the command's default (hps.diffusion.lora_training.LoraConfig's)
+ADAPT_IMAGES_PER_PROMPT = 8  # the command's default (hps.diffusion.adapt.AdaptConfig's)
 
 
-def train_params(force: bool, epochs: int, lr: float | None) -> dict[str, Any]:
-    """A train job's parameters from the command's options (the paper's lr unless given)."""
-    params: dict[str, Any] = {"force": force, "epochs": epochs}
+def train_params(
+    force: bool, epochs: int, lr: float | None, scope: JobScope = JobScope.guild
+) -> TrainParams:
+    """A train job's parameters from the command's options (the paper's lr unless given);
+    operators' jobs run in the pooled scope (db.scope: global models, the pooled guilds'
+    data)."""
+    chosen: dict[str, Any] = {"force": force, "epochs": epochs}
     if lr is not None:
-        params["lr"] = lr
-    return params
+        chosen["lr"] = lr
+    if scope is JobScope.pooled:
+        chosen["scope"] = scope
+    return TrainParams(**chosen)
 
 
-async def acknowledge(interaction: discord.Interaction) -> None:
-    """Defer privately (only the user sees "thinking...") within Discord's 3 seconds, and
-    time it. Private, because the first follow-up takes the deferral's visibility and may be
-    a refusal; public results are later follow-ups."""
-    await interaction.response.defer(ephemeral=True, thinking=True)
-    metrics.observe_ack_since(interaction.created_at)
-
-
-async def say_privately(interaction: discord.Interaction, text: str) -> None:
-    """A private follow-up (pings nobody): a refusal, a confirmation, a queued note."""
-    await interaction.followup.send(
-        text, ephemeral=True, allowed_mentions=discord.AllowedMentions.none()
+def origin_of(interaction: discord.Interaction) -> JobOrigin:
+    """Who asked, in which guild and channel, and the interaction that may answer."""
+    return JobOrigin(
+        requested_by=interaction.user.id,
+        guild_id=interaction.guild_id,
+        channel_id=interaction.channel_id,
+        interaction_token=interaction.token,
+        interaction_expires_at=interaction.created_at + INTERACTION_TOKEN_LIFETIME,
     )
 
 
@@ -107,13 +127,14 @@ class HpsCommands(commands.Cog):
         parent=hps,
     )
 
-    def __init__(self, bot: Any) -> None:
+    def __init__(self, bot: DiscordBot, services: BotServices | None = None) -> None:
         self.bot = bot
+        self.services = services or services_of(bot)
 
     async def _fetch_image(self, attachment: discord.Attachment) -> str:
-        settings = self.bot.settings
+        settings = self.services.settings
         raw = await download(
-            self.bot.http_session,
+            self.services.http,
             attachment.url,
             allowed_hosts=settings.allowed_cdn_hosts,
             max_bytes=settings.max_image_bytes,
@@ -126,7 +147,7 @@ class HpsCommands(commands.Cog):
             partial(
                 intake_and_store,
                 raw,
-                self.bot.store,
+                self.services.store,
                 max_bytes=settings.max_image_bytes,
                 max_pixels=settings.max_image_pixels,
             ),
@@ -136,8 +157,7 @@ class HpsCommands(commands.Cog):
     async def _submit(
         self,
         interaction: discord.Interaction,
-        kind: str,
-        params: dict[str, Any],
+        params: JobParams,
         *,
         limited: bool = True,
         queued: str | None = None,
@@ -149,18 +169,13 @@ class HpsCommands(commands.Cog):
         loop = asyncio.get_running_loop()
         record = partial(
             record_job,
-            self.bot.sync_factory,
-            kind,
+            self.services.factory,
             params,
-            requested_by=interaction.user.id,
-            guild_id=interaction.guild_id,
-            channel_id=interaction.channel_id,
-            interaction_token=interaction.token,
-            interaction_expires_at=interaction.created_at + INTERACTION_TOKEN_LIFETIME,
+            origin_of(interaction),
             limits=self._user_limits() if limited else None,
         )
         job_id: uuid.UUID = await loop.run_in_executor(None, record)
-        label = JOB_LABELS.get(kind, kind.capitalize())
+        label = JOB_LABELS.get(params.kind, params.kind.capitalize())
         # Said before the task is sent, so that no result can be the first follow-up (which
         # would take the private deferral's visibility).
         try:
@@ -168,25 +183,26 @@ class HpsCommands(commands.Cog):
                 await say_privately(interaction, queued or f"{label}: queued")
         except (discord.HTTPException, TimeoutError) as exc:  # a courtesy: the job still runs
             log.info("queued note for job %s not posted: %r", job_id, exc)
-        enqueue = partial(enqueue_job, self.bot.celery, self.bot.sync_factory, kind, job_id)
+        services = self.services
+        enqueue = partial(enqueue_job, services.celery, services.factory, params.kind, job_id)
         await loop.run_in_executor(None, enqueue)
-        self.bot.job_progress.follow(job_id, label, interaction)
+        services.job_progress.follow(job_id, label, interaction)
         return job_id
 
     async def _queue_admin_job(
-        self, interaction: discord.Interaction, kind: str, params: dict[str, Any], queued: str
+        self, interaction: discord.Interaction, params: JobParams, queued: str
     ) -> None:
         """Queue an admin's job (no user limits) and say so in the command's response."""
-        await self._submit_or_apologise(interaction, kind, params, limited=False, queued=queued)
+        await self._submit_or_apologise(interaction, params, limited=False, queued=queued)
 
     def _user_limits(self) -> UserJobLimits:
-        settings = self.bot.settings
+        settings = self.services.settings
         return UserJobLimits(settings.user_jobs_per_minute, settings.user_max_open_jobs)
 
     async def _check_user_limits(self, user_id: int, guild_id: int | None) -> None:
         """A cheap early refusal (before a download); the job's insert checks again."""
         await run_transaction_async(
-            self.bot.factory,
+            self.services.async_factory,
             partial(
                 check_user_job_limits,
                 user_id=user_id,
@@ -205,7 +221,7 @@ class HpsCommands(commands.Cog):
             # Before the download.
             await self._check_user_limits(interaction.user.id, interaction.guild_id)
             sha = await self._fetch_image(image)
-            await self._submit(interaction, "score", {"prompt": prompt, "images": [sha]})
+            await self._submit(interaction, ScoreParams(prompt=prompt, images=[sha]))
         except (DownloadRefused, ImageRejected, EnqueueError, JobLimitReached) as exc:
             await say_privately(interaction, f"Sorry, I can't score that: {exc}")
 
@@ -215,10 +231,10 @@ class HpsCommands(commands.Cog):
         self,
         interaction: discord.Interaction,
         prompt: Prompt,
-        n: app_commands.Range[int, 1, 10] = 4,
+        n: app_commands.Range[int, 1, 10] = DEFAULT_IMAGES,
     ) -> None:
         await acknowledge(interaction)
-        await self._submit_or_apologise(interaction, "generate", {"prompt": prompt, "n": n})
+        await self._submit_or_apologise(interaction, GenerateParams(prompt=prompt, n=n))
 
     async def _generation_from(self, interaction: discord.Interaction, target: str) -> int | None:
         """A generation id of this server, from a message link or a message id; None for
@@ -228,7 +244,7 @@ class HpsCommands(commands.Cog):
         if message_id is None or interaction.guild_id is None:
             return None
         return await run_transaction_async(
-            self.bot.factory,
+            self.services.async_factory,
             partial(
                 find_generation, scope=Scope.guild(interaction.guild_id), message_id=message_id
             ),
@@ -237,8 +253,7 @@ class HpsCommands(commands.Cog):
     async def _submit_or_apologise(
         self,
         interaction: discord.Interaction,
-        kind: str,
-        params: dict[str, Any],
+        params: JobParams,
         *,
         limited: bool = True,
         queued: str | None = None,
@@ -246,14 +261,18 @@ class HpsCommands(commands.Cog):
         """Queue the job; tell the user (privately) when the queue is unavailable or they
         reached their limits."""
         try:
-            await self._submit(interaction, kind, params, limited=limited, queued=queued)
+            await self._submit(interaction, params, limited=limited, queued=queued)
         except (EnqueueError, JobLimitReached) as exc:
             await say_privately(interaction, f"Sorry: {exc}")
             return False
         return True
 
     async def _submit_for_generation(
-        self, interaction: discord.Interaction, message: str, kind: str, params: dict[str, Any]
+        self,
+        interaction: discord.Interaction,
+        message: str,
+        params: type[RankParams] | type[RegenerateParams],
+        **options: Any,
     ) -> None:
         generation_id = await self._generation_from(interaction, message.strip())
         if generation_id is None:
@@ -262,15 +281,13 @@ class HpsCommands(commands.Cog):
                 "I have no generation for that message in this server (is the channel harvested?)",
             )
             return
-        await self._submit_or_apologise(
-            interaction, kind, {"generation_id": generation_id, **params}
-        )
+        await self._submit_or_apologise(interaction, params(generation_id=generation_id, **options))
 
     @hps.command(name="rank", description="Rank the images of a generation by HPS")
     @app_commands.describe(message="a link to the message with the images (or its id)")
     async def rank(self, interaction: discord.Interaction, message: MessageLink) -> None:
         await acknowledge(interaction)
-        await self._submit_for_generation(interaction, message, "rank", {})
+        await self._submit_for_generation(interaction, message, RankParams)
 
     @hps.command(name="regenerate", description="Redo a generation with the community's taste")
     @app_commands.describe(
@@ -280,15 +297,17 @@ class HpsCommands(commands.Cog):
         self,
         interaction: discord.Interaction,
         message: MessageLink,
-        n: app_commands.Range[int, 1, 16] = 4,
+        n: app_commands.Range[int, 1, 16] = DEFAULT_IMAGES,
     ) -> None:
         await acknowledge(interaction)
-        await self._submit_for_generation(interaction, message, "regenerate", {"n": n})
+        await self._submit_for_generation(interaction, message, RegenerateParams, n=n)
 
     @privacy.command(name="optout", description="Stop storing anything of mine")
     async def optout(self, interaction: discord.Interaction) -> None:
         await acknowledge(interaction)
-        await run_transaction_async(self.bot.factory, partial(opt_out, user_id=interaction.user.id))
+        await run_transaction_async(
+            self.services.async_factory, partial(opt_out, user_id=interaction.user.id)
+        )
         await say_privately(
             interaction,
             "Opted out: nothing of yours is stored from now on. "
@@ -298,7 +317,9 @@ class HpsCommands(commands.Cog):
     @privacy.command(name="optin", description="Allow storing my generations and picks")
     async def optin(self, interaction: discord.Interaction) -> None:
         await acknowledge(interaction)
-        await run_transaction_async(self.bot.factory, partial(opt_in, user_id=interaction.user.id))
+        await run_transaction_async(
+            self.services.async_factory, partial(opt_in, user_id=interaction.user.id)
+        )
         await say_privately(interaction, "Opted in: thank you.")
 
     @privacy.command(name="forget-me", description="Delete everything stored about me")
@@ -306,39 +327,31 @@ class HpsCommands(commands.Cog):
         await acknowledge(interaction)
         user_id = interaction.user.id
         orphans = await run_transaction_async(
-            self.bot.factory, partial(forget_user, user_id=user_id, keep_opt_out=True)
+            self.services.async_factory, partial(forget_user, user_id=user_id, keep_opt_out=True)
         )
-        removed = await self.bot.purge_blobs(orphans)
+        removed = await self.services.purge_blobs(orphans)
         await say_privately(
             interaction,
             f"Done: your generations, picks and jobs are deleted ({removed} images removed), "
             "and you stay opted out. `/hps privacy optin` to take part again.",
         )
 
-    # -- admin (checked server-side in each command) ---------------------------------
-    async def _refuse_non_admins(self, interaction: discord.Interaction) -> bool:
-        await acknowledge(interaction)
-        if await is_admin(self.bot, interaction):
-            return False
-        await say_privately(interaction, "Only server admins can use this command.")
-        return True
-
+    # -- admin (checked server-side by each command's check) -------------------------
     @admin.command(name="channels", description="Harvest (or stop harvesting) a channel")
+    @checks.admin()
     async def channels(
         self,
         interaction: discord.Interaction,
         channel: discord.TextChannel,
         adapter: ADAPTERS | None = None,
     ) -> None:
-        if await self._refuse_non_admins(interaction):
-            return
         assert interaction.guild_id is not None
         if channel.guild.id != interaction.guild_id:
             await say_privately(interaction, "That channel is not in this server.")
             return
         if adapter is None:
             was = await run_transaction_async(
-                self.bot.factory,
+                self.services.async_factory,
                 partial(disable_channel, channel_id=channel.id, guild_id=interaction.guild_id),
             )
             text = (
@@ -348,7 +361,7 @@ class HpsCommands(commands.Cog):
             )
         else:
             await run_transaction_async(
-                self.bot.factory,
+                self.services.async_factory,
                 partial(
                     enable_channel,
                     guild_id=interaction.guild_id,
@@ -358,7 +371,7 @@ class HpsCommands(commands.Cog):
                 ),
             )
             text = f"Harvesting {channel.mention} with the {adapter} adapter."
-        harvest = self.bot.get_cog("HarvestCog")
+        harvest = harvest_cog(self.bot)
         if harvest is not None:
             harvest.forget_channel_config()
         await say_privately(interaction, text)
@@ -369,6 +382,7 @@ class HpsCommands(commands.Cog):
     @app_commands.describe(
         force="promote even if it does not beat the active model", epochs=EPOCHS_HELP, lr=LR_HELP
     )
+    @checks.admin()
     async def train(
         self,
         interaction: discord.Interaction,
@@ -376,17 +390,14 @@ class HpsCommands(commands.Cog):
         epochs: Epochs = 1,
         lr: LearningRate | None = None,
     ) -> None:
-        if await self._refuse_non_admins(interaction):
-            return
         params = train_params(force, epochs, lr)
         await self._queue_admin_job(
-            interaction, "train", params, "Training queued; the report will be posted here."
+            interaction, params, "Training queued; the report will be posted here."
         )
 
     @admin.command(name="promote", description="Make one of this server's model versions active")
+    @checks.admin()
     async def promote(self, interaction: discord.Interaction, version_id: int) -> None:
-        if await self._refuse_non_admins(interaction):
-            return
         assert interaction.guild_id is not None
         await self._promote(interaction, version_id, Scope.guild(interaction.guild_id))
 
@@ -395,7 +406,7 @@ class HpsCommands(commands.Cog):
     ) -> None:
         try:
             name = await run_transaction_async(
-                self.bot.factory,
+                self.services.async_factory,
                 lambda session: promote_model_version(session, version_id, scope).name,
             )
         except ModelNotFound as exc:
@@ -407,9 +418,8 @@ class HpsCommands(commands.Cog):
         )
 
     @admin.command(name="models", description="This server's model versions")
+    @checks.admin()
     async def models(self, interaction: discord.Interaction) -> None:
-        if await self._refuse_non_admins(interaction):
-            return
         assert interaction.guild_id is not None
         await say_privately(
             interaction, await self._describe_models(Scope.guild(interaction.guild_id))
@@ -422,7 +432,7 @@ class HpsCommands(commands.Cog):
                 for v in list_model_versions(session, scope=scope)[:MAX_LISTED_MODELS]
             ]
 
-        found = await run_transaction_async(self.bot.factory, lines)
+        found = await run_transaction_async(self.services.async_factory, lines)
         heading = "Global model versions" if scope.is_pooled else "This server's model versions"
         if not found:
             return f"{heading}: none yet (the server uses the global ones)."
@@ -433,14 +443,13 @@ class HpsCommands(commands.Cog):
         mode="private: only this server's models and exports; pooled: also global training "
         "and exports across servers"
     )
+    @checks.admin()
     async def sharing(
         self, interaction: discord.Interaction, mode: Literal["private", "pooled"]
     ) -> None:
-        if await self._refuse_non_admins(interaction):
-            return
         assert interaction.guild_id is not None
         await run_transaction_async(
-            self.bot.factory,
+            self.services.async_factory,
             partial(set_sharing, guild_id=interaction.guild_id, sharing=Sharing(mode)),
         )
         text = (
@@ -452,16 +461,16 @@ class HpsCommands(commands.Cog):
         await say_privately(interaction, text)
 
     @admin.command(name="stats", description="Charts of what this server collected")
+    @checks.admin()
     async def stats(self, interaction: discord.Interaction) -> None:
-        if await self._refuse_non_admins(interaction):
-            return
         assert interaction.guild_id is not None
         counts = await run_transaction_async(
-            self.bot.factory, partial(row_counts, scope=Scope.guild(interaction.guild_id))
+            self.services.async_factory,
+            partial(row_counts, scope=Scope.guild(interaction.guild_id)),
         )
         summary = ", ".join(f"{value} {name}" for name, value in counts.items())
         queued = f"The dataset holds {summary}. Charts are on their way."
-        await self._queue_admin_job(interaction, "stats", {}, queued)
+        await self._queue_admin_job(interaction, StatsParams(), queued)
 
     @admin.command(name="backfill", description="Harvest a channel's history (idempotent)")
     @app_commands.describe(
@@ -469,6 +478,7 @@ class HpsCommands(commands.Cog):
         from_start="read the whole history, not only what came after the last seen message",
         limit="read at most this many messages",
     )
+    @checks.admin()
     async def backfill(
         self,
         interaction: discord.Interaction,
@@ -476,10 +486,8 @@ class HpsCommands(commands.Cog):
         from_start: bool = False,
         limit: app_commands.Range[int, 1, 1_000_000] | None = None,
     ) -> None:
-        if await self._refuse_non_admins(interaction):
-            return
         adapter = await run_transaction_async(
-            self.bot.factory,
+            self.services.async_factory,
             partial(harvest_adapter, channel_id=channel.id, guild_id=interaction.guild_id),
         )
         if adapter is None:
@@ -490,10 +498,11 @@ class HpsCommands(commands.Cog):
         after = None
         if not from_start:
             after = await run_transaction_async(
-                self.bot.factory, partial(last_seen_message, channel_id=channel.id)
+                self.services.async_factory, partial(last_seen_message, channel_id=channel.id)
             )
         progress = InteractionProgress(interaction)
-        harvest = self.bot.get_cog("HarvestCog")
+        harvest = harvest_cog(self.bot)
+        assert harvest is not None, "the harvest cog is loaded with this one"
         report = await harvest.backfiller.channel(
             channel,
             after=after,
@@ -508,52 +517,42 @@ class HpsCommands(commands.Cog):
         lora_steps="LoRA training steps",
         images_per_prompt="images generated per prompt for the selection",
     )
+    @checks.admin()
     async def adapt(
         self,
         interaction: discord.Interaction,
-        prompts: app_commands.Range[int, 4, 100_000] = 500,
-        lora_steps: app_commands.Range[int, 1, 1_000_000] = 1000,
-        images_per_prompt: app_commands.Range[int, 4, 64] = 8,
+        prompts: app_commands.Range[int, 4, 100_000] = DEFAULT_ADAPT_PROMPTS,
+        lora_steps: app_commands.Range[int, 1, 1_000_000] = ADAPT_LORA_STEPS,
+        images_per_prompt: app_commands.Range[int, 4, 64] = ADAPT_IMAGES_PER_PROMPT,
     ) -> None:
-        if await self._refuse_non_admins(interaction):
-            return
-        params = {
-            "limit_prompts": prompts,
-            "lora_steps": lora_steps,
-            "images_per_prompt": images_per_prompt,
-        }
+        params = AdaptParams(
+            limit_prompts=prompts, lora_steps=lora_steps, images_per_prompt=images_per_prompt
+        )
         await self._queue_admin_job(
-            interaction, "adapt", params, "Adaptation queued; the evaluation will be posted here."
+            interaction, params, "Adaptation queued; the evaluation will be posted here."
         )
 
     @admin.command(name="export", description="Export the dataset (Pick-a-Pic parquet, HPD)")
     @app_commands.describe(licence="licence written into the dataset card")
+    @checks.admin()
     async def export(
         self,
         interaction: discord.Interaction,
-        licence: Licence = "cc-by-4.0",
+        licence: Licence = DEFAULT_LICENSE,
     ) -> None:
-        if await self._refuse_non_admins(interaction):
-            return
-        params = {"licence": licence}  # the job's guild decides what is exported
+        params = ExportParams(licence=licence)  # the job's guild decides what is exported
         await self._queue_admin_job(
-            interaction, "export", params, "Export queued; the dataset card will be posted here."
+            interaction, params, "Export queued; the dataset card will be posted here."
         )
 
-    # -- operators (checked server-side in each command) -----------------------------
-    async def _refuse_non_operators(self, interaction: discord.Interaction) -> bool:
-        await acknowledge(interaction)
-        if await is_operator(self.bot, interaction.user):
-            return False
-        await say_privately(interaction, "Only the bot's operators can use this command.")
-        return True
-
+    # -- operators (checked server-side by each command's check) ---------------------
     @operator.command(
         name="train", description="Train a global HPS candidate on the pooled servers' choices"
     )
     @app_commands.describe(
         force="promote even if it does not beat the global model", epochs=EPOCHS_HELP, lr=LR_HELP
     )
+    @checks.operator()
     async def operator_train(
         self,
         interaction: discord.Interaction,
@@ -561,55 +560,47 @@ class HpsCommands(commands.Cog):
         epochs: Epochs = 1,
         lr: LearningRate | None = None,
     ) -> None:
-        if await self._refuse_non_operators(interaction):
-            return
-        params = {**POOLED, **train_params(force, epochs, lr)}
+        params = train_params(force, epochs, lr, JobScope.pooled)
         await self._queue_admin_job(
-            interaction, "train", params, "Global training queued; the report will be posted here."
+            interaction, params, "Global training queued; the report will be posted here."
         )
 
     @operator.command(
         name="adapt", description="Adapt Stable Diffusion to the pooled servers' taste (global)"
     )
+    @checks.operator()
     async def operator_adapt(
         self,
         interaction: discord.Interaction,
-        prompts: app_commands.Range[int, 4, 100_000] = 500,
-        lora_steps: app_commands.Range[int, 1, 1_000_000] = 1000,
+        prompts: app_commands.Range[int, 4, 100_000] = DEFAULT_ADAPT_PROMPTS,
+        lora_steps: app_commands.Range[int, 1, 1_000_000] = ADAPT_LORA_STEPS,
     ) -> None:
-        if await self._refuse_non_operators(interaction):
-            return
-        params = {**POOLED, "limit_prompts": prompts, "lora_steps": lora_steps}
+        params = AdaptParams(scope=JobScope.pooled, limit_prompts=prompts, lora_steps=lora_steps)
         await self._queue_admin_job(
             interaction,
-            "adapt",
             params,
             "Global adaptation queued; the report will be posted here.",
         )
 
     @operator.command(name="promote", description="Make a global model version the active one")
+    @checks.operator()
     async def operator_promote(self, interaction: discord.Interaction, version_id: int) -> None:
-        if await self._refuse_non_operators(interaction):
-            return
         await self._promote(interaction, version_id, Scope.pooled())
 
     @operator.command(name="models", description="The global model versions")
+    @checks.operator()
     async def operator_models(self, interaction: discord.Interaction) -> None:
-        if await self._refuse_non_operators(interaction):
-            return
         await say_privately(interaction, await self._describe_models(Scope.pooled()))
 
     @operator.command(
         name="export", description="Export the pooled servers' data (the card lists them)"
     )
+    @checks.operator()
     async def operator_export(
-        self, interaction: discord.Interaction, licence: Licence = "cc-by-4.0"
+        self, interaction: discord.Interaction, licence: Licence = DEFAULT_LICENSE
     ) -> None:
-        if await self._refuse_non_operators(interaction):
-            return
         await self._queue_admin_job(
             interaction,
-            "export",
-            {**POOLED, "licence": licence},
+            ExportParams(scope=JobScope.pooled, licence=licence),
             "Export of the pooled servers queued; the dataset card will be posted here.",
         )

@@ -10,7 +10,7 @@ from typing import Any
 from PIL import Image
 
 from sandbox.emulator import DiscordEmulator
-from tests.bot.test_harvest import eventually
+from tests.bot.helpers import eventually
 
 
 def png_bytes() -> bytes:
@@ -117,7 +117,7 @@ async def test_generate_then_pick_with_buttons_that_survive_a_restart(
 
     from bot.client import HpsBot
     from db.models import Choice, Generation
-    from tests.bot.test_harvest import _picked_position, count
+    from tests.bot.helpers import _picked_position, count
 
     emulator: DiscordEmulator = live["emulator"]
     alice, bob = emulator.add_user("alice"), emulator.add_user("bob")
@@ -187,7 +187,7 @@ async def test_rank_and_regenerate_a_harvested_generation(
     live: dict[str, Any], pg_factory: Any
 ) -> None:
     from db.channels import enable_channel
-    from tests.bot.test_harvest import count, png
+    from tests.bot.helpers import count, png
 
     emulator: DiscordEmulator = live["emulator"]
     with pg_factory() as session, session.begin():
@@ -263,7 +263,7 @@ async def test_admin_stats_and_export_post_their_reports(
     """The default-queue jobs of issue 7 through the bot: charts and the export's card come
     back into the channel as files."""
     from db.models import Choice
-    from tests.bot.test_harvest import admin_call, count, post_generation
+    from tests.bot.helpers import admin_call, count, post_generation
 
     emulator: DiscordEmulator = live["emulator"]
     from db.channels import enable_channel

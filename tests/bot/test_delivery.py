@@ -25,7 +25,7 @@ from db.models import OutboxMessage, utcnow
 from db.outbox import write_outbox
 from media.store import BlobIntegrityError, BlobNotFound
 from sandbox.emulator import DiscordEmulator
-from tests.bot.test_harvest import eventually
+from tests.bot.helpers import eventually
 
 UNKNOWN_CHANNEL = 4_242_424_242
 MISSING_SHA = "0" * 64

@@ -15,7 +15,6 @@ from sqlalchemy.orm import Session, sessionmaker
 from config import load_settings
 from db.models import JobStatus
 from jobqueue.app import make_celery
-from jobqueue.submit import submit_job
 from media.store import LocalImageStore
 from tests.exchange.conftest import GUILD, SPLIT_SALT, build_community
 from tests.worker.harness import (
@@ -23,6 +22,8 @@ from tests.worker.harness import (
     flush_broker,
     outbox_rows,
     start_worker,
+    submit,
+    submit_unchecked,
     wait_for_job,
     worker_env,
 )
@@ -53,7 +54,7 @@ def test_export_job_end_to_end(
 ) -> None:
     store = LocalImageStore(data_dir / "images")
     community = build_community(pg_factory, store, prompts=12)
-    job_id = submit_job(
+    job_id = submit(
         client,
         pg_factory,
         "export",
@@ -79,6 +80,6 @@ def test_export_job_end_to_end(
     assert "license: cc-by-sa-4.0" in (folder / "README.md").read_text()
     assert (data_dir / "export_user_salt").is_file()  # no EXPORT_USER_SALT configured
 
-    bad = submit_job(client, pg_factory, "export", {"formats": "csv"}, channel_id=5)
+    bad = submit_unchecked(client, pg_factory, "export", {"formats": "csv"}, channel_id=5)
     failed = wait_for_job(pg_factory, bad, timeout=60)
     assert failed.status == JobStatus.failed and "unknown export format" in (failed.error or "")

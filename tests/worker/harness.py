@@ -17,12 +17,15 @@ import torch
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from db.jobs import get_job
+from db.engine import run_transaction
+from db.jobs import create_job, get_job
 from db.models import TERMINAL_JOB_STATUSES, ModelKind, OutboxMessage
 from db.registry import promote_model_version, register_model_version
 from db.scope import Scope
 from hps.architectures import build_model, get_architecture
 from hps.checkpoints import save_checkpoint, sha256_of_file
+from jobqueue.contracts import parse_params
+from jobqueue.submit import JobOrigin, enqueue_job, submit_job
 from worker.process import WorkerProcess
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -99,6 +102,34 @@ def wait_for_job(
                 return job
         time.sleep(0.1)
     raise TimeoutError(f"job {job_id} did not get there in {timeout} s")
+
+
+def submit(
+    client: Any,
+    factory: sessionmaker[Session],
+    kind: str,
+    params: dict[str, Any] | None = None,
+    **origin: Any,
+) -> uuid.UUID:
+    """``submit_job`` with the parameters as JSON (checked by the contract, as the CLI's are)
+    and the origin's fields as keywords."""
+    return submit_job(client, factory, parse_params(kind, params), JobOrigin(**origin))
+
+
+def submit_unchecked(
+    client: Any,
+    factory: sessionmaker[Session],
+    kind: str,
+    params: dict[str, Any],
+    **origin: Any,
+) -> uuid.UUID:
+    """A job row with parameters no client checked (an older client's, or written by hand),
+    sent to the workers: they validate it on arrival."""
+    job_id = run_transaction(
+        factory, lambda session: create_job(session, kind, params, **origin).id
+    )
+    enqueue_job(client, factory, kind, job_id)
+    return job_id
 
 
 def outbox_rows(factory: sessionmaker[Session], job_id: uuid.UUID) -> list[OutboxMessage]:

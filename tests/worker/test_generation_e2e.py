@@ -17,7 +17,6 @@ from db.ingest import GenerationIn, ImageIn, record_generation
 from db.models import JobStatus, ModelKind, ModelStatus, ModelVersion
 from db.registry import promote_model_version
 from jobqueue.app import make_celery
-from jobqueue.submit import submit_job
 from media.intake import encode_canonical
 from media.store import LocalImageStore, key_for
 from tests.hps.datasets import planted_image
@@ -27,6 +26,7 @@ from tests.worker.harness import (
     outbox_rows,
     register_tiny_model,
     running_worker,
+    submit,
     wait_for_job,
     worker_env,
 )
@@ -53,7 +53,7 @@ def client(data_dir: Path) -> Celery:
 
 
 def run(client: Celery, factory: sessionmaker[Session], kind: str, params: dict[str, Any]) -> Any:
-    job_id = submit_job(client, factory, kind, params, guild_id=1)  # the data's server
+    job_id = submit(client, factory, kind, params, guild_id=1)  # the data's server
     job = wait_for_job(factory, job_id, timeout=300)
     assert job.status == JobStatus.succeeded, job.error
     assert len(outbox_rows(factory, job_id)) == 1

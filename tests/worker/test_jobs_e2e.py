@@ -17,9 +17,8 @@ from config import load_settings
 from db.ingest import ChoiceIn, GenerationIn, ImageIn, record_choice, record_generation
 from db.jobs import request_cancel
 from db.models import ChoiceMethod, JobStatus, ModelStatus, ModelVersion, Score
-from hps.factory import build_scorer
+from hps.scoring import build_scorer
 from jobqueue.app import make_celery
-from jobqueue.submit import submit_job
 from media.intake import encode_canonical
 from media.store import LocalImageStore, key_for
 from tests.hps.datasets import planted_image
@@ -30,6 +29,8 @@ from tests.worker.harness import (
     outbox_rows,
     register_tiny_model,
     running_worker,
+    submit,
+    submit_unchecked,
     wait_for_job,
     worker_env,
 )
@@ -104,7 +105,7 @@ def test_score_job_end_to_end(
 ) -> None:
     register_tiny_model(pg_factory, data_dir / "models", "score-e2e", seed=1)
     images = [stored(store, planted_image(random.Random(i), i == 0)) for i in range(3)]
-    job_id = submit_job(
+    job_id = submit(
         client,
         pg_factory,
         "score",
@@ -139,7 +140,7 @@ def test_rank_job_stores_scores_once(
 
         generation_id = session.scalar(select(Generation.id))
     for _ in range(2):
-        job_id = submit_job(
+        job_id = submit(
             client, pg_factory, "rank", {"generation_id": generation_id}, guild_id=GUILD
         )
         assert wait_for_job(pg_factory, job_id).status == JobStatus.succeeded
@@ -158,7 +159,7 @@ def test_train_job_promotes_a_better_candidate_and_refuses_one_that_is_not(
     first = register_tiny_model(pg_factory, data_dir / "models", "start", seed=4)
     community(pg_factory, store, 120, seed=5)
 
-    same = submit_job(
+    same = submit(
         client, pg_factory, "train", {"lr": 0.0, "steps": 3, "batch_size": 8}, guild_id=GUILD
     )
     job = wait_for_job(pg_factory, same, timeout=300)
@@ -170,7 +171,7 @@ def test_train_job_promotes_a_better_candidate_and_refuses_one_that_is_not(
     assert statuses["start"] == ModelStatus.active
     assert statuses[job.result["candidate_name"]] == ModelStatus.candidate
 
-    better = submit_job(
+    better = submit(
         client, pg_factory, "train", {"lr": 1e-3, "epochs": 3, "batch_size": 8}, guild_id=GUILD
     )
     job = wait_for_job(pg_factory, better, timeout=300)
@@ -198,11 +199,11 @@ def test_train_job_promotes_a_better_candidate_and_refuses_one_that_is_not(
 
     # The next score job uses the promoted model without a worker restart.
     image = stored(store, planted_image(random.Random(1), True))
-    job_id = submit_job(
+    job_id = submit(
         client, pg_factory, "score", {"prompt": "x", "images": [image.sha256]}, guild_id=GUILD
     )
     assert wait_for_job(pg_factory, job_id).result["model_version"]["id"] == active[1].id
-    elsewhere = submit_job(
+    elsewhere = submit(
         client, pg_factory, "score", {"prompt": "x", "images": [image.sha256]}, guild_id=GUILD + 1
     )
     assert wait_for_job(pg_factory, elsewhere).result["model_version"]["id"] == first
@@ -219,13 +220,13 @@ def test_failures_are_readable_and_the_worker_keeps_serving(
     register_tiny_model(pg_factory, models, "healthy", seed=6)
     image = stored(store, planted_image(random.Random(2), False))
 
-    deleted = submit_job(client, pg_factory, "score", {"prompt": "x", "images": ["ab" * 32]})
+    deleted = submit(client, pg_factory, "score", {"prompt": "x", "images": ["ab" * 32]})
     job = wait_for_job(pg_factory, deleted)
     assert job.status == JobStatus.failed
     assert job.error == f"image {'ab' * 32} is no longer stored (was it deleted?)"
     assert outbox_rows(pg_factory, deleted)[0].kind == "job_failed"
 
-    gone = submit_job(client, pg_factory, "rank", {"generation_id": 123456}, guild_id=GUILD)
+    gone = submit(client, pg_factory, "rank", {"generation_id": 123456}, guild_id=GUILD)
     assert (
         wait_for_job(pg_factory, gone).error
         == "generation 123456 no longer exists (was it deleted?)"
@@ -233,7 +234,7 @@ def test_failures_are_readable_and_the_worker_keeps_serving(
 
     missing = register_tiny_model(pg_factory, models, "missing", seed=7, activate=False)
     (models / "missing.safetensors").unlink()
-    job_id = submit_job(
+    job_id = submit(
         client,
         pg_factory,
         "score",
@@ -251,7 +252,7 @@ def test_failures_are_readable_and_the_worker_keeps_serving(
 
     corrupt = register_tiny_model(pg_factory, models, "corrupt", seed=8, activate=False)
     (models / "corrupt.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{garbage")
-    job_id = submit_job(
+    job_id = submit(
         client,
         pg_factory,
         "score",
@@ -261,8 +262,32 @@ def test_failures_are_readable_and_the_worker_keeps_serving(
     # Its registered sha256 no longer matches: refused before it is even parsed.
     assert job.status == JobStatus.failed and "is not the registered file" in job.error
 
-    healthy = submit_job(client, pg_factory, "score", {"prompt": "x", "images": [image.sha256]})
+    healthy = submit(client, pg_factory, "score", {"prompt": "x", "images": [image.sha256]})
     assert wait_for_job(pg_factory, healthy).status == JobStatus.succeeded
+    assert worker.process.poll() is None
+
+
+def test_a_job_with_malformed_params_fails_with_a_clear_message(
+    worker: Any, client: Celery, pg_factory: sessionmaker[Session]
+) -> None:
+    """Parameters are checked by the contract when the job arrives: a row no client checked
+    (an older bot's, one written by hand) fails with a message naming the kind and the field,
+    and the worker goes on serving."""
+    bad = submit_unchecked(
+        client, pg_factory, "rank", {"generation_id": "the red one"}, guild_id=GUILD, channel_id=5
+    )
+    job = wait_for_job(pg_factory, bad)
+    reason = "bad rank parameters: generation_id must be a whole number, not 'the red one'"
+    assert job.status == JobStatus.failed and job.error == reason
+    [row] = outbox_rows(pg_factory, bad)
+    assert row.kind == "job_failed" and row.payload["error"] == reason
+
+    unknown = submit_unchecked(client, pg_factory, "stats", {"dayz": 3}, channel_id=5)
+    assert wait_for_job(pg_factory, unknown).error == (
+        "bad stats parameters: dayz is not a parameter of this kind"
+    )
+    fine = submit(client, pg_factory, "stats", {"days": 3}, channel_id=5)
+    assert wait_for_job(pg_factory, fine).status == JobStatus.succeeded
     assert worker.process.poll() is None
 
 
@@ -275,7 +300,7 @@ def test_cancelling_a_running_job(
 ) -> None:
     register_tiny_model(pg_factory, data_dir / "models", "cancel", seed=9)
     community(pg_factory, store, 60, seed=10)
-    job_id = submit_job(
+    job_id = submit(
         client, pg_factory, "train", {"lr": 1e-3, "epochs": 50, "batch_size": 4}, guild_id=GUILD
     )
     wait_for_job(pg_factory, job_id, until=lambda job: job.progress > 0.01, timeout=120)
@@ -355,7 +380,7 @@ def test_operators_cli_without_discord(
 def test_worker_command_line() -> None:
     import argparse
 
-    from cli.jobs_commands import worker_argv
+    from cli.commands.worker import worker_argv
 
     argv = worker_argv(
         argparse.Namespace(

@@ -203,8 +203,9 @@ def test_the_train_job_verifies_its_base_and_registers_what_it_wrote(
     from db.engine import run_transaction
     from db.jobs import create_job, start_job
     from db.registry import promote_model_version
+    from jobqueue.contracts import TrainParams
     from tests.worker.test_jobs_e2e import GUILD, community
-    from worker.lifecycle import JobContext
+    from worker.lifecycle import JobContext, finish
     from worker.runtime import Runtime
     from worker.tasks.training import train_candidate
 
@@ -216,18 +217,19 @@ def test_the_train_job_verifies_its_base_and_registers_what_it_wrote(
     run_transaction(rt.factory, lambda session: promote_model_version(session, ref.id))
     community(rt.factory, rt.store, 60, seed=5)  # type: ignore[arg-type]
 
-    def context() -> JobContext:
-        params = {"lr": 1e-3, "steps": 2, "batch_size": 8}
+    def context() -> JobContext[TrainParams]:
+        params = TrainParams(lr=1e-3, steps=2, batch_size=8)
         job_id = run_transaction(
             rt.factory,
-            lambda session: start_job(session, create_job(session, "train", params).id).id,
+            lambda session: start_job(session, create_job(session, "train", params.stored()).id).id,
         )
         # The community's server (tests.worker.test_jobs_e2e.GUILD): its admin's train job.
         return JobContext(job_id, "train", params, None, rt, guild_id=GUILD)
 
-    outcome = train_candidate(context())
+    job = context()
+    outcome = finish(rt, job.job_id, train_candidate(job)).stored()  # as run_job finishes it
     with rt.factory() as session:
-        version = get_model_version(session, outcome.result["model_version_id"])
+        version = get_model_version(session, outcome["model_version_id"])
         written = rt.settings.models_dir / version.checkpoint_key
         assert version.checkpoint_sha256 == sha256_of_file(written)
 

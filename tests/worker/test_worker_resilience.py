@@ -19,7 +19,6 @@ from config import load_settings
 from db.ingest import GenerationIn, ImageIn, record_generation
 from db.models import JobStatus, Score
 from jobqueue.app import make_celery
-from jobqueue.submit import submit_job
 from media.intake import encode_canonical
 from media.store import LocalImageStore, key_for
 from tests.worker.harness import (
@@ -29,6 +28,7 @@ from tests.worker.harness import (
     pool_children,
     register_tiny_model,
     start_worker,
+    submit,
     wait_for_job,
     worker_env,
 )
@@ -84,7 +84,7 @@ def test_sigkilled_worker_task_is_redelivered_and_completes_once(
     first = start_worker(env, tmp_path / "worker-1.log", name="doomed", pool="prefork")
     second = first
     try:  # whatever fails, no worker outlives the test (it would take later tests' tasks)
-        job_id = submit_job(client, pg_factory, "score_unscored", {"chunk_size": 16})
+        job_id = submit(client, pg_factory, "score_unscored", {"chunk_size": 16})
         wait_for_job(pg_factory, job_id, until=lambda _job: scores_per_image(pg_factory)[0] >= 32)
         if victim == "whole worker":  # a lost machine: the broker redelivers after the timeout
             first.kill()
@@ -119,7 +119,7 @@ def test_database_restart_during_a_task(
     client = make_celery(load_settings(broker_url=BROKER_URL, hps_data_dir=tmp_path))
     worker = start_worker(env, tmp_path / "worker.log", name="steady")
     try:
-        job_id = submit_job(client, pg_factory, "score_unscored", {"chunk_size": 16})
+        job_id = submit(client, pg_factory, "score_unscored", {"chunk_size": 16})
         wait_for_job(pg_factory, job_id, until=lambda _job: scores_per_image(pg_factory)[0] >= 32)
         version = sorted(p.name for p in Path("/etc/postgresql").iterdir())[0]
         subprocess.run(
