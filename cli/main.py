@@ -6,24 +6,38 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable, Sequence
+from types import ModuleType
 
-import cli.exchange_commands
-import hps.cli
-from cli import jobs_commands, ops_commands, platform_commands
+import cli.commands.adapt
+import cli.commands.config
+import cli.commands.db
+import cli.commands.eval
+import cli.commands.exchange
+import cli.commands.jobs
+import cli.commands.models
+import cli.commands.outbox
+import cli.commands.registry
+import cli.commands.run
+import cli.commands.score
+import cli.commands.stats
+import cli.commands.train
+import cli.commands.worker
+from cli.errors import CommandError
 
 CommandRegistrar = Callable[[argparse._SubParsersAction], None]
 
-REGISTRARS: list[CommandRegistrar] = [
-    platform_commands.register,
-    jobs_commands.register,
-    ops_commands.register,
-    cli.exchange_commands.register,
-    hps.cli.register,
+# The command groups of `hps --help`, in order: a title and the modules of cli/commands/ (each
+# module adds its commands with `register`).
+commands = cli.commands
+GROUPS: list[tuple[str, list[ModuleType]]] = [
+    ("run the platform", [commands.run, commands.worker, commands.db, commands.config]),
+    ("operate it", [commands.jobs, commands.outbox, commands.registry, commands.stats]),
+    ("exchange datasets", [commands.exchange]),
+    (
+        "the science",
+        [commands.score, commands.train, commands.eval, commands.adapt, commands.models],
+    ),
 ]
-
-
-class CommandError(Exception):
-    """An expected failure: printed as one line, exit status 2."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -31,10 +45,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="hps",
         description="Human Preference Score platform: harvest, learn, use, administer.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     subcommands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for register in REGISTRARS:
-        register(subcommands)
+    lines = ["command groups:"]
+    for title, modules in GROUPS:
+        names: list[str] = []
+        for module in modules:
+            before = set(subcommands.choices)
+            register: CommandRegistrar = module.register
+            register(subcommands)
+            names += [name for name in subcommands.choices if name not in before]
+        lines.append(f"  {title + ':':<20}{', '.join(names)}")
+    parser.epilog = "\n".join(lines)
     return parser
 
 

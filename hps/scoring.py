@@ -11,13 +11,14 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
 from typing import Any, cast
 
 import torch
 
 from hps.architectures import Architecture, PreprocessMode
 from hps.device import resolve_device, resolve_dtype
-from hps.factory import LoadedModel
+from hps.factory import LoadedModel, load_model
 from hps.prefetch import default_decoders, make_decode_pool, prefetch_batches
 from hps.preprocess import ImageSource, load_image, normalize, shape_pixels, to_uint8_tensor
 
@@ -162,3 +163,18 @@ class HpsScorer:
             rows = text[prompt_rows[start : start + len(pixels)]]
             scores.extend((self.score_scale * (features * rows).sum(dim=-1)).tolist())
         return scores
+
+
+def build_scorer(
+    arch: str | None,
+    checkpoint: str | Path | None = None,
+    *,
+    device: str = "auto",
+    dtype: str = "auto",
+    preprocess: PreprocessMode | None = None,
+    sha256: str | None = None,
+) -> HpsScorer:
+    """A ready scorer of ``arch`` with ``checkpoint``'s weights (see
+    :func:`hps.factory.load_model` for the model arguments)."""
+    loaded = load_model(arch, checkpoint, sha256=sha256)
+    return HpsScorer.from_loaded(loaded, device=device, dtype=dtype, preprocess=preprocess)

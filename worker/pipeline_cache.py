@@ -13,19 +13,13 @@ from worker.model_cache import ModelRef, file_changed
 
 
 def load_configured_pipeline(source: str, device: str) -> Any:
-    """``tiny`` (built in code, for tests and development) or a local path."""
-    from hps.device import resolve_device
-    from hps.diffusion.pipelines import build_tiny_pipeline, load_pipeline
+    """The worker's SD_PIPELINE (``tiny`` or a local path, see
+    :func:`hps.diffusion.pipelines.open_pipeline`); a job fails when none is configured."""
+    from hps.diffusion.pipelines import open_pipeline
 
     if not source:
         raise JobFailure("no Stable Diffusion model configured: set SD_PIPELINE to its folder")
-    target = resolve_device(device)
-    if source == "tiny":
-        return build_tiny_pipeline(seed=0).to(target)
-    import torch
-
-    dtype = torch.float16 if target.type == "cuda" else None
-    return load_pipeline(source, device=str(target), dtype=dtype)
+    return open_pipeline(source, device)
 
 
 def verify_lora(lora: ModelRef, folder: Path) -> None:

@@ -164,6 +164,22 @@ def load_pipeline(
     return pipe.to(device)
 
 
+TINY_PIPELINE = "tiny"  # the source name of the pipeline built in code
+
+
+def open_pipeline(source: str | Path, device: str | torch.device = "auto", *, seed: int = 0) -> Any:
+    """The pipeline ``source`` names, on ``device``: ``tiny`` is built in code (random weights,
+    ``seed``; for tests and development), anything else is a local diffusers folder or
+    checkpoint (:func:`load_pipeline`), in float16 on CUDA and float32 elsewhere."""
+    from hps.device import resolve_device
+
+    target = device if isinstance(device, torch.device) else resolve_device(device)
+    if str(source) == TINY_PIPELINE:
+        return build_tiny_pipeline(seed=seed).to(target)
+    dtype = torch.float16 if target.type == "cuda" else None
+    return load_pipeline(source, device=str(target), dtype=dtype)
+
+
 def generate(
     pipe: Any,
     prompt: str,

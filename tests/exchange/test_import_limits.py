@@ -186,7 +186,7 @@ def test_rows_of_one_choice_across_read_batches_and_row_groups(
 CHILD = """
 import json, os, sys
 os.environ.setdefault("MIMALLOC_PURGE_DELAY", "0")
-import cli.exchange_commands, db.engine, exchange.importer, media.store, pyarrow.parquet
+import cli.commands.exchange, db.engine, exchange.importer, media.store, pyarrow.parquet
 
 def status(key):
     for line in open("/proc/self/status"):

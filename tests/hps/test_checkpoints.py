@@ -13,8 +13,9 @@ from PIL import Image
 
 from hps.architectures import get_architecture
 from hps.checkpoints import CheckpointError, detect_format, save_checkpoint, sha256_of_file
-from hps.factory import build_scorer, load_model
+from hps.factory import load_model
 from hps.preprocess import normalize, to_uint8_tensor
+from hps.scoring import build_scorer
 
 PROMPTS = ["a red fox in the snow", "a lighthouse at night"]
 

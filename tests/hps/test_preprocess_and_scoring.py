@@ -11,8 +11,8 @@ from open_clip.transform import image_transform
 from PIL import Image
 
 from hps.device import resolve_dtype
-from hps.factory import build_scorer
 from hps.preprocess import ImageLoadError, load_image, normalize, to_uint8_tensor
+from hps.scoring import build_scorer
 
 
 def sample(width: int, height: int, seed: int = 0) -> Image.Image:

@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import load_file
 
 from hps.evaluation import evaluate
-from hps.factory import build_scorer
+from hps.scoring import build_scorer
 from hps.training.loss import pad_set_logits, preference_loss
 from hps.training.manifests import load_manifest
 from hps.training.trainer import TrainConfig, train

@@ -8,13 +8,22 @@ import os
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from config import get_settings
+from cli.resources import open_resources
+from config import Settings, get_settings
+
+if TYPE_CHECKING:
+    from exchange.export import ExportOptions
 
 
 def register(subcommands: argparse._SubParsersAction) -> None:
     """Add ``hps export`` and ``hps import`` to the ``hps`` parser."""
+    _register_export(subcommands)
+    _register_import(subcommands)
+
+
+def _register_export(subcommands: argparse._SubParsersAction) -> None:
     export = subcommands.add_parser(
         "export",
         help="export the choices as Pick-a-Pic parquet + HPD JSON with a dataset card",
@@ -40,6 +49,8 @@ def register(subcommands: argparse._SubParsersAction) -> None:
     export.add_argument("--no-progress", action="store_true", help="no progress bar")
     export.set_defaults(handler=cmd_export)
 
+
+def _register_import(subcommands: argparse._SubParsersAction) -> None:
     imp = subcommands.add_parser(
         "import",
         help="import HPD v1/v2 JSON or Pick-a-Pic parquet into the database",
@@ -63,17 +74,9 @@ def register(subcommands: argparse._SubParsersAction) -> None:
     imp.set_defaults(handler=cmd_import)
 
 
-def _resources() -> tuple[Any, Any, Any]:
-    from db.engine import make_engine, make_session_factory
-    from media.store import open_store
-
-    settings = get_settings()
-    engine = make_engine(settings.database_url)
-    store = open_store(settings.storage_url, s3_endpoint_url=settings.s3_endpoint_url)
-    return engine, make_session_factory(engine), store
-
-
-def _bar(enabled: bool, unit: str) -> tuple[Callable[[int, int, str], None], Callable[[], None]]:
+def progress_bar(
+    enabled: bool, unit: str
+) -> tuple[Callable[[int, int, str], None], Callable[[], None]]:
     """A tqdm bar behind the exchange progress callback; a new bar when the file changes."""
     from tqdm import tqdm
 
@@ -100,13 +103,12 @@ def _bar(enabled: bool, unit: str) -> tuple[Callable[[int, int, str], None], Cal
     return update, close
 
 
-def cmd_export(args: argparse.Namespace) -> int:
+def export_options(args: argparse.Namespace, settings: Settings) -> ExportOptions:
+    """The export's options from the command line and the settings."""
     from exchange.card import DEFAULT_LICENSE
-    from exchange.export import ExportOptions, export_dataset
+    from exchange.export import ExportOptions
     from exchange.ids import resolve_user_salt
 
-    settings = get_settings()
-    assert settings.exports_dir is not None
     cutoff = None
     if args.until:
         cutoff = datetime.fromisoformat(args.until)
@@ -128,21 +130,35 @@ def cmd_export(args: argparse.Namespace) -> int:
         if not 1 <= args.jpeg_quality <= 100:
             raise ValueError("--jpeg-quality must be between 1 and 100")
         options.jpeg_quality = args.jpeg_quality
+    return options
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """Export the choices into a folder; print the summary."""
+    from exchange.export import export_dataset
+
+    settings = get_settings()
+    assert settings.exports_dir is not None
+    options = export_options(args, settings)
     out = args.out or settings.exports_dir / f"export-{datetime.now(UTC):%Y%m%d-%H%M%S}"
-    engine, factory, store = _resources()
-    progress, close = _bar(not args.no_progress, "choice")
-    try:
-        summary = export_dataset(
-            factory, store, Path(out), options, progress=progress, overwrite=args.force
-        )
-    finally:
-        close()
-        engine.dispose()
+    progress, close = progress_bar(not args.no_progress, "choice")
+    with open_resources(settings) as resources:
+        try:
+            summary = export_dataset(
+                resources.factory,
+                resources.store,
+                Path(out),
+                options,
+                progress=progress,
+                overwrite=args.force,
+            )
+        finally:
+            close()
     print(json.dumps(summary.as_dict(), indent=2))
     return 0
 
 
-def _expand(paths: list[Path]) -> list[Path]:
+def expand_paths(paths: list[Path]) -> list[Path]:
     """Files as given; an export folder stands for its parquet shards (or HPD v1 files)."""
     files: list[Path] = []
     for path in paths:
@@ -159,6 +175,7 @@ def _expand(paths: list[Path]) -> list[Path]:
 
 
 def cmd_import(args: argparse.Namespace) -> int:
+    """Import preference data files; print the summary."""
     # pyarrow's allocator (mimalloc) keeps freed pages ~10 ms before it returns them; with
     # image cells of tens of MB that shows in the peak (bench/import_memory.py, 1 GB of 20 MB
     # cells: 371 instead of 411 MiB, same speed). Read when pyarrow is loaded, not before.
@@ -175,13 +192,14 @@ def cmd_import(args: argparse.Namespace) -> int:
         skip_invalid=args.skip_invalid,
         dry_run=args.dry_run,
     )
-    files = _expand(args.paths)
-    engine, factory, store = _resources()
-    progress, close = _bar(not args.no_progress, "record")
-    try:
-        summary = import_files(factory, store, files, options, progress=progress)
-    finally:
-        close()
-        engine.dispose()
+    files = expand_paths(args.paths)
+    progress, close = progress_bar(not args.no_progress, "record")
+    with open_resources(settings) as resources:
+        try:
+            summary = import_files(
+                resources.factory, resources.store, files, options, progress=progress
+            )
+        finally:
+            close()
     print(json.dumps(summary.as_dict(), indent=2))
     return 0

@@ -6,13 +6,16 @@ import argparse
 import json
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from config import get_settings
+from cli.resources import open_resources
+
+if TYPE_CHECKING:
+    from db.stats import StatsReport
 
 
 def register(subcommands: argparse._SubParsersAction) -> None:
-    """Add the operations subcommands to the ``hps`` parser."""
+    """Add ``hps stats`` to the ``hps`` parser."""
     stats = subcommands.add_parser(
         "stats",
         help="statistics of the harvested data (JSON; --out DIR: charts + summary)",
@@ -38,50 +41,51 @@ def register(subcommands: argparse._SubParsersAction) -> None:
 def gather(days: int, top: int, bins: int, guild_id: int | None = None) -> dict[str, Any]:
     """Row counts (whole tables, as ``hps stats`` always printed them) plus the statistics
     report of one guild, or of the guilds that pool their data."""
-    from db.engine import make_engine, make_session_factory
     from db.models import utcnow
     from db.scope import Scope
     from db.stats import collect_stats, row_counts
 
     if days < 0 or top < 1 or bins < 2:
         raise ValueError("--days must be >= 0, --top >= 1 and --bins >= 2")
-    settings = get_settings()
-    engine = make_engine(settings.database_url)
-    try:
+    with open_resources() as resources:
         now = utcnow()
         since = now - timedelta(days=days) if days else None
-        with make_session_factory(engine)() as session, session.begin():
+        with resources.factory() as session, session.begin():
             counts = row_counts(session)
             scope = Scope.guild(guild_id) if guild_id is not None else Scope.pooled()
             report = collect_stats(session, scope, since=since, top=top, bins=bins, now=now)
-    finally:
-        engine.dispose()
     return {"counts": counts, "report": report}
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
+    """Print the statistics as JSON, or write charts and stats.json to ``--out``."""
     found = gather(args.days, args.top, args.bins, args.guild)
-    report = found["report"]
+    document = {**found["counts"], **found["report"].to_dict()}
     if args.out is None:
-        print(json.dumps({**found["counts"], **report.to_dict()}, indent=2, ensure_ascii=False))
+        print(json.dumps(document, indent=2, ensure_ascii=False))
         return 0
     try:
         import matplotlib  # noqa: F401  (the ml extra)
     except ImportError as exc:
         raise ValueError(f"charts need matplotlib (pip install -e '.[ml]'): {exc}") from None
-    from worker.stats_charts import render_charts, summary_text
+    written = write_charts(args.out, document, found["report"])
+    from worker.stats_charts import summary_text
 
-    out: Path = args.out
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "stats.json").write_text(
-        json.dumps({**found["counts"], **report.to_dict()}, indent=2, ensure_ascii=False) + "\n"
-    )
-    written = [out / "stats.json"]
-    for chart in render_charts(report):
-        (out / chart.filename).write_bytes(chart.png)
-        written.append(out / chart.filename)
-    print(summary_text(report).replace("**", ""))
+    print(summary_text(found["report"]).replace("**", ""))
     print()
     for path in written:
         print(f"wrote {path}")
     return 0
+
+
+def write_charts(out: Path, document: dict[str, Any], report: StatsReport) -> list[Path]:
+    """Write stats.json and one PNG per chart into ``out``; the files written, in order."""
+    from worker.stats_charts import render_charts
+
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "stats.json").write_text(json.dumps(document, indent=2, ensure_ascii=False) + "\n")
+    written = [out / "stats.json"]
+    for chart in render_charts(report):
+        (out / chart.filename).write_bytes(chart.png)
+        written.append(out / chart.filename)
+    return written

@@ -1,16 +1,27 @@
-"""``hps run``, ``hps bot``, ``hps demo``, ``hps db``, ``hps config``: operating the platform."""
+"""``hps run``, ``hps bot``, ``hps demo``: running the product (the bot and a worker, the bot
+alone, or the offline demo)."""
 
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
+from cli.errors import CommandError
+from cli.resources import open_resources
 from config import Settings, get_settings
+
+SHOWN_AT_START = ("DATABASE_URL", "BROKER_URL", "STORAGE_URL", "DISCORD_TOKEN")
+
+# Gateway close codes that mean the shard settings are wrong.
+SHARD_REFUSALS = {
+    4010: "Discord refused the shard: every SHARD_IDS entry must be below SHARD_COUNT",
+    4011: "Discord requires more shards for this many guilds: raise SHARD_COUNT (or "
+    "leave it unset for Discord's recommendation)",
+}
 
 
 def register(subcommands: argparse._SubParsersAction) -> None:
-    """Add the platform subcommands to the ``hps`` parser."""
+    """Add ``hps run``, ``hps bot`` and ``hps demo`` to the ``hps`` parser."""
     run = subcommands.add_parser(
         "run",
         help="prepare the data store and run the product: the bot and a worker with "
@@ -31,94 +42,9 @@ def register(subcommands: argparse._SubParsersAction) -> None:
     add_demo_arguments(demo)
     demo.set_defaults(handler=cmd_demo)
 
-    database = subcommands.add_parser("db", help="database schema (Alembic)")
-    db_sub = database.add_subparsers(dest="db_command", metavar="ACTION", required=True)
-    up = db_sub.add_parser("upgrade", help="apply migrations (default: to head)")
-    up.add_argument("revision", nargs="?", default="head")
-    up.set_defaults(handler=cmd_db_upgrade)
-    down = db_sub.add_parser("downgrade", help="revert migrations to REVISION")
-    down.add_argument("revision")
-    down.set_defaults(handler=cmd_db_downgrade)
-    current = db_sub.add_parser("current", help="print the schema revision")
-    current.set_defaults(handler=cmd_db_current)
-
-    config = subcommands.add_parser("config", help="print the effective settings (redacted)")
-    config.set_defaults(handler=cmd_config)
-
-    # hps stats lives in cli/ops_commands.py (row counts + statistics).
-
-
-def cmd_db_upgrade(args: argparse.Namespace) -> int:
-    from migrations.runner import current_revision, upgrade
-
-    settings = get_settings()
-    upgrade(settings.database_url, args.revision)
-    print(f"database at revision {current_revision(settings.database_url)}")
-    return 0
-
-
-def cmd_db_downgrade(args: argparse.Namespace) -> int:
-    from migrations.runner import current_revision, downgrade
-
-    settings = get_settings()
-    downgrade(settings.database_url, args.revision)
-    print(f"database at revision {current_revision(settings.database_url)}")
-    return 0
-
-
-def cmd_db_current(_args: argparse.Namespace) -> int:
-    from migrations.runner import current_revision, head_revision
-
-    revision = current_revision(get_settings().database_url)
-    print(f"current: {revision or '(empty database)'}  head: {head_revision()}")
-    return 0
-
-
-def cmd_config(_args: argparse.Namespace) -> int:
-    print(json.dumps(get_settings().redacted(), indent=2, default=str))
-    return 0
-
-
-def row_counts(settings: Settings) -> dict[str, int]:
-    """Row counts of the main tables (see :func:`db.stats.row_counts`)."""
-    from db.engine import make_engine, make_session_factory
-    from db.stats import row_counts as count_rows
-
-    engine = make_engine(settings.database_url)
-    try:
-        with make_session_factory(engine)() as session:
-            return count_rows(session)
-    finally:
-        engine.dispose()
-
-
-def cmd_run(args: argparse.Namespace) -> int:
-    from media.store import open_store
-    from migrations.runner import current_revision, upgrade
-
-    settings = get_settings()
-    mode = "embedded defaults" if settings.uses_embedded_defaults else "external services"
-    print(f"hps: starting on {mode}")
-    for key, value in settings.redacted().items():
-        if key in ("DATABASE_URL", "BROKER_URL", "STORAGE_URL", "DISCORD_TOKEN"):
-            print(f"  {key} = {value or '(unset)'}")
-    upgrade(settings.database_url)
-    print(f"  database schema at revision {current_revision(settings.database_url)}")
-    store = open_store(settings.storage_url, s3_endpoint_url=settings.s3_endpoint_url)
-    probe = store.put(b"hps storage probe")
-    store.delete(probe)
-    print(f"  image store writable ({type(store).__name__})")
-    print("  data: " + ", ".join(f"{k}={v}" for k, v in row_counts(settings).items()))
-    if args.check:
-        print("hps: ready")
-        return 0
-    if not _token(settings):
-        print("hps: ready; no DISCORD_TOKEN, so here is the offline demo (Ctrl-C to stop)")
-        return cmd_demo(args)
-    return run_bot_and_worker(settings)
-
 
 def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
+    """The demo's options (``hps run`` falls back to the demo, so it takes them too)."""
     parser.add_argument(
         "--generations",
         type=int,
@@ -128,6 +54,41 @@ def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--demo-dir", type=Path, default=None, help="the demo's own data (default DATA_DIR/demo)"
     )
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Prepare and check the data store, then run the bot and a worker (or the demo)."""
+    settings = get_settings()
+    mode = "embedded defaults" if settings.uses_embedded_defaults else "external services"
+    print(f"hps: starting on {mode}")
+    for key, value in settings.redacted().items():
+        if key in SHOWN_AT_START:
+            print(f"  {key} = {value or '(unset)'}")
+    prepare_data_store(settings)
+    if args.check:
+        print("hps: ready")
+        return 0
+    if not _token(settings):
+        print("hps: ready; no DISCORD_TOKEN, so here is the offline demo (Ctrl-C to stop)")
+        return cmd_demo(args)
+    return run_bot_and_worker(settings)
+
+
+def prepare_data_store(settings: Settings) -> None:
+    """Migrate the database to head, prove the image store writable, print the row counts."""
+    from db.stats import row_counts
+    from migrations.runner import current_revision, upgrade
+
+    upgrade(settings.database_url)
+    print(f"  database schema at revision {current_revision(settings.database_url)}")
+    with open_resources(settings) as resources:
+        store = resources.store
+        probe = store.put(b"hps storage probe")
+        store.delete(probe)
+        print(f"  image store writable ({type(store).__name__})")
+        with resources.factory() as session:
+            counts = row_counts(session)
+    print("  data: " + ", ".join(f"{k}={v}" for k, v in counts.items()))
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -143,7 +104,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_bot(_args: argparse.Namespace) -> int:
     """The bot alone: the compose ``bot`` service, or any deployment with separate workers."""
-    from cli.main import CommandError
     from config.logging_setup import configure_logging
 
     settings = get_settings()
@@ -160,7 +120,6 @@ def run_bot(settings: Settings, token: str) -> None:
     import discord
 
     from bot.client import HpsBot
-    from cli.main import CommandError
 
     try:
         HpsBot(settings).run(token, log_handler=None)
@@ -175,15 +134,9 @@ def run_bot(settings: Settings, token: str) -> None:
             "Bot page (the bot reads other bots' generation messages)"
         ) from None
     except discord.ConnectionClosed as exc:
-        if exc.code == 4010:
-            raise CommandError(
-                "Discord refused the shard: every SHARD_IDS entry must be below SHARD_COUNT"
-            ) from None
-        if exc.code == 4011:
-            raise CommandError(
-                "Discord requires more shards for this many guilds: raise SHARD_COUNT (or "
-                "leave it unset for Discord's recommendation)"
-            ) from None
+        refusal = SHARD_REFUSALS.get(exc.code)
+        if refusal is not None:
+            raise CommandError(refusal) from None
         raise
 
 
