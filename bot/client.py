@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import multiprocessing
-import os
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
@@ -27,9 +25,9 @@ from sqlalchemy.orm import Session, sessionmaker
 from bot import metrics
 from bot.checks import answer_refusal
 from bot.cogs.commands import HpsCommands
-from bot.cogs.harvest import HarvestCog
 from bot.delivery import OutboxDelivery
-from bot.harvest import Harvester
+from bot.harvesting.cog import HarvestCog, harvest_cog
+from bot.harvesting.harvester import Harvester, start_intake_pool
 from bot.picks import PickButton
 from bot.progress import JobProgressWatcher
 from bot.services import BotServices
@@ -112,15 +110,7 @@ class HpsBot(commands.AutoShardedBot):
         harvester = Harvester(
             self.settings, self.services.async_factory, self.services.store, self.services.http
         )
-        harvester.intake_pool = self.intake_pool = ProcessPoolExecutor(
-            max_workers=max(1, min(4, os.cpu_count() or 1)),
-            mp_context=multiprocessing.get_context("spawn"),
-        )
-        # Start the intake processes now, not on the first message (spawning takes seconds).
-        loop = asyncio.get_running_loop()
-        await asyncio.gather(
-            *(loop.run_in_executor(self.intake_pool, os.getpid) for _ in range(os.cpu_count() or 1))
-        )
+        harvester.intake_pool = self.intake_pool = await start_intake_pool()
         await self.add_cog(HarvestCog(self, harvester))
         await self.add_cog(HpsCommands(self))
         self.add_dynamic_items(PickButton)  # pick buttons keep working across restarts
@@ -154,10 +144,9 @@ class HpsBot(commands.AutoShardedBot):
         # the events it missed are only in the channel history: catch up again.
         if self._all_shards_ready and len(self.shards) > 1:
             metrics.count_reconnect()
-            harvest = self.get_cog("HarvestCog")
-            backfiller = getattr(harvest, "backfiller", None)
-            if backfiller is not None:
-                backfiller.start_catch_up()
+            harvest = harvest_cog(self)
+            if harvest is not None:
+                harvest.backfiller.start_catch_up()
 
     async def on_ready(self) -> None:
         self._all_shards_ready = True

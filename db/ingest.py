@@ -311,6 +311,14 @@ def record_choice(session: Session, choice: ChoiceIn) -> int:
     return int(choice_id)
 
 
+def generation_requester(session: Session, source_message_id: int) -> int | None:
+    """Who asked for the generation posted as ``source_message_id`` (None: unknown
+    generation, or no requester recorded)."""
+    return session.scalar(
+        select(Generation.requester_id).where(Generation.source_message_id == source_message_id)
+    )
+
+
 def reaction_choice_exists(session: Session, generation_message_id: int, user_id: int) -> bool:
     """Whether ``user_id`` picked by reaction in the generation posted as that message."""
     found = session.scalar(

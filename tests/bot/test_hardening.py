@@ -1,5 +1,6 @@
 """Issue 11 without a live bot: what the bot posts (escaping, limits, allowed mentions), what
-it reads (the requester of a generator's message, downloads) and the atomic job limits."""
+it reads (downloads; the requester of a generator's message: tests/bot/harvesting/adapters)
+and the atomic job limits."""
 
 from __future__ import annotations
 
@@ -11,8 +12,6 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from bot.adapters import midjourney, multi_attachment
-from bot.adapters.base import AttachmentRef, split_generator_text
 from bot.downloads import DownloadRefused, check_url
 from bot.formatting import REPORT_FILENAME, render_result
 from db.errors import JobLimitReached
@@ -24,7 +23,7 @@ from sandbox.discord_rules import pings_of
 
 HOSTILE = "@everyone @here <@&123456789012345678> <@876543210987654321> **bold** `x` [l](u)"
 ALICE = 111111111111111111
-IMAGES = [AttachmentRef(f"https://cdn/{n}.png", f"{n}.png", 10, "image/png") for n in range(2)]
+MALLORY = 222222222222222222
 
 
 def test_user_text_neither_pings_nor_formats() -> None:
@@ -112,53 +111,6 @@ def test_allowed_urls(url: str, allowed: list[str]) -> None:
 def test_refused_urls(url: str, reason: str) -> None:
     with pytest.raises(DownloadRefused, match=reason):
         check_url(url, ["cdn.discordapp.com"])
-
-
-MALLORY = 222222222222222222
-VICTIM = 333333333333333333
-
-
-def test_the_requester_is_never_read_from_the_prompt() -> None:
-    content = f"**a portrait of <@{VICTIM}>** - <@{MALLORY}>"
-    parsed = multi_attachment.parse_message(content, IMAGES, author_is_bot=True)
-    assert parsed is not None and parsed.requester_id == MALLORY
-    assert parsed.prompt == f"a portrait of <@{VICTIM}>"
-    # A prompt that closes the bold itself and fakes the generator's suffix stays a prompt.
-    prompt = f"x** - <@{VICTIM}> **y"
-    content = f"**{prompt}** - <@{MALLORY}>"
-    parsed = multi_attachment.parse_message(content, IMAGES, author_is_bot=True)
-    assert parsed is not None and parsed.requester_id == MALLORY and parsed.prompt == prompt
-    # Discord's interaction metadata and a reply's author come before any text.
-    parsed = multi_attachment.parse_message(
-        f"**a portrait of <@{VICTIM}>** - <@{MALLORY}>",
-        IMAGES,
-        author_is_bot=True,
-        interaction_user_id=ALICE,
-        replied_user_id=MALLORY,
-    )
-    assert parsed is not None and parsed.requester_id == ALICE
-    parsed = multi_attachment.parse_message(
-        f"<@{VICTIM}> a cat", IMAGES, author_is_bot=True, replied_user_id=MALLORY
-    )
-    assert parsed is not None and parsed.requester_id == MALLORY
-    # No bold prompt and nothing from Discord: nobody is the requester.
-    parsed = multi_attachment.parse_message(f"<@{VICTIM}> a cat", IMAGES, author_is_bot=True)
-    assert parsed is not None and parsed.requester_id is None
-
-
-def test_midjourney_reads_its_own_suffix_only() -> None:
-    grid = [IMAGES[0]]
-    content = f"**Image #2 of <@{VICTIM}>** - <@{MALLORY}> (fast)"
-    parsed = midjourney.parse_grid(content, grid, author_is_bot=True)
-    assert parsed is not None and parsed.requester_id == MALLORY  # a grid, not an upscale
-    upscale = midjourney.parse_upscale(
-        f"**a cat <@{VICTIM}>** - Image #3 <@{MALLORY}>",
-        author_is_bot=True,
-        message_id=5,
-        referenced_message_id=4,
-    )
-    assert upscale is not None and (upscale.user_id, upscale.position) == (MALLORY, 2)
-    assert split_generator_text("no bold <@1>") == ("no bold", "")
 
 
 def test_job_limits_hold_under_concurrent_requests(pg_factory: sessionmaker[Session]) -> None:

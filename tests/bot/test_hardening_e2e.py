@@ -17,8 +17,14 @@ from sqlalchemy.orm import Session, sessionmaker
 from db.jobs import create_job, finish_job, start_job
 from db.models import Choice, Generation, Job, ModelVersion
 from sandbox.emulator import DiscordEmulator, OptionRefused
-from tests.bot.test_commands_e2e import png_bytes, score_options
-from tests.bot.test_harvest import _picked_position, count, eventually, post_generation
+from tests.bot.helpers import (
+    _picked_position,
+    count,
+    eventually,
+    png_bytes,
+    post_generation,
+    score_options,
+)
 
 HOSTILE = "@everyone @here <@&{role}> <@{victim}> **boom** a fox"
 ONE, TWO, THREE = "1\ufe0f\u20e3", "2\ufe0f\u20e3", "3\ufe0f\u20e3"

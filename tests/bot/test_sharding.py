@@ -30,8 +30,7 @@ from db.models import Generation, OutboxMessage
 from db.outbox import write_outbox
 from sandbox.emulator import DiscordEmulator
 from tests.bot.conftest import bot_settings, running_bot
-from tests.bot.test_commands_e2e import png_bytes, score_options
-from tests.bot.test_harvest import eventually, post_generation
+from tests.bot.helpers import eventually, png_bytes, post_generation, score_options
 from tests.worker.harness import (
     ROOT,
     flush_broker,

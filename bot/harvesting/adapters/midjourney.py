@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import re
 
-from bot.adapters.base import (
+from bot.harvesting.adapters.base import (
+    Adapter,
     AttachmentRef,
+    GeneratorMessage,
     ParsedChoice,
     ParsedGeneration,
     first_mention,
@@ -15,6 +17,7 @@ from bot.adapters.base import (
     requester_from,
     split_generator_text,
 )
+from db.models import ChoiceMethod
 
 NAME = "midjourney"
 UPSCALE = re.compile(r"\bImage #([1-4])\b")
@@ -52,5 +55,34 @@ def parse_upscale(
     if not author_is_bot or match is None or user is None or referenced_message_id is None:
         return None
     return ParsedChoice(
-        referenced_message_id, user, int(match.group(1)) - 1, choice_message_id=message_id
+        referenced_message_id,
+        user,
+        int(match.group(1)) - 1,
+        choice_message_id=message_id,
+        method=ChoiceMethod.upscale,
     )
+
+
+class Midjourney(Adapter):
+    """Grids are generations, upscales are picks."""
+
+    name = NAME
+
+    def read(self, message: GeneratorMessage) -> ParsedGeneration | ParsedChoice | None:
+        choice = parse_upscale(
+            message.content,
+            author_is_bot=message.author_is_bot,
+            message_id=message.message_id,
+            referenced_message_id=message.referenced_message_id,
+        )
+        if choice is not None:
+            return choice
+        return parse_grid(
+            message.content,
+            message.attachments,
+            author_is_bot=message.author_is_bot,
+            interaction_user_id=message.interaction_user_id,
+        )
+
+
+ADAPTER = Midjourney()

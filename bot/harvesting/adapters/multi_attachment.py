@@ -3,7 +3,16 @@ requester picks one by reacting with a number emoji (1️⃣ = the first image).
 
 from __future__ import annotations
 
-from bot.adapters.base import AttachmentRef, ParsedGeneration, is_image, prompt_from, requester_from
+from bot.harvesting.adapters.base import (
+    Adapter,
+    AttachmentRef,
+    GeneratorMessage,
+    ParsedChoice,
+    ParsedGeneration,
+    is_image,
+    prompt_from,
+    requester_from,
+)
 
 NAME = "multi_attachment"
 NUMBER_EMOJIS = {f"{digit}\ufe0f\u20e3": digit - 1 for digit in range(1, 10)} | {"\U0001f51f": 9}
@@ -18,7 +27,7 @@ def parse_message(
     replied_user_id: int | None = None,
 ) -> ParsedGeneration | None:
     """A generation if this is a generator bot's message with at least two images. The
-    requester: see :func:`bot.adapters.base.requester_from`."""
+    requester: see :func:`bot.harvesting.adapters.base.requester_from`."""
     images = [a for a in attachments if is_image(a)]
     if not author_is_bot or len(images) < 2:
         return None
@@ -34,3 +43,25 @@ def parse_message(
 def position_of(emoji: str) -> int | None:
     """The image index a number emoji stands for, or None for any other emoji."""
     return NUMBER_EMOJIS.get(emoji)
+
+
+class MultiAttachment(Adapter):
+    """Messages with several images are generations; number reactions are picks."""
+
+    name = NAME
+    picks_by_reaction = True
+
+    def read(self, message: GeneratorMessage) -> ParsedGeneration | ParsedChoice | None:
+        return parse_message(
+            message.content,
+            message.attachments,
+            author_is_bot=message.author_is_bot,
+            interaction_user_id=message.interaction_user_id,
+            replied_user_id=message.replied_user_id,
+        )
+
+    def reaction_position(self, emoji: str) -> int | None:
+        return position_of(emoji)
+
+
+ADAPTER = MultiAttachment()

@@ -1,10 +1,14 @@
-"""What adapters produce."""
+"""What an adapter is, what it reads and what it produces, and the parsing helpers adapters
+share."""
 
 from __future__ import annotations
 
 import re
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
+
+from db.models import ChoiceMethod
 
 MENTION = re.compile(r"<@!?(\d+)>")
 BOLD_PROMPT = re.compile(r"\*\*(.+)\*\*", re.DOTALL)  # greedy: first ** to last **
@@ -34,6 +38,38 @@ class ParsedChoice:
     user_id: int
     position: int | None
     choice_message_id: int | None = None  # the message that expresses it (an upscale)
+    method: ChoiceMethod = ChoiceMethod.reaction
+
+
+@dataclass(frozen=True)
+class GeneratorMessage:
+    """The plain fields of a Discord message that adapters read."""
+
+    message_id: int
+    content: str
+    attachments: list[AttachmentRef]
+    author_is_bot: bool
+    interaction_user_id: int | None = None  # whose slash command it answers
+    replied_user_id: int | None = None  # the human author of the message it replies to
+    referenced_message_id: int | None = None  # the message it replies to
+
+
+class Adapter(ABC):
+    """One generator bot's conventions: which messages are generations, which are picks.
+
+    An adapter is a module of :mod:`bot.harvesting.adapters` whose ``ADAPTER`` is an instance
+    of a subclass; admins choose it for a channel by :attr:`name`."""
+
+    name: ClassVar[str]
+    picks_by_reaction: ClassVar[bool] = False  # whether reactions on a generation are picks
+
+    @abstractmethod
+    def read(self, message: GeneratorMessage) -> ParsedGeneration | ParsedChoice | None:
+        """The generation or the pick ``message`` stands for, None when it is neither."""
+
+    def reaction_position(self, emoji: str) -> int | None:
+        """The image a reaction with ``emoji`` picks (None: not a pick)."""
+        return None
 
 
 def first_mention(content: str) -> int | None:

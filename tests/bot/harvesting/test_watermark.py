@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.watermark import GIVE_UP_AFTER, Watermarks
+from bot.harvesting.watermark import GIVE_UP_AFTER, Watermarks
 from sandbox.demo import MARKER, prepare_demo_dir
 
 

@@ -1,13 +1,15 @@
 """From a parsed generator message to stored rows: download the attachments safely, run the
-image intake (off the event loop), store blobs, record the generation idempotently."""
+image intake (in an intake process), store blobs, record the generation idempotently."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
+import multiprocessing
+import os
 from collections.abc import AsyncIterator
-from concurrent.futures import Executor
+from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 
@@ -15,9 +17,10 @@ import aiohttp
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot import metrics
-from bot.adapters.base import ParsedChoice, ParsedGeneration
 from bot.downloads import DownloadRefused, download
+from bot.harvesting.adapters.base import ParsedChoice, ParsedGeneration
 from config import Settings
+from db.blobs import purge_unreferenced
 from db.engine import run_transaction_async
 from db.errors import DomainError
 from db.ingest import (
@@ -31,12 +34,28 @@ from db.ingest import (
     sync_reaction_choice,
 )
 from db.models import ChoiceMethod
-from db.privacy import blob_in_use, delete_by_message_ids
-from media.intake import ImageRejected, IntakeResult, decode_image, encode_canonical, split_grid
-from media.store import ImageStore, key_for, open_store
+from db.privacy import delete_by_message_ids
+from media.image_set import intake_and_store_set
+from media.intake import ImageRejected
+from media.store import ImageStore
 
 log = logging.getLogger(__name__)
 CONCURRENT_GENERATIONS = 16
+MAX_INTAKE_PROCESSES = 4
+
+
+async def start_intake_pool() -> ProcessPoolExecutor:
+    """The processes that decode attachments (CPU work that holds the GIL for much of its
+    time), started now rather than on the first message: spawning takes seconds."""
+    pool = ProcessPoolExecutor(
+        max_workers=max(1, min(MAX_INTAKE_PROCESSES, os.cpu_count() or 1)),
+        mp_context=multiprocessing.get_context("spawn"),
+    )
+    loop = asyncio.get_running_loop()
+    await asyncio.gather(
+        *(loop.run_in_executor(pool, os.getpid) for _ in range(os.cpu_count() or 1))
+    )
+    return pool
 
 
 @dataclass(frozen=True)
@@ -48,47 +67,10 @@ class HarvestOutcome:
     temporary: bool = False  # worth trying again later (a timeout, a CDN error)
 
 
-_stores: dict[tuple[str, str | None], ImageStore] = {}
-
-
-def intake_set(
-    raws: list[bytes],
-    *,
-    grid: bool,
-    max_bytes: int,
-    max_pixels: int,
-    storage_url: str,
-    s3_endpoint_url: str | None,
-) -> list[tuple[str, str, int, int, str]]:
-    """Check and normalise every image of one generation (grids split into tiles) and store
-    them, all or nothing; return (sha256, key, width, height, phash) per image. Runs in an
-    intake process (it opens the store itself, once per process)."""
-    results: list[IntakeResult] = []
-    for raw in raws:
-        decoded = decode_image(raw, max_bytes=max_bytes, max_pixels=max_pixels)
-        if not grid:  # a plain RGB PNG keeps its pixel stream: no 17 ms re-encode per image
-            results.append(
-                encode_canonical(
-                    decoded.image,
-                    source_format=decoded.source_format,
-                    frames=decoded.frames,
-                    png_bytes=decoded.rebuilt_png,
-                )
-            )
-            continue
-        results += [
-            encode_canonical(tile, source_format=decoded.source_format)
-            for tile in split_grid(decoded.image)
-        ]
-    key = (storage_url, s3_endpoint_url)
-    if key not in _stores:
-        _stores[key] = open_store(storage_url, s3_endpoint_url=s3_endpoint_url)
-    for result in results:  # only once every image passed: nothing stored on refusal
-        _stores[key].put(result.data, result.sha256)
-    return [(r.sha256, key_for(r.sha256), r.width, r.height, r.phash) for r in results]
-
-
 class Harvester:
+    """Stores what adapters parsed: generations with their images, picks, deletions.
+    Refusals (consent, bad images, unknown generations) are logged and counted, not raised."""
+
     def __init__(
         self,
         settings: Settings,
@@ -126,7 +108,7 @@ class Harvester:
             )
         )
         job = partial(
-            intake_set,
+            intake_and_store_set,
             list(raws),
             grid=parsed.split_grid,
             max_bytes=settings.max_image_bytes,
@@ -135,7 +117,10 @@ class Harvester:
             s3_endpoint_url=settings.s3_endpoint_url,
         )
         described = await asyncio.get_running_loop().run_in_executor(self.intake_pool, job)
-        return [ImageIn(*fields) for fields in described]
+        return [
+            ImageIn(image.sha256, image.storage_key, image.width, image.height, image.phash)
+            for image in described
+        ]
 
     async def generation(
         self,
@@ -208,7 +193,7 @@ class Harvester:
             with contextlib.suppress(TimeoutError):  # then the caller finds no generation
                 await asyncio.wait_for(pending.wait(), self.settings.download_timeout_s + 30)
 
-    async def choice(self, parsed: ParsedChoice, method: ChoiceMethod) -> bool:
+    async def choice(self, parsed: ParsedChoice) -> bool:
         """Record a pick; False when it was refused (unknown generation, opted out, ...)."""
         await self.settled(parsed.generation_message_id)
         try:
@@ -219,7 +204,7 @@ class Harvester:
                     ChoiceIn(
                         user_id=parsed.user_id,
                         position=parsed.position,
-                        method=method,
+                        method=parsed.method,
                         generation_message_id=parsed.generation_message_id,
                         choice_message_id=parsed.choice_message_id,
                     ),
@@ -229,7 +214,7 @@ class Harvester:
             metrics.count_error(exc)
             log.info("choice on %s not recorded: %s", parsed.generation_message_id, exc)
             return False
-        metrics.count_choice(method)
+        metrics.count_choice(parsed.method)
         return True
 
     async def has_reaction_pick(self, message_id: int, user_id: int) -> bool:
@@ -271,16 +256,3 @@ class Harvester:
 
     async def _purge(self, shas: list[str]) -> None:
         await purge_unreferenced(self.factory, self.store, shas)
-
-
-async def purge_unreferenced(
-    factory: async_sessionmaker[AsyncSession], store: ImageStore, shas: list[str]
-) -> int:
-    """Delete the blobs no image row references now (re-checked after the deleting commit);
-    return how many were removed."""
-    removed = 0
-    loop = asyncio.get_running_loop()
-    for sha in shas:
-        if not await run_transaction_async(factory, partial(blob_in_use, sha256=sha)):
-            removed += int(await loop.run_in_executor(None, store.delete, sha))
-    return removed

@@ -16,17 +16,16 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import Protocol
 
 import discord
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot import metrics
-from bot.adapters import multi_attachment
+from bot.harvesting.outcome import MessageOutcome
+from bot.harvesting.watermark import Watermarks
 from db.channels import harvested_channels
 from db.engine import run_transaction_async
-
-if TYPE_CHECKING:
-    from bot.cogs.harvest import HarvestCog
 
 log = logging.getLogger(__name__)
 PROGRESS_INTERVAL_S = 2.0
@@ -46,7 +45,19 @@ class BackfillReport:
     last_message_id: int | None = None
     finished: bool = False
 
+    def count(self, outcome: MessageOutcome) -> None:
+        """Count what harvesting did with one more message."""
+        if outcome is MessageOutcome.generation:
+            self.generations += 1
+        elif outcome is MessageOutcome.known:
+            self.known += 1
+        elif outcome is MessageOutcome.choice:
+            self.choices += 1
+        elif outcome is MessageOutcome.refused:
+            self.refused += 1
+
     def describe(self) -> str:
+        """One line for the admin who asked, or for the log."""
         state = "finished" if self.finished else "in progress"
         return (
             f"backfill of <#{self.channel_id}> {state}: {self.messages} messages read, "
@@ -58,16 +69,39 @@ class BackfillReport:
 ProgressCallback = Callable[[BackfillReport], Awaitable[None]]
 
 
-def served_guild_ids(bot: Any) -> list[int] | None:
+class LiveHarvest(Protocol):
+    """What a backfill needs of live harvesting (the harvest cog is one): the same harvest
+    of each message, the same watermarks, the same reaction picks."""
+
+    @property
+    def marks(self) -> Watermarks: ...
+
+    async def harvest_message(self, message: discord.Message) -> MessageOutcome: ...
+
+    async def flush_last_seen(self) -> None: ...
+
+    async def history_reaction_picks(self, message: discord.Message) -> int: ...
+
+
+def served_guild_ids(client: discord.Client) -> list[int] | None:
     """The guilds whose channels this bot process harvests (its shards' guilds), or None for
     all of them (it runs every shard, or it is not a sharded client)."""
-    served = getattr(bot, "served_guild_ids", None)
+    served = getattr(client, "served_guild_ids", None)
     return served() if callable(served) else None
 
 
 class Backfiller:
-    def __init__(self, bot: Any, harvest: HarvestCog) -> None:
-        self.bot = bot
+    """Walks harvested channels' histories through ``harvest``: on an admin's request
+    (:meth:`channel`) and after every IDENTIFY (:meth:`start_catch_up`)."""
+
+    def __init__(
+        self,
+        client: discord.Client,
+        factory: async_sessionmaker[AsyncSession],
+        harvest: LiveHarvest,
+    ) -> None:
+        self.client = client
+        self.factory = factory
         self.harvest = harvest
         self._locks: dict[int, asyncio.Lock] = {}
         self._catch_up: asyncio.Task[list[BackfillReport]] | None = None
@@ -110,34 +144,15 @@ class Backfiller:
         return report
 
     async def _one(self, message: discord.Message, report: BackfillReport) -> None:
-        from bot.cogs.harvest import MessageOutcome
-
         report.messages += 1
         report.last_message_id = message.id
-        if message.author == self.bot.user:
-            self.harvest.saw(message.channel.id, message.id)
-        else:
-            outcome = await self.harvest.harvest_message(message)
-            if outcome is MessageOutcome.generation:
-                report.generations += 1
-            elif outcome is MessageOutcome.known:
-                report.known += 1
-            elif outcome is MessageOutcome.choice:
-                report.choices += 1
-            elif outcome is MessageOutcome.refused:
-                report.refused += 1
-            if outcome in (MessageOutcome.generation, MessageOutcome.known):
-                report.choices += await self._reaction_picks(message)
-
-    async def _reaction_picks(self, message: discord.Message) -> int:
-        """The requester's number-emoji pick on a multi-attachment generation, as its
-        reactions show it now (the same decision as the live reaction events)."""
-        if await self.harvest.adapter_for(message.channel.id) != multi_attachment.NAME:
-            return 0  # number emojis are picks only where the adapter says so
-        requester = await self.harvest.requester(message.id)
-        if requester is None:
-            return 0
-        return await self.harvest.sync_reaction_pick(message, requester, fresh=False)
+        if message.author == self.client.user:
+            self.harvest.marks.saw(message.channel.id, message.id)
+            return
+        outcome = await self.harvest.harvest_message(message)
+        report.count(outcome)
+        if outcome in (MessageOutcome.generation, MessageOutcome.known):
+            report.choices += await self.harvest.history_reaction_picks(message)
 
     def start_catch_up(self) -> None:
         """Backfill every harvested channel from its last seen message, in the background
@@ -163,35 +178,40 @@ class Backfiller:
         """Backfill each harvested channel that has a last seen message, to its newest
         message; return the reports (one per channel and chunk walked). Only the channels of
         the guilds this process serves (its shards'), when it does not run every shard."""
-        guild_ids = served_guild_ids(self.bot)
+        guild_ids = served_guild_ids(self.client)
         if guild_ids is not None and not guild_ids:
             return []  # shards without a guild: nothing of this process to catch up
         channels = await run_transaction_async(
-            self.bot.factory, partial(harvested_channels, guild_ids=guild_ids)
+            self.factory, partial(harvested_channels, guild_ids=guild_ids)
         )
-        reports = []
+        reports: list[BackfillReport] = []
         for channel_id, _adapter, last_seen, _guild_id in channels:
             if last_seen is None:
                 continue  # never harvested yet: an admin decides how far back to go
             try:
-                channel = self.bot.get_channel(channel_id) or await self.bot.fetch_channel(
-                    channel_id
-                )
-                after: int | None = last_seen
-                while True:  # in chunks, so that a huge gap shows progress in the log
-                    report = await self.channel(
-                        channel, after=after, limit=CATCH_UP_LIMIT, catch_up=True
-                    )
-                    reports.append(report)
-                    if report.messages:
-                        log.info("%s", report.describe())
-                    if report.messages < CATCH_UP_LIMIT:
-                        break
-                    after = report.last_message_id
+                await self._catch_up_channel(channel_id, last_seen, reports)
             except Exception:  # one channel's trouble must not stop the others
                 metrics.count_error("catch_up")
                 log.exception("catch-up of channel %s stopped; the next one resumes", channel_id)
         return reports
+
+    async def _catch_up_channel(
+        self, channel_id: int, last_seen: int, reports: list[BackfillReport]
+    ) -> None:
+        """Walk one channel from ``last_seen`` to its newest message, appending a report
+        per chunk to ``reports`` as it goes."""
+        channel = self.client.get_channel(channel_id) or await self.client.fetch_channel(channel_id)
+        if not isinstance(channel, discord.abc.Messageable):
+            raise TypeError(f"channel {channel_id} has no message history")
+        after: int | None = last_seen
+        while True:  # in chunks, so that a huge gap shows progress in the log
+            report = await self.channel(channel, after=after, limit=CATCH_UP_LIMIT, catch_up=True)
+            reports.append(report)
+            if report.messages:
+                log.info("%s", report.describe())
+            if report.messages < CATCH_UP_LIMIT:
+                return
+            after = report.last_message_id
 
     async def wait_for_catch_up(self) -> list[BackfillReport]:
         """The reports of the catch-up in progress or last run (tests and the demo)."""

@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import io
-from collections.abc import Callable
 from typing import Any
 
 import pytest
 from PIL import Image
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from bot.client import HpsBot
@@ -20,25 +19,7 @@ from db.models import Choice, Generation
 from db.models import Image as ImageRow
 from db.privacy import opt_out
 from sandbox.emulator import DiscordEmulator
-
-
-def png(color: tuple[int, int, int], size: int = 64) -> bytes:
-    buffer = io.BytesIO()
-    Image.new("RGB", (size, size), color).save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
-async def eventually(check: Callable[[], bool], timeout: float = 15.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not check():
-        if asyncio.get_running_loop().time() > deadline:
-            raise TimeoutError("condition not met in time")
-        await asyncio.sleep(0.05)
-
-
-def count(factory: sessionmaker[Session], model: type, *conditions: Any) -> int:
-    with factory() as session:
-        return int(session.scalar(select(func.count()).select_from(model).where(*conditions)) or 0)
+from tests.bot.helpers import _picked_position, admin_call, count, eventually, png, post_generation
 
 
 async def test_generation_pick_replay_and_deletion(
@@ -83,14 +64,6 @@ async def test_generation_pick_replay_and_deletion(
     await eventually(lambda: count(pg_factory, Generation) == 0)
     await eventually(lambda: not any(world["store"].exists(sha) for sha in shas))
     assert count(pg_factory, ImageRow) == 0 and count(pg_factory, Choice) == 0
-
-
-def _picked_position(factory: sessionmaker[Session]) -> int | None:
-    with factory() as session:
-        choice = session.scalars(select(Choice)).one_or_none()
-        if choice is None or choice.chosen_image_id is None:
-            return None
-        return session.get_one(ImageRow, choice.chosen_image_id).position
 
 
 async def test_bad_attachments_and_opted_out_users_store_nothing(
@@ -239,21 +212,6 @@ async def test_forget_me_deletes_everything_and_stops_harvesting(
     assert count(pg_factory, Generation) == 0
 
 
-def admin_call(name: str, **options: Any) -> list[dict[str, Any]]:
-    types = {
-        "channel": 7,
-        "adapter": 3,
-        "version_id": 4,
-        "force": 5,
-        "from_start": 5,
-        "limit": 4,
-        "licence": 3,
-        "prompts": 4,
-    }
-    sub = [{"name": key, "type": types[key], "value": value} for key, value in options.items()]
-    return [{"name": "admin", "type": 2, "options": [{"name": name, "type": 1, "options": sub}]}]
-
-
 async def test_admin_commands_are_checked_server_side(
     world: dict[str, Any], pg_factory: sessionmaker[Session]
 ) -> None:
@@ -299,26 +257,6 @@ async def test_admin_commands_are_checked_server_side(
     await eventually(lambda: bool(record.edits))
     assert record.edits[-1].startswith("The dataset holds 1 generations, 2 images, 0 choices")
     assert record.original is not None and record.original["flags"] & 64  # ephemeral
-
-
-def post_generation(
-    emulator: DiscordEmulator,
-    channel: str,
-    generator: int,
-    user: int,
-    prompt: str,
-    seed: int,
-    *,
-    dispatch: bool = True,
-) -> Any:
-    colors = [(seed * 40 % 256, 10 * k, 200 - seed) for k in range(3)]
-    return emulator.inject_message(
-        channel,
-        generator,
-        f"**{prompt}** - <@{user}>",
-        [(f"{k}.png", png(color), "image/png") for k, color in enumerate(colors)],
-        dispatch=dispatch,
-    )
 
 
 async def test_after_a_re_identify_the_history_backfill_recovers_missed_messages(
