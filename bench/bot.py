@@ -22,7 +22,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.ingest import DEFAULT_URL, recreate_database, synthetic_png
+from bench.common import synthetic_png
+from bench.ingest import DEFAULT_URL, recreate_database
 from bot.client import HpsBot
 from config import load_settings
 from db.channels import enable_channel

@@ -31,7 +31,6 @@ import random
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +40,7 @@ import pyarrow.parquet as pq
 from PIL import Image, ImageDraw, ImageFilter
 from sqlalchemy.engine import make_url
 
+from bench.common import Measurement
 from bench.ingest import recreate_database
 from db.engine import make_engine, make_session_factory
 from db.ingest import ChoiceIn, GenerationIn, ImageIn, record_choice, record_generation
@@ -57,18 +57,6 @@ DEFAULT_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/hps_bench_exchange"
 IMAGES_PER_SET = 4
 MAX_BYTES = 25 * 1024 * 1024
 MAX_PIXELS = 40_000_000
-
-
-@dataclass
-class Measurement:
-    name: str
-    units: int
-    unit: str
-    seconds: float
-
-    @property
-    def per_second(self) -> float:
-        return self.units / self.seconds
 
 
 def synthetic_image(seed: int, size: int) -> Image.Image:

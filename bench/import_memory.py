@@ -48,6 +48,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bench.common import Measurement
+
 DEFAULT_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/hps_bench_import_memory"
 ROOT = Path(__file__).resolve().parents[1]
 MB = 1_000_000
@@ -255,18 +257,13 @@ def run_child(command: list[str], env: dict[str, str], out: Path) -> tuple[float
 
 
 @dataclass
-class Measurement:
-    file: str
-    name: str
-    rows: int
-    seconds: float
-    megabytes: float
-    peak_mib: float
-    note: str = ""
+class MemoryMeasurement(Measurement):
+    """A read of one file's ``units`` rows, with its size and the reader's peak memory."""
 
-    @property
-    def rows_per_s(self) -> float:
-        return self.rows / self.seconds
+    file: str = ""
+    megabytes: float = 0.0
+    peak_mib: float = 0.0
+    note: str = ""
 
     @property
     def mb_per_s(self) -> float:
@@ -274,8 +271,8 @@ class Measurement:
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            "file": self.file, "measurement": self.name, "rows": self.rows,
-            "seconds": round(self.seconds, 2), "rows_per_s": round(self.rows_per_s, 2),
+            "file": self.file, "measurement": self.name, "rows": self.units,
+            "seconds": round(self.seconds, 2), "rows_per_s": round(self.per_second, 2),
             "mb_per_s": round(self.mb_per_s, 1), "peak_rss_mib": round(self.peak_mib),
             "note": self.note,
         }  # fmt: skip
@@ -293,12 +290,17 @@ def recreate(url: str) -> None:
         upgrade(url)
 
 
-def measure(spec: FileSpec, work: Path, url: str, cap: int) -> list[Measurement]:
+def measure(spec: FileSpec, work: Path, url: str, cap: int) -> list[MemoryMeasurement]:
     megabytes = spec.path.stat().st_size / MB
     name = spec.path.name
     base_env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "STORAGE_URL")}
     base_env["PYTHONPATH"] = str(ROOT)
     results = []
+
+    def measured(label: str, seconds: float, peak: float, note: str = "") -> MemoryMeasurement:
+        return MemoryMeasurement(
+            label, spec.rows, "rows", seconds, name, megabytes=megabytes, peak_mib=peak, note=note
+        )
 
     recreate(url)
     store = work / f"store-{spec.path.stem}"
@@ -315,22 +317,18 @@ def measure(spec: FileSpec, work: Path, url: str, cap: int) -> list[Measurement]
     note = f"{summary['records']} records, {len(summary['invalid'])} refused"
     if len(summary["invalid"]) != spec.oversized:
         note += f" (expected {spec.oversized} refused!)"
-    results.append(Measurement(name, "(a) hps import", spec.rows, seconds, megabytes, peak, note))
+    results.append(measured("(a) hps import", seconds, peak, note))
     shutil.rmtree(store, ignore_errors=True)
 
     # (b) and (c) with the allocator setting that `hps import` makes for itself in (a).
     read_env = base_env | {"MIMALLOC_PURGE_DELAY": "0"}
     seconds, peak = run_child(["--child", "old-read", str(spec.path)], read_env, out)
-    results.append(
-        Measurement(name, "(b) old read: to_pylist + sha256", spec.rows, seconds, megabytes, peak)
-    )
+    results.append(measured("(b) old read: to_pylist + sha256", seconds, peak))
     child = ["--child", "new-read", "--cap-bytes", str(cap), str(spec.path)]
     seconds, peak = run_child(child, read_env, out)
     result = json.loads(out.read_text())
     note = f"{result['records']} records, {result['refused']} refused"
-    results.append(
-        Measurement(name, "(c) streaming reader alone", spec.rows, seconds, megabytes, peak, note)
-    )
+    results.append(measured("(c) streaming reader alone", seconds, peak, note))
     return results
 
 
@@ -384,7 +382,7 @@ def main() -> None:
     baselines = {m.file: m.peak_mib for m in results if m.name.startswith("(b)")}
     for m in results:
         print(
-            f"{m.file:14} {m.name:34} {m.rows:>5} {m.seconds:>7.1f} {m.rows_per_s:>7.2f} "
+            f"{m.file:14} {m.name:34} {m.units:>5} {m.seconds:>7.1f} {m.per_second:>7.2f} "
             f"{m.mb_per_s:>6.1f} {m.peak_mib:>5.0f} MiB {m.peak_mib / baselines[m.file]:>6.2f}"
             f"  {m.note}"
         )

@@ -16,21 +16,18 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import io
 import json
 import os
-import random
 import tempfile
 import time
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
 from functools import partial
 
 import psycopg
-from PIL import Image, ImageDraw, ImageFilter
 from sqlalchemy.engine import make_url
 
+from bench.common import Measurement, synthetic_png
 from db.engine import make_engine, make_session_factory, run_transaction
 from db.ingest import GenerationIn, ImageIn, record_generation
 from db.prompts import prompt_hash
@@ -42,17 +39,6 @@ DEFAULT_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/hps_bench"
 MAX_BYTES = 25 * 1024 * 1024
 MAX_PIXELS = 40_000_000
 MESSAGE_ID_BASE = 1_200_000_000_000_000_000
-
-
-@dataclass
-class Measurement:
-    name: str
-    generations: int
-    seconds: float
-
-    @property
-    def per_second(self) -> float:
-        return self.generations / self.seconds
 
 
 def recreate_database(url: str) -> None:
@@ -94,7 +80,7 @@ def bench_db_operations(url: str, count: int, offset: int) -> Measurement:
         run_transaction(factory, partial(record_generation, generation=generation))
     elapsed = time.perf_counter() - start
     engine.dispose()
-    return Measurement("(a) db/ operations (SQLAlchemy)", count, elapsed)
+    return Measurement("(a) db/ operations (SQLAlchemy)", count, "generations", elapsed)
 
 
 BARE_SQL_USER = """
@@ -161,26 +147,7 @@ def bench_bare_psycopg(url: str, count: int, offset: int) -> Measurement:
                     ]
                 conn.execute(images_sql, params)
         elapsed = time.perf_counter() - start
-    return Measurement("(b) bare psycopg baseline", count, elapsed)
-
-
-def synthetic_png(seed: int, size: int = 512) -> bytes:
-    """A PNG that compresses like a generated picture: smooth gradients, shapes, mild grain."""
-    rng = random.Random(seed)
-    base = Image.linear_gradient("L").resize((size, size)).convert("RGB")
-    tint = Image.new("RGB", (size, size), tuple(rng.randrange(256) for _ in range(3)))
-    image = Image.blend(base, tint, 0.5)
-    draw = ImageDraw.Draw(image)
-    for _ in range(12):
-        x, y = rng.randrange(size), rng.randrange(size)
-        r = rng.randrange(20, 120)
-        draw.ellipse((x - r, y - r, x + r, y + r), fill=tuple(rng.randrange(256) for _ in range(3)))
-    image = image.filter(ImageFilter.GaussianBlur(3))
-    grain = Image.effect_noise((size, size), 8).convert("RGB")
-    image = Image.blend(image, grain, 0.08)
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return buffer.getvalue()
+    return Measurement("(b) bare psycopg baseline", count, "generations", elapsed)
 
 
 _store: LocalImageStore | None = None
@@ -216,7 +183,10 @@ def bench_full_intake(url: str, count: int, offset: int, workers: int) -> Measur
     engine.dispose()
     mean_kib = sum(len(raw) for raw in raws) / len(raws) / 1024
     return Measurement(
-        f"(c) full intake, 4 x 512px PNG ({mean_kib:.0f} KiB), {workers} procs", count, elapsed
+        f"(c) full intake, 4 x 512px PNG ({mean_kib:.0f} KiB), {workers} procs",
+        count,
+        "generations",
+        elapsed,
     )
 
 
@@ -260,7 +230,7 @@ def main() -> None:
         return
     print(f"{'measurement':58} {'generations':>11} {'seconds':>8} {'gen/s':>8}")
     for m in (a, b, c):
-        print(f"{m.name:58} {m.generations:>11} {m.seconds:>8.2f} {m.per_second:>8.1f}")
+        print(f"{m.name:58} {m.units:>11} {m.seconds:>8.2f} {m.per_second:>8.1f}")
     print(f"(a)/(b) = {ratio:.2f}   targets: (a) >= 500/s and >= 0.5x (b); (c) >= 40/s")
 
 

@@ -28,7 +28,8 @@ import redis
 import torch
 from sqlalchemy.engine import make_url
 
-from bench.ingest import DEFAULT_URL, recreate_database, synthetic_png
+from bench.common import synthetic_png
+from bench.ingest import DEFAULT_URL, recreate_database
 from config import load_settings
 from db.engine import make_engine, make_session_factory
 from db.models import ModelKind
@@ -38,6 +39,7 @@ from hps.architectures import build_model, get_architecture
 from hps.checkpoints import save_checkpoint
 from hps.factory import build_scorer
 from jobqueue.app import make_celery
+from jobqueue.contracts import ScoreParams
 from jobqueue.submit import submit_job
 from media.intake import intake_image
 from media.store import LocalImageStore
@@ -137,17 +139,17 @@ def main() -> None:
         client = make_celery(load_settings(broker_url=BROKER, hps_data_dir=data))
         try:
             prompt = "a castle on a hill"
-            submit_job(client, factory, "score", {"prompt": "warm", "images": groups[0]})
+            submit_job(client, factory, ScoreParams(prompt="warm", images=groups[0]))
             listener.wait(1)
             start = time.perf_counter()
             for group in groups:
-                submit_job(client, factory, "score", {"prompt": prompt, "images": group})
+                submit_job(client, factory, ScoreParams(prompt=prompt, images=group))
             listener.wait(len(groups))
             queue_s = time.perf_counter() - start
             latencies = []
             for _ in range(5):
                 start = time.perf_counter()
-                submit_job(client, factory, "score", {"prompt": prompt, "images": shas[:1]})
+                submit_job(client, factory, ScoreParams(prompt=prompt, images=shas[:1]))
                 listener.wait(1)
                 latencies.append(time.perf_counter() - start)
         finally:

@@ -15,9 +15,7 @@ Rows (random weights: timing only):
 from __future__ import annotations
 
 import argparse
-import io
 import json
-import random
 import tempfile
 import time
 from collections.abc import Callable
@@ -25,26 +23,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from PIL import Image, ImageDraw, ImageFilter
 
+from bench.common import synthetic_png
 from hps.architectures import get_architecture
 from hps.device import resolve_device, resolve_dtype
 from hps.factory import load_model
 from hps.preprocess import load_image, normalize, to_uint8_tensor
 from hps.scoring import HpsScorer
-
-
-def synthetic_png(seed: int, size: int = 512) -> bytes:
-    rng = random.Random(seed)
-    image = Image.new("RGB", (size, size), tuple(rng.randrange(256) for _ in range(3)))
-    draw = ImageDraw.Draw(image)
-    for _ in range(10):
-        x, y, r = rng.randrange(size), rng.randrange(size), rng.randrange(20, 120)
-        draw.ellipse((x - r, y - r, x + r, y + r), fill=tuple(rng.randrange(256) for _ in range(3)))
-    image = image.filter(ImageFilter.GaussianBlur(2))
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return buffer.getvalue()
 
 
 def timed(function: Callable[[], Any], repeat: int = 1) -> float:

@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from bench.score import synthetic_png
+from bench.common import synthetic_png
 from hps.device import resolve_device
 from hps.factory import load_model
 from hps.preprocess import load_image, normalize, to_uint8_tensor
