@@ -32,7 +32,8 @@ from db.channels import admin_role_ids
 from db.engine import run_transaction_async
 
 T = TypeVar("T")
-# The adapters an admin can choose for a channel (bot.harvesting.adapters registers them).
+# The adapters an admin can choose for a channel: bot.harvesting.adapters.REGISTRY's names
+# (a test keeps the two equal; ADAPTER_CHOICES there is the same list as app command choices).
 ADAPTERS = Literal["multi_attachment", "midjourney"]
 ADMINS_ONLY = "Only server admins can use this command."
 OPERATORS_ONLY = "Only the bot's operators can use this command."
@@ -64,7 +65,7 @@ async def is_operator(
     (or a member of its owning team) as Discord's application info reports it."""
     if user.id in services.settings.operator_user_ids:
         return True
-    if not isinstance(client, commands.Bot):
+    if not isinstance(client, commands.Bot | commands.AutoShardedBot):
         return False
     try:
         return bool(await client.is_owner(user))

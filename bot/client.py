@@ -15,12 +15,8 @@ import logging
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
-import aiohttp
 import discord
-from celery import Celery
 from discord.ext import commands
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-from sqlalchemy.orm import Session, sessionmaker
 
 from bot import metrics
 from bot.checks import answer_refusal
@@ -29,10 +25,8 @@ from bot.delivery import OutboxDelivery
 from bot.harvesting.cog import HarvestCog, harvest_cog
 from bot.harvesting.harvester import Harvester, start_intake_pool
 from bot.picks import PickButton
-from bot.progress import JobProgressWatcher
 from bot.services import BotServices
 from config import Settings
-from media.store import ImageStore
 
 log = logging.getLogger(__name__)
 CLOSE_STEP_TIMEOUT_S = 10.0
@@ -54,6 +48,9 @@ def shard_of(guild_id: int, shard_count: int) -> int:
 
 
 class HpsBot(commands.AutoShardedBot):
+    """The bot process: its services (``self.services``), the harvest cog, the slash
+    commands, the persistent pick buttons and the outbox delivery."""
+
     def __init__(self, settings: Settings) -> None:
         intents = discord.Intents.default()
         intents.message_content = True  # privileged: needed to read other bots' generations
@@ -74,35 +71,9 @@ class HpsBot(commands.AutoShardedBot):
         self.services = BotServices(settings)
         self._all_shards_ready = False
         point_at(settings)
-        self.delivery = OutboxDelivery(self)
+        self.delivery = OutboxDelivery(self, self.services)
         self._delivery_task: asyncio.Task[None] | None = None
         self.intake_pool: ProcessPoolExecutor | None = None
-
-    # Transitional: what bot/cogs/commands.py and bot/delivery.py read until they take the
-    # services themselves.
-    @property
-    def factory(self) -> async_sessionmaker[AsyncSession]:
-        return self.services.async_factory
-
-    @property
-    def sync_factory(self) -> sessionmaker[Session]:
-        return self.services.factory
-
-    @property
-    def store(self) -> ImageStore:
-        return self.services.store
-
-    @property
-    def celery(self) -> Celery:
-        return self.services.celery
-
-    @property
-    def http_session(self) -> aiohttp.ClientSession:
-        return self.services.http
-
-    @property
-    def job_progress(self) -> JobProgressWatcher:
-        return self.services.job_progress
 
     async def setup_hook(self) -> None:
         metrics.start_metrics_server(self.settings.bot_metrics_port)
@@ -112,7 +83,7 @@ class HpsBot(commands.AutoShardedBot):
         )
         harvester.intake_pool = self.intake_pool = await start_intake_pool()
         await self.add_cog(HarvestCog(self, harvester))
-        await self.add_cog(HpsCommands(self))
+        await self.add_cog(HpsCommands(self, self.services))
         self.add_dynamic_items(PickButton)  # pick buttons keep working across restarts
         await self.tree.sync()
         self._delivery_task = asyncio.create_task(self.delivery.run(), name="outbox-delivery")
@@ -176,10 +147,6 @@ class HpsBot(commands.AutoShardedBot):
                 await interaction.response.send_message(text, ephemeral=True)
         except discord.HTTPException:
             pass  # the interaction is gone; the log has it
-
-    async def purge_blobs(self, shas: list[str]) -> int:
-        """Delete blobs no image row references any more; return the count."""
-        return await self.services.purge_blobs(shas)
 
     async def close(self) -> None:
         if self._delivery_task is not None:

@@ -19,6 +19,7 @@ from functools import cached_property
 import aiohttp
 import discord
 from celery import Celery
+from discord.ext import commands
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from bot.progress import JobProgressWatcher
@@ -28,6 +29,8 @@ from db.resources import Resources
 from jobqueue.app import make_celery
 
 log = logging.getLogger(__name__)
+# The discord.py bot classes (HpsBot is an AutoShardedBot; tests may run a plain Bot).
+DiscordBot = commands.Bot | commands.AutoShardedBot
 
 
 @dataclass
