@@ -112,57 +112,78 @@ class DecodedImage:
 
 def decode_image(raw: bytes, *, max_bytes: int, max_pixels: int) -> DecodedImage:
     """Decode untrusted bytes into an RGB image (first frame, EXIF orientation applied)."""
-    if not raw:
-        raise EmptyImage("the file is empty (0 bytes)")
-    if len(raw) > max_bytes:
-        raise ImageTooLarge(f"the file is {len(raw):,} bytes; the limit is {max_bytes:,} bytes")
+    _check_raw_size(raw, max_bytes)
     with warnings.catch_warnings():
         # Pillow's own bomb check warns/raises at its global limit; ours is explicit below.
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-        try:
-            probe = Image.open(io.BytesIO(raw))
-        except UnidentifiedImageError:
-            raise UnsupportedFormat(
-                "not a recognised image (allowed: PNG, JPEG, WEBP, GIF)"
-            ) from None
-        except Image.DecompressionBombError as exc:
-            # Pillow's own global guard fired before ours could look at the header.
-            raise TooManyPixels(f"the image declares too many pixels: {exc}") from None
-        except Exception as exc:  # Pillow raises many types on malformed headers
-            raise CorruptImage(f"the image header is unreadable: {exc}") from None
-        fmt = (probe.format or "").upper()
-        if fmt not in ALLOWED_FORMATS:
-            raise UnsupportedFormat(
-                f"format {fmt or 'unknown'} is not allowed (allowed: PNG, JPEG, WEBP, GIF)"
-            )
-        width, height = probe.size
-        if width <= 0 or height <= 0:
-            raise CorruptImage(f"the image declares an invalid size {width}x{height}")
-        if width * height > max_pixels:
-            raise TooManyPixels(
-                f"the image is {width}x{height} = {width * height:,} pixels; "
-                f"the limit is {max_pixels:,}"
-            )
-        frames = int(getattr(probe, "n_frames", 1) or 1)
-        try:
-            probe.verify()
-        except Exception as exc:
-            raise CorruptImage(f"the image data is damaged: {exc}") from None
-        # verify() leaves the object unusable: decode from a fresh parser.
-        try:
-            parsed = Image.open(io.BytesIO(raw))
-            parsed.seek(0)
-            parsed.load()
-            upright = parsed.getexif().get(EXIF_ORIENTATION, 1) == 1
-            rgb = _to_rgb(parsed if upright else ImageOps.exif_transpose(parsed))
-        except Image.DecompressionBombError as exc:
-            raise TooManyPixels(f"the image declares too many pixels: {exc}") from None
-        except (OSError, ValueError, SyntaxError) as exc:
-            raise CorruptImage(f"the image data is damaged: {exc}") from None
+        fmt, frames = _probe_header(raw, max_pixels)
+        parsed, upright, rgb = _decode_first_frame(raw)
     rebuilt = None
     if fmt == "PNG" and frames == 1 and upright and parsed.mode == "RGB":
         rebuilt = rebuild_rgb8_png(raw)
     return DecodedImage(rgb, fmt, frames, rebuilt)
+
+
+def _check_raw_size(raw: bytes, max_bytes: int) -> None:
+    """The cheap checks on the raw bytes, before any parsing."""
+    if not raw:
+        raise EmptyImage("the file is empty (0 bytes)")
+    if len(raw) > max_bytes:
+        raise ImageTooLarge(f"the file is {len(raw):,} bytes; the limit is {max_bytes:,} bytes")
+
+
+def _open_header(raw: bytes) -> Image.Image:
+    """Parse the header only (no pixel is decoded)."""
+    try:
+        return Image.open(io.BytesIO(raw))
+    except UnidentifiedImageError:
+        raise UnsupportedFormat("not a recognised image (allowed: PNG, JPEG, WEBP, GIF)") from None
+    except Image.DecompressionBombError as exc:
+        # Pillow's own global guard fired before ours could look at the header.
+        raise TooManyPixels(f"the image declares too many pixels: {exc}") from None
+    except Exception as exc:  # Pillow raises many types on malformed headers
+        raise CorruptImage(f"the image header is unreadable: {exc}") from None
+
+
+def _probe_header(raw: bytes, max_pixels: int) -> tuple[str, int]:
+    """Check the format and the declared size from the header, then the structure
+    (``verify()``); return the format and the frame count."""
+    probe = _open_header(raw)
+    fmt = (probe.format or "").upper()
+    if fmt not in ALLOWED_FORMATS:
+        raise UnsupportedFormat(
+            f"format {fmt or 'unknown'} is not allowed (allowed: PNG, JPEG, WEBP, GIF)"
+        )
+    width, height = probe.size
+    if width <= 0 or height <= 0:
+        raise CorruptImage(f"the image declares an invalid size {width}x{height}")
+    if width * height > max_pixels:
+        raise TooManyPixels(
+            f"the image is {width}x{height} = {width * height:,} pixels; "
+            f"the limit is {max_pixels:,}"
+        )
+    frames = int(getattr(probe, "n_frames", 1) or 1)
+    try:
+        probe.verify()
+    except Exception as exc:
+        raise CorruptImage(f"the image data is damaged: {exc}") from None
+    return fmt, frames
+
+
+def _decode_first_frame(raw: bytes) -> tuple[Image.Image, bool, Image.Image]:
+    """Decode the first frame from a fresh parser (``verify()`` leaves the probe unusable):
+    the parsed image, whether it was upright already, and its upright RGB version."""
+    try:
+        parsed = Image.open(io.BytesIO(raw))
+        parsed.seek(0)
+        parsed.load()
+        upright = parsed.getexif().get(EXIF_ORIENTATION, 1) == 1
+        rgb = _to_rgb(parsed if upright else ImageOps.exif_transpose(parsed))
+    except Image.DecompressionBombError as exc:
+        raise TooManyPixels(f"the image declares too many pixels: {exc}") from None
+    except (OSError, ValueError, SyntaxError) as exc:
+        raise CorruptImage(f"the image data is damaged: {exc}") from None
+    return parsed, upright, rgb
 
 
 def encode_canonical(
