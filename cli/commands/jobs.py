@@ -98,12 +98,15 @@ def cmd_jobs_submit(args: argparse.Namespace) -> int:
 def queue_job(
     factory: sessionmaker[Session], kind: str, params: dict[str, Any], guild_id: int | None
 ) -> uuid.UUID:
-    """Record and enqueue a ``kind`` job for ``guild_id`` (None: the operators' pooled scope)."""
+    """Check ``params`` against the ``kind`` job's contract, then record and enqueue the job for
+    ``guild_id`` (None: the operators' pooled scope)."""
     from config import get_settings
     from jobqueue.app import make_celery
-    from jobqueue.submit import submit_job
+    from jobqueue.contracts import parse_params
+    from jobqueue.submit import JobOrigin, submit_job
 
-    return submit_job(make_celery(get_settings()), factory, kind, params, guild_id=guild_id)
+    typed = parse_params(kind, params)  # a bad kind or parameter: one line, nothing queued
+    return submit_job(make_celery(get_settings()), factory, typed, JobOrigin(guild_id=guild_id))
 
 
 def wait_for(factory: sessionmaker[Session], job_id: uuid.UUID, timeout: float) -> int:

@@ -16,7 +16,7 @@ import random
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from PIL import Image, ImageDraw
 
@@ -29,6 +29,9 @@ from hps.diffusion.selection import (
     select_examples,
 )
 from hps.evaluation import bootstrap_interval
+
+if TYPE_CHECKING:
+    from hps.scoring import HpsScorer
 
 METADATA_FILE = "hps_lora.json"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
@@ -74,7 +77,7 @@ def _stop_if_cancelled(progress: Progress | None, fraction: float, message: str)
 
 def collect_examples(
     pipe: Any,
-    scorer: Any,
+    scorer: HpsScorer,
     prompts: Sequence[str],
     config: AdaptConfig,
     progress: Progress | None = None,
@@ -168,7 +171,7 @@ def side_by_side(
 
 def adapt(
     pipe: Any,
-    scorer: Any,
+    scorer: HpsScorer,
     train_prompts: Sequence[str],
     eval_prompts: Sequence[str],
     out_dir: Path,
@@ -219,7 +222,7 @@ def adapt(
 
 
 def compare(
-    scorer: Any,
+    scorer: HpsScorer,
     prompts: Sequence[str],
     base: list[list[Any]],
     adapted: list[list[Any]],
