@@ -94,3 +94,39 @@ def test_input_nested_too_deeply_is_one_line(
     assert cli_main.main([]) == 2
     err = capsys.readouterr().err
     assert err == "hps stats: error: the input is nested too deeply to read\n"
+
+
+def test_help_shows_every_command_in_one_group() -> None:
+    import argparse
+
+    from cli.main import build_parser
+
+    parser = build_parser()
+    subcommands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    help_text = parser.format_help()
+    grouped = help_text.split("command groups:\n", 1)[1].splitlines()
+    names = [name.strip() for line in grouped for name in line.split(":", 1)[1].split(",")]
+    assert len(grouped) == 4
+    assert sorted(names) == sorted(subcommands.choices)  # each command once, none left out
+
+
+def test_a_command_releases_its_database_connections(tmp_path: Path) -> None:
+    """Commands build engine and store through db.resources.Resources (as the worker does)
+    and close the engine's connections when they end, also when they fail."""
+    from sqlalchemy import event, text
+
+    from cli.resources import open_resources
+    from config import load_settings
+    from media.store import LocalImageStore
+
+    settings = load_settings(hps_data_dir=tmp_path, database_url="", storage_url="")
+    closed: list[object] = []
+    with pytest.raises(LookupError), open_resources(settings) as resources:
+        event.listen(resources.engine, "close", lambda connection, _record: closed.append(1))
+        with resources.factory() as session:
+            assert session.execute(text("SELECT 1")).scalar() == 1
+        store = resources.store
+        assert isinstance(store, LocalImageStore) and store.root.is_relative_to(tmp_path)
+        assert closed == []
+        raise LookupError("the command fails")
+    assert closed == [1]

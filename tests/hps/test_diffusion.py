@@ -9,7 +9,15 @@ import pytest
 import torch
 
 from hps.diffusion.lora_training import Example, LoraConfig, train_lora
-from hps.diffusion.pipelines import build_tiny_pipeline, generate, save_lora, unload_loras, use_lora
+from hps.diffusion.pipelines import (
+    PipelineError,
+    build_tiny_pipeline,
+    generate,
+    open_pipeline,
+    save_lora,
+    unload_loras,
+    use_lora,
+)
 from hps.diffusion.selection import Selection, is_blurry, select_examples, sharpness
 
 
@@ -170,3 +178,33 @@ def test_regularisation_folder(tmp_path: Path) -> None:
     Image.new("RGB", (8, 8)).save(tmp_path / "b.png")
     with pytest.raises(ValueError, match=r"b\.png: regularisation image without b\.txt"):
         regularization_examples(tmp_path)
+
+
+def test_open_pipeline_builds_tiny_in_code() -> None:
+    opened = open_pipeline("tiny", "cpu", seed=3)
+    built = build_tiny_pipeline(seed=3)
+    assert opened.device.type == "cpu" and opened.unet.dtype == torch.float32
+    weights = zip(opened.unet.state_dict().values(), built.unet.state_dict().values(), strict=True)
+    assert all(torch.equal(a, b) for a, b in weights)
+
+
+@pytest.mark.parametrize(
+    ("device", "dtype"),
+    [
+        ("cpu", torch.float32),
+        pytest.param(
+            "cuda",
+            torch.float16,
+            marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU"),
+        ),
+    ],
+)
+def test_open_pipeline_loads_a_folder_in_float16_on_cuda_only(
+    tmp_path: Path, device: str, dtype: torch.dtype
+) -> None:
+    build_tiny_pipeline(seed=1).save_pretrained(tmp_path / "sd")
+    opened = open_pipeline(tmp_path / "sd", device)
+    assert opened.device.type == device
+    assert opened.unet.dtype == dtype and opened.vae.dtype == dtype
+    with pytest.raises(PipelineError, match="no such diffusers folder"):
+        open_pipeline(tmp_path / "absent", device)
