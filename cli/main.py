@@ -28,14 +28,25 @@ CommandRegistrar = Callable[[argparse._SubParsersAction], None]
 
 # The command groups of `hps --help`, in order: a title and the modules of cli/commands/ (each
 # module adds its commands with `register`).
-commands = cli.commands
 GROUPS: list[tuple[str, list[ModuleType]]] = [
-    ("run the platform", [commands.run, commands.worker, commands.db, commands.config]),
-    ("operate it", [commands.jobs, commands.outbox, commands.registry, commands.stats]),
-    ("exchange datasets", [commands.exchange]),
+    (
+        "run the platform",
+        [cli.commands.run, cli.commands.worker, cli.commands.db, cli.commands.config],
+    ),
+    (
+        "operate it",
+        [cli.commands.jobs, cli.commands.outbox, cli.commands.registry, cli.commands.stats],
+    ),
+    ("exchange datasets", [cli.commands.exchange]),
     (
         "the science",
-        [commands.score, commands.train, commands.eval, commands.adapt, commands.models],
+        [
+            cli.commands.score,
+            cli.commands.train,
+            cli.commands.eval,
+            cli.commands.adapt,
+            cli.commands.models,
+        ],
     ),
 ]
 
