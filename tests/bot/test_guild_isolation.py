@@ -470,19 +470,21 @@ TABLE: dict[str, list[Case]] = {
         Case(_best_of_one(options), NO_GENERATION, NO_GENERATION)
         for options in (_b_link, _b_message_id, _b_message_in_a_link)
     ],
+    # The admin check (bot.checks.admin) runs before discord.py resolves the options: a
+    # member is refused as a non-admin before the channel is looked at.
     "hps admin channels": [
         Case(
             lambda w: {"channel": str(w.channel_id(w.b.harvested)), "adapter": "midjourney"},
             UNRESOLVABLE,
-            UNRESOLVABLE,
+            ADMINS_ONLY,
         ),
-        Case(lambda w: {"channel": str(w.channel_id(w.b.harvested))}, UNRESOLVABLE, UNRESOLVABLE),
+        Case(lambda w: {"channel": str(w.channel_id(w.b.harvested))}, UNRESOLVABLE, ADMINS_ONLY),
     ],
     "hps admin backfill": [
         Case(
             lambda w: {"channel": str(w.channel_id(w.b.harvested)), "from_start": True},
             UNRESOLVABLE,
-            UNRESOLVABLE,
+            ADMINS_ONLY,
         )
     ],
     "hps admin promote": [
