@@ -1,12 +1,16 @@
 """The life of one job inside a task: start, progress, cancel, finish or fail, exactly once.
 
-A task calls :func:`run_job` with the job id and a body. Redelivery is safe: a job that has
-already finished is skipped, results are written with the outbox row in one transaction that
-refuses a second finish, and stored scores are upserts. Expected failures (a deleted image, a
-missing or corrupt model file, bad input) end the job with a short reason the user is told;
-transient database errors propagate so Celery retries the task; anything else fails the job and
-the worker goes on serving. The user never sees paths, URLs or exception text: those stay in the
-job row (``hps jobs status``) and the log.
+A task calls :func:`run_job` with the job id and a body. The job's stored parameters are
+validated first with its kind's contract (``jobqueue.contracts``): a payload that does not fit
+fails the job with a message naming the kind and the field, and the body gets them typed
+(``JobContext.params``). Redelivery is safe: a job that has already finished is skipped,
+results are written with the outbox row (and the writes that must go with them, such as a
+trained model's registration) in one transaction that refuses a second finish, and stored
+scores are upserts. Expected failures (a deleted image, a missing or corrupt model file, bad
+input) end the job with a short reason the user is told; transient database errors propagate
+so Celery retries the task; anything else fails the job and the worker goes on serving. The
+user never sees paths, URLs or exception text: those stay in the job row (``hps jobs
+status``) and the log.
 """
 
 from __future__ import annotations
