@@ -60,6 +60,8 @@ async def start_intake_pool() -> ProcessPoolExecutor:
 
 @dataclass(frozen=True)
 class HarvestOutcome:
+    """What storing one generation came to."""
+
     stored: bool
     reason: str = ""
     generation_id: int | None = None
