@@ -471,7 +471,7 @@ class AdaptReport(JobResult):
     """The registered LoRA candidate, with the adaptation's metadata (``hps.diffusion``)."""
 
     model_config = ConfigDict(frozen=True, extra="allow")
-    model_version_id: int
+    model_version_id: int | None = None  # set when the candidate is registered
     name: str
     status: Literal["candidate"] = "candidate"
 

@@ -2,7 +2,8 @@
 tune on them, evaluate on held-out prompts) and register it as a candidate of the job's scope.
 
 Steps: the prompts (given, or the scope's community's, split by prompt), the recipe
-(``hps.diffusion.adapt.AdaptConfig`` with the job's overrides), the run, the registration."""
+(``hps.diffusion.adapt.AdaptConfig`` with the job's overrides), the run, and the
+registration, which commits with the job's result (``JobOutcome.complete``)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from db.datasets import split_for_prompt
 from db.models import Generation, ModelKind, Prompt
 from db.registry import register_model_version
 from db.scope import Scope
-from jobqueue.contracts import AdaptParams, AdaptReport, OutboxKind
+from jobqueue.contracts import AdaptParams, AdaptReport, JobResult, OutboxKind
 from worker.errors import JobCancelled, JobFailure
 from worker.lifecycle import JobContext, JobOutcome
 from worker.tasks.scoring import scoring_model
@@ -77,8 +78,9 @@ def adapt(context: JobContext[AdaptParams]) -> JobOutcome:
     result = _run(context, config, train_prompts, eval_prompts, models_dir)
     name = f"lora-{str(context.job_id)[:8]}"
     lora_sha256 = sha256_of_file(result.lora_dir / LORA_WEIGHTS_FILE)
+    report = AdaptReport(name=name, **result.metadata)
 
-    def register(session: Session) -> AdaptReport:
+    def register(session: Session) -> JobResult:
         version = register_model_version(
             session,
             kind=ModelKind.lora,
@@ -90,10 +92,9 @@ def adapt(context: JobContext[AdaptParams]) -> JobOutcome:
             checkpoint_sha256=lora_sha256,
             guild_id=context.scope.model_guild(),
         )
-        return AdaptReport(model_version_id=version.id, name=name, **result.metadata)
+        return report.model_copy(update={"model_version_id": version.id})
 
-    version = context.transaction(register)
-    return JobOutcome(version, outbox_kind=OutboxKind.adapt_report)
+    return JobOutcome(report, outbox_kind=OutboxKind.adapt_report, complete=register)
 
 
 def _run(
