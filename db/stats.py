@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any, Literal
 
-from sqlalchemy import Date, Float, Integer, case, cast, func, select
+from sqlalchemy import Date, Float, Integer, Select, case, cast, func, select
 from sqlalchemy.orm import Session
 
 from db.models import Choice, Generation, Image, ModelStatus, ModelVersion, Prompt
@@ -298,6 +298,35 @@ def score_distributions(
     then the newest), each with ``bins`` equal-width bins between its own min and max."""
     if bins < 1:
         raise ValueError("bins must be at least 1")
+    scored = _scored_versions(scope, model_version_ids, max_versions)
+    found = []
+    for version_id, name, status, count, mean, low, high in session.execute(scored).all():
+        low, high = float(low), float(high)
+        if high > low:
+            edges, counts = _score_histogram(session, scope, version_id, low, high, bins)
+        else:
+            edges, counts = [low, high], [int(count)]
+        found.append(
+            ScoreDistribution(
+                model_version_id=int(version_id),
+                name=str(name),
+                status=str(getattr(status, "value", status)),
+                count=int(count),
+                mean=float(mean),
+                minimum=low,
+                maximum=high,
+                edges=edges,
+                counts=counts,
+            )
+        )
+    return found
+
+
+def _scored_versions(
+    scope: Scope, model_version_ids: Sequence[int] | None, max_versions: int
+) -> Select[Any]:
+    """Per model version that scored images of ``scope``: id, name, status, count, mean,
+    min and max of its scores (the active version first, then the newest)."""
     scored = (
         select(
             ModelVersion.id,
@@ -320,46 +349,34 @@ def score_distributions(
     )
     if model_version_ids is not None:
         scored = scored.where(ModelVersion.id.in_(list(model_version_ids)))
-    found = []
-    for version_id, name, status, count, mean, low, high in session.execute(scored).all():
-        low, high = float(low), float(high)
-        if high > low:
-            width = (high - low) / bins
-            edges = [low + width * i for i in range(bins)] + [high]
-            position = (ScoreRow.score - low) * bins / (high - low)
-            floored = (
-                cast(func.floor(position), Integer)
-                if _is_postgresql(session)
-                else cast(position, Integer)  # non-negative: truncation is floor
-            )
-            bucket = case((floored >= bins, bins - 1), else_=floored).label("bucket")
-            counts = [0] * bins
-            rows = session.execute(
-                select(bucket, func.count())
-                .select_from(ScoreRow)
-                .join(Image, Image.id == ScoreRow.image_id)
-                .join(Generation, Generation.id == Image.generation_id)
-                .where(ScoreRow.model_version_id == version_id, scope.generations())
-                .group_by(bucket)
-            )
-            for index, n in rows:
-                counts[min(max(int(index), 0), bins - 1)] += int(n)
-        else:
-            edges, counts = [low, high], [int(count)]
-        found.append(
-            ScoreDistribution(
-                model_version_id=int(version_id),
-                name=str(name),
-                status=str(getattr(status, "value", status)),
-                count=int(count),
-                mean=float(mean),
-                minimum=low,
-                maximum=high,
-                edges=edges,
-                counts=counts,
-            )
-        )
-    return found
+    return scored
+
+
+def _score_histogram(
+    session: Session, scope: Scope, version_id: int, low: float, high: float, bins: int
+) -> tuple[list[float], list[int]]:
+    """Bin edges and counts of one version's scores (``high > low``), counted in the database."""
+    width = (high - low) / bins
+    edges = [low + width * i for i in range(bins)] + [high]
+    position = (ScoreRow.score - low) * bins / (high - low)
+    floored = (
+        cast(func.floor(position), Integer)
+        if _is_postgresql(session)
+        else cast(position, Integer)  # non-negative: truncation is floor
+    )
+    bucket = case((floored >= bins, bins - 1), else_=floored).label("bucket")
+    counts = [0] * bins
+    rows = session.execute(
+        select(bucket, func.count())
+        .select_from(ScoreRow)
+        .join(Image, Image.id == ScoreRow.image_id)
+        .join(Generation, Generation.id == Image.generation_id)
+        .where(ScoreRow.model_version_id == version_id, scope.generations())
+        .group_by(bucket)
+    )
+    for index, n in rows:
+        counts[min(max(int(index), 0), bins - 1)] += int(n)
+    return edges, counts
 
 
 def agreement_per_day(

@@ -7,12 +7,10 @@ autocast on CUDA, optional gradient checkpointing, DDP under torchrun. The train
 checkpointed regularly and a run resumes exactly where it stopped (same data order, optimiser,
 schedule and RNG state, so the result equals an uninterrupted run).
 
-The training state is one ``train_state.safetensors`` file: every tensor (trainable weights,
-optimiser moments, torch RNG states) as a safetensors tensor, and everything else (step, epoch,
-scheduler, optimiser hyper-parameters, Python and NumPy RNG states, config) as JSON in its
-header. Loading it never unpickles anything. A ``train_state.pt`` left by an older version (a
-torch pickle, which can run code when loaded) is refused, never opened: see
-:class:`TrainingStateError`.
+The training state is one ``train_state.safetensors`` file (see :mod:`hps.training.state`):
+tensors as safetensors, everything else as JSON in its header; loading it never unpickles
+anything. A ``train_state.pt`` left by an older version (a torch pickle, which can run code
+when loaded) is refused, never opened: see :class:`TrainingStateError`.
 """
 
 from __future__ import annotations
@@ -23,7 +21,8 @@ import os
 import random
 import time
 from collections.abc import Callable, Sequence
-from contextlib import nullcontext
+from concurrent.futures import Executor
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
@@ -39,7 +38,7 @@ from hps.checkpoints import save_checkpoint, sha256_of_file
 from hps.device import resolve_device
 from hps.factory import LoadedModel, load_model
 from hps.prefetch import default_decoders, make_decode_pool, prefetch_batches
-from hps.preprocess import normalize, shape_pixels
+from hps.preprocess import ImageSource, normalize, shape_pixels
 from hps.scoring import DEFAULT_SCORE_SCALE
 from hps.training.loss import preference_loss
 from hps.training.manifests import PreferenceSet
@@ -255,6 +254,13 @@ class _Window:
 
 class _TrainingRun:
     """One call of :func:`train`: resume, optimiser steps, finalise."""
+
+    # Set by run_steps: the decoding pool and the progress bar live only while stepping.
+    load_pixels: Callable[[ImageSource], np.ndarray]
+    pool: Executor | None
+    autocast: AbstractContextManager[Any]
+    bar: Any  # tqdm
+    started: float  # when the current optimiser step's window began
 
     def __init__(
         self,
