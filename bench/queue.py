@@ -37,7 +37,7 @@ from db.outbox import OUTBOX_CHANNEL
 from db.registry import promote_model_version, register_model_version
 from hps.architectures import build_model, get_architecture
 from hps.checkpoints import save_checkpoint
-from hps.factory import build_scorer
+from hps.scoring import build_scorer
 from jobqueue.app import make_celery
 from jobqueue.contracts import ScoreParams
 from jobqueue.submit import submit_job
