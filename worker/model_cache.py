@@ -121,7 +121,7 @@ class ModelCache:
                 return self._scorers[key]
             path = self._existing_path(version)
             from hps.checkpoints import ChecksumMismatch
-            from hps.factory import build_scorer
+            from hps.scoring import build_scorer
             from worker.metrics import model_load_timer
 
             with model_load_timer("hps"):

@@ -210,8 +210,9 @@ def test_prefork_worker_serves_metrics_of_its_children(
     worker: Any, worker_port: int, pg_factory: sessionmaker[Session], data_dir: Path
 ) -> None:
     from jobqueue.app import make_celery
-    from jobqueue.submit import submit_job
-    from tests.worker.harness import BROKER_URL, pool_children, wait_for_job
+    from jobqueue.contracts import ScoreParams, StatsParams
+    from jobqueue.submit import JobOrigin, submit_job
+    from tests.worker.harness import BROKER_URL, pool_children, submit_unchecked, wait_for_job
 
     assert pool_children(worker), "expected a prefork pool child"
     first = scrape(worker_port)
@@ -221,11 +222,11 @@ def test_prefork_worker_serves_metrics_of_its_children(
     assert sample(first, "hps_worker_task_duration_seconds_count", kind="stats") is None
 
     client = make_celery(load_settings(broker_url=BROKER_URL, hps_data_dir=data_dir))
-    done = submit_job(client, pg_factory, "stats", {"days": 7}, channel_id=5)
+    done = submit_job(client, pg_factory, StatsParams(days=7), JobOrigin(channel_id=5))
     assert wait_for_job(pg_factory, done, timeout=120).status == JobStatus.succeeded
-    failed = submit_job(client, pg_factory, "stats", {"top": 0}, channel_id=5)
+    failed = submit_unchecked(client, pg_factory, "stats", {"top": 0}, channel_id=5)
     assert wait_for_job(pg_factory, failed, timeout=120).status == JobStatus.failed
-    waiting = submit_job(client, pg_factory, "score", {"prompt": "x", "images": []})
+    waiting = submit_job(client, pg_factory, ScoreParams(prompt="x", images=[]))
 
     deadline = time.monotonic() + 15
     while True:  # the postrun signal fires just after the job row is written

@@ -339,14 +339,18 @@ def test_stats_job_end_to_end(
     worker: Any, pg_factory: sessionmaker[Session], data_dir: Path
 ) -> None:
     from jobqueue.app import make_celery
-    from jobqueue.submit import submit_job
+    from jobqueue.contracts import StatsParams
+    from jobqueue.submit import JobOrigin, submit_job
     from media.store import LocalImageStore
-    from tests.worker.harness import BROKER_URL, outbox_rows, wait_for_job
+    from tests.worker.harness import BROKER_URL, outbox_rows, submit_unchecked, wait_for_job
 
     build_community(pg_factory)
     client = make_celery(load_settings(broker_url=BROKER_URL, hps_data_dir=data_dir))
     job_id = submit_job(
-        client, pg_factory, "stats", {"days": 0}, requested_by=77, channel_id=5, guild_id=7
+        client,
+        pg_factory,
+        StatsParams(days=0),
+        JobOrigin(requested_by=77, channel_id=5, guild_id=7),
     )
     job = wait_for_job(pg_factory, job_id, timeout=120)
     assert job.status == JobStatus.succeeded, job.error
@@ -361,7 +365,7 @@ def test_stats_job_end_to_end(
         PILImage.open(io.BytesIO(store.get(entry["sha256"]))).verify()
     assert job.result is not None and job.result["stats"]["totals"]["choices"] == 9
 
-    bad = submit_job(client, pg_factory, "stats", {"days": "lots"}, channel_id=5)
+    bad = submit_unchecked(client, pg_factory, "stats", {"days": "lots"}, channel_id=5)
     failed = wait_for_job(pg_factory, bad, timeout=120)
     assert failed.status == JobStatus.failed and "days must be a whole number" in (
         failed.error or ""

@@ -125,7 +125,7 @@ def evaluate_both(
 ) -> tuple[Any, Any]:
     """(candidate, baseline) metrics on the held-out prompts' choices."""
     from hps.evaluation import evaluate
-    from hps.factory import build_scorer
+    from hps.scoring import build_scorer
 
     device = context.runtime.settings.worker_device
     context.progress(TRAINING_SHARE, "evaluating on held-out prompts", force=True)
