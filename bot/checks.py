@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from functools import partial
-from typing import Literal, TypeVar
+from typing import TypeVar
 
 import discord
 from discord import app_commands
@@ -32,9 +32,6 @@ from db.channels import admin_role_ids
 from db.engine import run_transaction_async
 
 T = TypeVar("T")
-# The adapters an admin can choose for a channel: bot.harvesting.adapters.REGISTRY's names
-# (a test keeps the two equal; ADAPTER_CHOICES there is the same list as app command choices).
-ADAPTERS = Literal["multi_attachment", "midjourney"]
 ADMINS_ONLY = "Only server admins can use this command."
 OPERATORS_ONLY = "Only the bot's operators can use this command."
 

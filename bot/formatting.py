@@ -13,6 +13,7 @@ from typing import Any
 
 import discord
 
+from db.outbox import OutboxKind
 from discord_text import MAX_CONTENT_CHARS, MAX_FILES, fit_content, quote_user_text
 from media.store import ImageStore
 
@@ -71,34 +72,34 @@ def render_result(kind: str, payload: dict[str, Any], store: ImageStore) -> Rend
         fit_content(content),
         files[:MAX_FILES],
         only_pings(requester_id),
-        private=kind == "job_failed",
+        private=kind == OutboxKind.job_failed,
     )
 
 
 def _body(kind: str, payload: dict[str, Any], store: ImageStore) -> tuple[str, list[discord.File]]:
-    if kind == "job_failed":
+    if kind == OutboxKind.job_failed:
         reason = quote_user_text(str(payload.get("error") or "unknown error"))
         return f"that did not work: {reason}", []
-    if kind == "score_result":
+    if kind == OutboxKind.score_result:
         lines = [
             f"HPS {entry['score']:.2f}{_percentile(entry.get('percentile'))}"
             for entry in payload.get("scores", [])
         ]
         return "; ".join(lines) + f" · model {_name(payload, 'model_version')}", []
-    if kind == "generate_result":
+    if kind == OutboxKind.generate_result:
         files = [
             discord.File(io.BytesIO(store.get(image["sha256"])), filename=f"{n + 1}.png")
             for n, image in enumerate(payload.get("images", [])[:MAX_FILES])
         ]
         return f"**{_prompt(payload)}**", files
-    if kind == "rank_result":
+    if kind == OutboxKind.rank_result:
         ranking = ", ".join(
             f"#{entry['position'] + 1}: {entry['score']:.2f}"
             for entry in payload.get("ranking", [])
         )
         about = f" of **{_prompt(payload)}**" if payload.get("prompt") else ""
         return f"ranking{about} by HPS ({_name(payload, 'model_version')}): {ranking}", []
-    if kind == "regenerate_result":
+    if kind == OutboxKind.regenerate_result:
         redone = payload.get("regenerated", {})
         original = payload.get("original", {})
         best = original.get("best_score")

@@ -21,8 +21,8 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot import checks
-from bot.checks import ADAPTERS
 from bot.downloads import DownloadRefused, download
+from bot.harvesting.adapters import ADAPTER_CHOICES, adapter_named
 from bot.harvesting.cog import harvest_cog
 from bot.progress import InteractionProgress
 from bot.replies import acknowledge, say_privately
@@ -338,16 +338,20 @@ class HpsCommands(commands.Cog):
 
     # -- admin (checked server-side by each command's check) -------------------------
     @admin.command(name="channels", description="Harvest (or stop harvesting) a channel")
+    @app_commands.choices(adapter=ADAPTER_CHOICES)
     @checks.admin()
     async def channels(
         self,
         interaction: discord.Interaction,
         channel: discord.TextChannel,
-        adapter: ADAPTERS | None = None,
+        adapter: str | None = None,
     ) -> None:
         assert interaction.guild_id is not None
         if channel.guild.id != interaction.guild_id:
             await say_privately(interaction, "That channel is not in this server.")
+            return
+        if adapter is not None and adapter_named(adapter) is None:  # Discord checks choices;
+            await say_privately(interaction, "There is no such adapter.")  # a forged call may not
             return
         if adapter is None:
             was = await run_transaction_async(

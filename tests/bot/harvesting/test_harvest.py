@@ -18,7 +18,7 @@ from db.channels import enable_channel
 from db.models import Choice, Generation
 from db.models import Image as ImageRow
 from db.privacy import opt_out
-from sandbox.emulator import DiscordEmulator
+from sandbox.emulator import DiscordEmulator, OptionRefused
 from tests.bot.helpers import _picked_position, admin_call, count, eventually, png, post_generation
 
 
@@ -243,6 +243,12 @@ async def test_admin_commands_are_checked_server_side(
     token = await emulator.inject_slash_command(admin, "general", "hps", calls[0])
     await eventually(lambda: bool(emulator.interactions[token].followups))
     assert emulator.interactions[token].followups[0]["content"].startswith("Harvesting <#")
+    with pg_factory() as session:
+        assert harvest_adapter(session, general) == "multi_attachment"
+    # The adapter option's choices are the registry's: Discord refuses any other value.
+    forged = admin_call("channels", channel=str(general), adapter="../../etc")
+    with pytest.raises(OptionRefused, match="not one of its choices"):
+        await emulator.inject_slash_command(admin, "general", "hps", forged)
     with pg_factory() as session:
         assert harvest_adapter(session, general) == "multi_attachment"
     await emulator.inject_message(
