@@ -90,11 +90,3 @@ def load_model(
     check_state_dict(model, state, source=str(path))
     model.load_state_dict(state, strict=True)
     return LoadedModel(model.eval(), architecture, metadata, path)
-
-
-def build_scorer(*args: Any, **kwargs: Any) -> Any:
-    """Moved to :func:`hps.scoring.build_scorer`; kept only until its last importers (worker,
-    bench) import it from there. TODO(issue 13): delete (it is the factory <-> scoring circle)."""
-    from hps.scoring import build_scorer as build
-
-    return build(*args, **kwargs)
