@@ -10,6 +10,8 @@ from datetime import datetime
 
 from db.datasets import SPLITS
 
+FORMATS = ("pickapic", "hpd")  # the export formats, in the order they are written
+
 DEFAULT_LICENSE = "cc-by-4.0"
 HISTOGRAM_FILE = "histogram.png"
 

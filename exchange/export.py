@@ -32,6 +32,7 @@ from db.export_queries import (
 from db.scope import Scope, pooled_guild_ids
 from exchange.card import (
     DEFAULT_LICENSE,
+    FORMATS,
     HISTOGRAM_FILE,
     CardInfo,
     histogram_png,
@@ -48,8 +49,6 @@ from exchange.export_pickapic import (
 from exchange.ids import pseudonym
 from exchange.images import DEFAULT_JPEG_QUALITY, ImageReader
 from media.store import BlobNotFound, ImageStore
-
-FORMATS = ("pickapic", "hpd")
 
 Progress = Callable[[int, int, str], None]
 """``progress(done, total, message)``: called after each choice; may raise to stop."""

@@ -27,6 +27,7 @@ from pydantic import (
 )
 
 from db.outbox import OutboxKind
+from exchange.card import FORMATS
 
 __all__ = [
     "EXPORT_FORMATS",
@@ -46,7 +47,7 @@ MAX_GENERATED_IMAGES = 10  # Discord: at most 10 attachments per message
 MAX_REGENERATE_CANDIDATES = 16
 DEFAULT_ADAPT_PROMPTS = 500
 DEFAULT_SCORE_CHUNK = 256
-EXPORT_FORMATS = ("pickapic", "hpd")  # exchange.export.FORMATS (exchange pulls pyarrow)
+EXPORT_FORMATS = FORMATS
 
 
 class JobScope(StrEnum):
