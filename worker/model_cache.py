@@ -10,13 +10,16 @@ import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.orm import Session
 
 from db.models import ModelKind
 from db.registry import get_active_model, get_usable_model_version
 from db.scope import Scope
+
+if TYPE_CHECKING:
+    from hps.scoring import HpsScorer
 
 
 class ModelFileMissing(FileNotFoundError):
@@ -83,7 +86,7 @@ class ModelCache:
         self.models_dir = models_dir
         self.device = device
         self.capacity = capacity
-        self._scorers: OrderedDict[tuple[int, str], Any] = OrderedDict()
+        self._scorers: OrderedDict[tuple[int, str], HpsScorer] = OrderedDict()
         self._lock = threading.Lock()
         self.loads = 0
 
@@ -112,7 +115,7 @@ class ModelCache:
                 raise file_changed(version, actual, version.checkpoint_sha256)
         return path
 
-    def scorer(self, version: ModelRef) -> Any:
+    def scorer(self, version: ModelRef) -> HpsScorer:
         """The scorer of ``version``, loading it on first use."""
         key = (version.id, version.checkpoint_key)
         with self._lock:

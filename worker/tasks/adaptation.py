@@ -8,7 +8,7 @@ registration, which commits with the job's result (``JobOutcome.complete``)."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -21,6 +21,9 @@ from jobqueue.contracts import AdaptParams, AdaptReport, JobResult, OutboxKind
 from worker.errors import JobCancelled, JobFailure
 from worker.lifecycle import JobContext, JobOutcome
 from worker.tasks.scoring import scoring_model
+
+if TYPE_CHECKING:
+    from hps.diffusion.adapt import AdaptConfig, AdaptResult
 
 
 def community_prompts(
@@ -59,7 +62,7 @@ def adaptation_prompts(context: JobContext[AdaptParams]) -> tuple[list[str], lis
     return train_prompts, eval_prompts
 
 
-def adaptation_config(params: AdaptParams) -> Any:
+def adaptation_config(params: AdaptParams) -> AdaptConfig:
     """The recipe: ``AdaptConfig`` and its ``LoraConfig`` with the job's overrides."""
     from hps.diffusion.adapt import AdaptConfig
     from hps.diffusion.lora_training import LoraConfig
@@ -99,11 +102,11 @@ def adapt(context: JobContext[AdaptParams]) -> JobOutcome:
 
 def _run(
     context: JobContext[AdaptParams],
-    config: Any,
+    config: AdaptConfig,
     train_prompts: list[str],
     eval_prompts: list[str],
     models_dir: Path,
-) -> Any:
+) -> AdaptResult:
     """Run the adaptation on a fresh pipeline (training changes it); JobCancelled when a
     cancel was asked for."""
     from hps.diffusion.adapt import adapt as run_adaptation

@@ -4,7 +4,7 @@ every image not yet scored by the active model."""
 from __future__ import annotations
 
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.orm import Session
 
@@ -34,8 +34,11 @@ from worker.errors import JobFailure
 from worker.lifecycle import JobContext, JobOutcome
 from worker.model_cache import model_ref
 
+if TYPE_CHECKING:
+    from hps.scoring import HpsScorer
 
-def scoring_model(context: JobContext[Any]) -> tuple[ModelVersionRef, Any]:
+
+def scoring_model(context: JobContext[Any]) -> tuple[ModelVersionRef, HpsScorer]:
     """(description, scorer) of the model the job asks for (one its scope may use: the
     guild's own or a global one), or the HPS model its guild uses (its own active one, else
     the global one)."""
@@ -146,7 +149,7 @@ def score_all_unscored(context: JobContext[ScoreUnscoredParams]) -> JobOutcome:
 
 
 def _score_batch(
-    context: JobContext[Any], scorer: Any, model_version_id: int, batch: list[ImageToScore]
+    context: JobContext[Any], scorer: HpsScorer, model_version_id: int, batch: list[ImageToScore]
 ) -> int:
     """Score and store one batch; return how many of its images are no longer stored."""
     present, blobs = [], []

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.orm import Session
 
@@ -25,6 +25,9 @@ from worker.lifecycle import JobContext, JobOutcome
 from worker.model_cache import ModelRef, model_ref
 from worker.report import plot_comparison
 from worker.snapshot import Snapshot, take_snapshot
+
+if TYPE_CHECKING:
+    from hps.training.trainer import TrainResult
 
 MIN_TRAIN_SETS = 8
 MIN_TEST_SETS = 4
@@ -88,7 +91,7 @@ def take_training_snapshot(
 
 def fine_tune(
     context: JobContext[TrainParams], start: StartingPoint, snapshot: Snapshot, run_dir: Path
-) -> Any:
+) -> TrainResult:
     """Train the candidate (``hps.training.trainer.train``); JobCancelled when asked to stop."""
     from hps.training.trainer import TrainConfig, train
 
