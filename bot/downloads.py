@@ -9,6 +9,8 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
+from config import Settings
+
 
 class DownloadRefused(ValueError):
     """The attachment was not downloaded; the message says why (safe to show users)."""
@@ -92,3 +94,19 @@ async def download(
         raise DownloadRefused(
             f"the download failed ({type(exc).__name__})", temporary=True
         ) from None
+
+
+async def download_attachment(
+    session: aiohttp.ClientSession, settings: Settings, url: str, declared_size: int | None
+) -> bytes:
+    """:func:`download` with the limits the settings give (CDN allowlist, size cap, deadline,
+    http only where allowed)."""
+    return await download(
+        session,
+        url,
+        allowed_hosts=settings.allowed_cdn_hosts,
+        max_bytes=settings.max_image_bytes,
+        timeout_s=settings.download_timeout_s,
+        allow_insecure=settings.allow_insecure_cdn,
+        declared_size=declared_size,
+    )

@@ -11,20 +11,9 @@ import ast
 from dataclasses import dataclass
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = (
-    "bot",
-    "worker",
-    "db",
-    "hps",
-    "media",
-    "config",
-    "cli",
-    "jobqueue",
-    "exchange",
-    "discord_text",
-    "sandbox",
-)
+from tests.project import PRODUCT_PACKAGES, ROOT
+
+PACKAGES = PRODUCT_PACKAGES
 MAX_LINES = 80
 
 

@@ -13,24 +13,10 @@ from pathlib import Path
 import grimp
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.project import ROOT, SOURCE_PACKAGES
 
 # Every package of the project (tests excepted): what the cycle search covers.
-PROJECT_PACKAGES = (
-    "bot",
-    "worker",
-    "db",
-    "hps",
-    "media",
-    "config",
-    "cli",
-    "jobqueue",
-    "exchange",
-    "discord_text",
-    "sandbox",
-    "migrations",
-    "bench",
-)
+PROJECT_PACKAGES = SOURCE_PACKAGES
 
 FORBIDDEN = {
     "hps": {"bot", "worker", "db", "config", "media", "cli"},

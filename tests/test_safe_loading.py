@@ -10,23 +10,9 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = (
-    "bot",
-    "worker",
-    "db",
-    "hps",
-    "media",
-    "config",
-    "cli",
-    "jobqueue",
-    "exchange",
-    "sandbox",
-    "bench",
-    "migrations",
-    "scripts",
-    "discord_text",
-)
+from tests.project import ROOT, SOURCE_PACKAGES
+
+PACKAGES = (*SOURCE_PACKAGES, "scripts")
 # module -> functions that unpickle whatever they are given
 UNPICKLERS = {
     "pickle": {"load", "loads", "Unpickler"},

@@ -21,7 +21,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot import checks
-from bot.downloads import DownloadRefused, download
+from bot.downloads import DownloadRefused, download_attachment
 from bot.harvesting.adapters import ADAPTER_CHOICES, adapter_named
 from bot.harvesting.cog import harvest_cog
 from bot.progress import InteractionProgress
@@ -133,14 +133,8 @@ class HpsCommands(commands.Cog):
 
     async def _fetch_image(self, attachment: discord.Attachment) -> str:
         settings = self.services.settings
-        raw = await download(
-            self.services.http,
-            attachment.url,
-            allowed_hosts=settings.allowed_cdn_hosts,
-            max_bytes=settings.max_image_bytes,
-            timeout_s=settings.download_timeout_s,
-            allow_insecure=settings.allow_insecure_cdn,
-            declared_size=attachment.size,
+        raw = await download_attachment(
+            self.services.http, settings, attachment.url, attachment.size
         )
         result = await asyncio.get_running_loop().run_in_executor(
             None,

@@ -17,7 +17,7 @@ import aiohttp
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot import metrics
-from bot.downloads import DownloadRefused, download
+from bot.downloads import DownloadRefused, download_attachment
 from bot.harvesting.adapters.base import ParsedChoice, ParsedGeneration
 from config import Settings
 from db.blobs import purge_unreferenced
@@ -97,15 +97,7 @@ class Harvester:
         settings = self.settings
         raws = await asyncio.gather(
             *(
-                download(
-                    self.http,
-                    attachment.url,
-                    allowed_hosts=settings.allowed_cdn_hosts,
-                    max_bytes=settings.max_image_bytes,
-                    timeout_s=settings.download_timeout_s,
-                    allow_insecure=settings.allow_insecure_cdn,
-                    declared_size=attachment.size,
-                )
+                download_attachment(self.http, settings, attachment.url, attachment.size)
                 for attachment in parsed.attachments
             )
         )

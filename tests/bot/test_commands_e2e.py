@@ -4,32 +4,10 @@ follow-up in the channel. Real discord.py, PostgreSQL, Redis and a worker proces
 from __future__ import annotations
 
 import asyncio
-import io
 from typing import Any
 
-from PIL import Image
-
 from sandbox.emulator import DiscordEmulator
-from tests.bot.helpers import eventually
-
-
-def png_bytes() -> bytes:
-    buffer = io.BytesIO()
-    Image.effect_noise((80, 60), 50).convert("RGB").save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
-def score_options(prompt: str) -> list[dict[str, Any]]:
-    return [
-        {
-            "name": "score",
-            "type": 1,
-            "options": [
-                {"name": "image", "type": 11, "value": 0},
-                {"name": "prompt", "type": 3, "value": prompt},
-            ],
-        }
-    ]
+from tests.bot.helpers import eventually, png_bytes, score_options
 
 
 async def test_score_an_uploaded_image(live: dict[str, Any]) -> None:

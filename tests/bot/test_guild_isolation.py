@@ -48,8 +48,7 @@ from db.registry import get_active_model
 from db.scope import Scope, set_sharing
 from media.store import LocalImageStore
 from sandbox.emulator import DiscordEmulator, InteractionRecord
-from tests.bot.helpers import count, eventually, post_generation
-from tests.bot.test_commands_e2e import png_bytes
+from tests.bot.helpers import count, eventually, png_bytes, post_generation
 from tests.factories import make_generation
 from tests.worker.harness import register_tiny_model
 
