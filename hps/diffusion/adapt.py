@@ -1,37 +1,46 @@
 """Adapting Stable Diffusion to human preference (the paper's recipe) and judging the result.
 
-1. For each training prompt, generate k images (seeds recorded) and score them with HPS.
-2. Drop blurry images; select a positive and a negative per prompt (``selection``).
-3. Train a LoRA on positives (caption: the prompt), negatives (caption: "Weird image. " +
+1. The examples, from either source or both:
+   - *generated*: for each training prompt, generate k images (seeds recorded), score them
+     with HPS, drop blurry ones and select a positive and a negative (``selection``);
+   - *harvested*: the same rule on image sets that already exist (the paper used DiffusionDB;
+     here the community's harvested sets), where the humans' picks may add positives
+     (``harvested``). Sets whose prompt is held out never train.
+2. Train a LoRA on positives (caption: the prompt), negatives (caption: "Weird image. " +
    prompt) and optional regularisation images.
-4. On held-out prompts, generate with the base model and with the adapted one (negative prompt
-   "Weird image. ") from the same seeds; compare mean HPS (bootstrap interval), win rate, and a
-   side-by-side grid PNG.
+3. On held-out prompts, from the same seeds, three arms (``three_arms``): base, base with the
+   negative prompt, adapted with the negative prompt; mean HPS (bootstrap intervals), win
+   rates, and a side-by-side grid PNG.
 """
 
 from __future__ import annotations
 
 import json
 import random
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from PIL import Image, ImageDraw
+from PIL import Image
 
+from hps.diffusion.harvested import HarvestedSelection, ImageSet, select_from_sets, without_prompts
 from hps.diffusion.lora_training import Example, LoraConfig, train_lora
 from hps.diffusion.pipelines import NEGATIVE_PROMPT, generate, save_lora
 from hps.diffusion.selection import (
     DEFAULT_ALPHA,
+    MIN_IMAGES,
     NEGATIVE_CAPTION_PREFIX,
     is_blurry,
     select_examples,
 )
-from hps.evaluation import bootstrap_interval
+from hps.diffusion.three_arms import AdaptationEvaluation, compare_arms, generate_arm
 
 if TYPE_CHECKING:
     from hps.scoring import HpsScorer
+
+__all__ = ["AdaptConfig", "AdaptResult", "AdaptationEvaluation", "ImageSet", "adapt"]
 
 METADATA_FILE = "hps_lora.json"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
@@ -41,6 +50,8 @@ Progress = Callable[[float, str], bool]
 
 @dataclass
 class AdaptConfig:
+    """The recipe's settings (the LoRA's in ``lora``)."""
+
     images_per_prompt: int = 8
     alpha: float = DEFAULT_ALPHA
     blur_threshold: float = 0.0  # variance of the Laplacian below which an image is dropped
@@ -49,18 +60,15 @@ class AdaptConfig:
     size: int | None = None
     eval_images_per_prompt: int = 2
     seed: int = 0
+    min_images: int = MIN_IMAGES  # a harvested set with fewer images is skipped
+    human_picks: bool = True  # a harvested set's most-picked image is a positive too
     lora: LoraConfig = field(default_factory=LoraConfig)
 
-
-@dataclass
-class AdaptationEvaluation:
-    base_mean: float
-    base_interval: tuple[float, float]
-    adapted_mean: float
-    adapted_interval: tuple[float, float]
-    win_rate: float
-    pairs: int
-    grid_png: str
+    def harvested_rule(self) -> HarvestedSelection:
+        """The selection rule for harvested sets."""
+        return HarvestedSelection(
+            self.alpha, self.blur_threshold, self.min_images, self.human_picks
+        )
 
 
 @dataclass
@@ -132,41 +140,46 @@ def regularization_examples(folder: Path) -> list[Example]:
     return examples
 
 
-def _eval_images(
-    pipe: Any, prompts: Sequence[str], config: AdaptConfig, negative: str | None
-) -> list[list[Any]]:
-    return [
-        generate(
-            pipe,
-            prompt,
-            [90_000 + index * 100 + k for k in range(config.eval_images_per_prompt)],
-            steps=config.inference_steps,
-            guidance_scale=config.guidance_scale,
-            negative_prompt=negative,
-            size=config.size,
-        )
-        for index, prompt in enumerate(prompts)
-    ]
+def source_name(train_prompts: Sequence[str], harvested: Sequence[ImageSet]) -> str:
+    """``generated``, ``harvested`` or ``both``: where the examples come from."""
+    if train_prompts and harvested:
+        return "both"
+    return "harvested" if harvested else "generated"
 
 
-def side_by_side(
-    prompts: Sequence[str], base: list[list[Any]], adapted: list[list[Any]], path: Path
-) -> Path:
-    """A grid: one row per prompt, base images then adapted images from the same seeds."""
-    rows = min(len(prompts), 6)
-    per = len(base[0]) if base else 0
-    tile = base[0][0].image.width if per else 64
-    label = 14
-    grid = Image.new("RGB", (tile * per * 2, rows * (tile + label)), (255, 255, 255))
-    draw = ImageDraw.Draw(grid)
-    for row in range(rows):
-        top = row * (tile + label)
-        draw.text((2, top), f"{prompts[row][:60]}  (left: base, right: adapted)", fill=(0, 0, 0))
-        for column, generated in enumerate(base[row] + adapted[row]):
-            grid.paste(generated.image.resize((tile, tile)), (column * tile, top + label))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    grid.save(path)
-    return path
+def _after_harvested(progress: Progress) -> Progress:
+    """Generation's share of the progress (0 to 0.5) moved to 0.25 to 0.5."""
+    return lambda fraction, message: progress(0.25 + fraction / 2, message)
+
+
+def gather_examples(
+    pipe: Any,
+    scorer: HpsScorer,
+    train_prompts: Sequence[str],
+    harvested: Sequence[ImageSet],
+    config: AdaptConfig,
+    progress: Progress | None = None,
+) -> tuple[list[Example], dict[str, Any]]:
+    """The examples of both sources and the counts of what was seen (summed where both count
+    the same thing: ``blurry``, ``positives``, ``negatives``)."""
+    examples: list[Example] = []
+    stats: Counter[str] = Counter()
+    if harvested:
+
+        def on_set(done: int, total: int) -> None:
+            share = 0.25 if train_prompts else 0.5
+            _stop_if_cancelled(progress, share * done / total, f"scored {done}/{total} sets")
+
+        chosen, counts = select_from_sets(harvested, scorer, config.harvested_rule(), on_set)
+        examples += chosen
+        stats.update(counts)
+    if train_prompts:
+        if harvested and progress is not None:
+            progress = _after_harvested(progress)
+        chosen, counts = collect_examples(pipe, scorer, train_prompts, config, progress)
+        examples += chosen
+        stats.update(counts)
+    return examples, {"source": source_name(train_prompts, harvested), **stats}
 
 
 def adapt(
@@ -177,15 +190,31 @@ def adapt(
     out_dir: Path,
     config: AdaptConfig | None = None,
     *,
+    harvested: Sequence[ImageSet] = (),
     regularization: Path | None = None,
     base_description: str = "",
     progress: Progress | None = None,
 ) -> AdaptResult:
-    """Run the whole recipe; write the LoRA, its metadata and the evaluation grid."""
+    """Run the whole recipe on examples generated for ``train_prompts`` and/or selected from
+    ``harvested`` sets; write the LoRA, its metadata and the three-arm evaluation grid."""
     config = config or AdaptConfig()
     random.seed(config.seed)
-    base_eval = _eval_images(pipe, eval_prompts, config, None)  # before the LoRA exists
-    examples, stats = collect_examples(pipe, scorer, train_prompts, config, progress)
+    if not eval_prompts:
+        raise ValueError("no held-out prompts to evaluate on")
+    arm_settings = {
+        "steps": config.inference_steps,
+        "guidance_scale": config.guidance_scale,
+        "size": config.size,
+    }
+    per_prompt = config.eval_images_per_prompt
+    # Both base arms before the LoRA exists: the same seeds, only the negative prompt differs.
+    base = generate_arm(pipe, eval_prompts, per_prompt, None, **arm_settings)
+    base_negative = generate_arm(pipe, eval_prompts, per_prompt, NEGATIVE_PROMPT, **arm_settings)
+    held_out = len(harvested)
+    harvested = without_prompts(harvested, eval_prompts)
+    examples, stats = gather_examples(pipe, scorer, train_prompts, harvested, config, progress)
+    if held_out != len(harvested):
+        stats["harvested_held_out"] = held_out - len(harvested)
     if regularization is not None:
         extra = regularization_examples(regularization)
         examples += extra
@@ -202,15 +231,26 @@ def adapt(
     lora_dir = out_dir / "lora"
     save_lora(pipe, lora_dir)
     _stop_if_cancelled(progress, 0.9, "evaluating on held-out prompts")
-    adapted_eval = _eval_images(pipe, eval_prompts, config, NEGATIVE_PROMPT)
-    evaluation = compare(
-        scorer, eval_prompts, base_eval, adapted_eval, out_dir / "adaptation_grid.png"
+    adapted = generate_arm(pipe, eval_prompts, per_prompt, NEGATIVE_PROMPT, **arm_settings)
+    evaluation = compare_arms(
+        scorer,
+        eval_prompts,
+        (base, base_negative, adapted),
+        out_dir / "adaptation_grid.png",
+        NEGATIVE_PROMPT,
     )
     metadata = {
         "kind": "lora",
         "base": base_description,
         "negative_prompt": NEGATIVE_PROMPT,
-        "selection": {"alpha": config.alpha, "blur_threshold": config.blur_threshold, **stats},
+        "source": stats["source"],
+        "selection": {
+            "alpha": config.alpha,
+            "blur_threshold": config.blur_threshold,
+            "min_images": config.min_images,
+            "human_picks": config.human_picks,
+            **stats,
+        },
         "lora": asdict(config.lora),
         "final_loss": losses[-1],
         "evaluation": asdict(evaluation),
@@ -219,31 +259,3 @@ def adapt(
     }
     (lora_dir / METADATA_FILE).write_text(json.dumps(metadata, indent=2, default=str))
     return AdaptResult(lora_dir, metadata, evaluation)
-
-
-def compare(
-    scorer: HpsScorer,
-    prompts: Sequence[str],
-    base: list[list[Any]],
-    adapted: list[list[Any]],
-    grid_path: Path,
-) -> AdaptationEvaluation:
-    """Mean HPS of both models on the same prompts and seeds, and the adapted win rate."""
-    base_scores: list[float] = []
-    adapted_scores: list[float] = []
-    for prompt, base_row, adapted_row in zip(prompts, base, adapted, strict=True):
-        base_scores += scorer.score(prompt, [g.image for g in base_row])
-        adapted_scores += scorer.score(prompt, [g.image for g in adapted_row])
-    wins = [
-        1.0 if a > b else 0.5 if a == b else 0.0
-        for a, b in zip(adapted_scores, base_scores, strict=True)
-    ]
-    return AdaptationEvaluation(
-        base_mean=sum(base_scores) / len(base_scores),
-        base_interval=bootstrap_interval(base_scores),
-        adapted_mean=sum(adapted_scores) / len(adapted_scores),
-        adapted_interval=bootstrap_interval(adapted_scores, seed=1),
-        win_rate=sum(wins) / len(wins),
-        pairs=len(wins),
-        grid_png=str(side_by_side(prompts, base, adapted, grid_path)),
-    )
