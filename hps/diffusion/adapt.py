@@ -38,7 +38,7 @@ from hps.diffusion.selection import (
 from hps.diffusion.three_arms import AdaptationEvaluation, compare_arms, generate_arm
 
 if TYPE_CHECKING:
-    from hps.scoring import HpsScorer
+    from hps.evaluation import Scorer
 
 __all__ = ["AdaptConfig", "AdaptResult", "AdaptationEvaluation", "ImageSet", "adapt"]
 
@@ -85,7 +85,7 @@ def _stop_if_cancelled(progress: Progress | None, fraction: float, message: str)
 
 def collect_examples(
     pipe: Any,
-    scorer: HpsScorer,
+    scorer: Scorer,
     prompts: Sequence[str],
     config: AdaptConfig,
     progress: Progress | None = None,
@@ -154,7 +154,7 @@ def _after_harvested(progress: Progress) -> Progress:
 
 def gather_examples(
     pipe: Any,
-    scorer: HpsScorer,
+    scorer: Scorer,
     train_prompts: Sequence[str],
     harvested: Sequence[ImageSet],
     config: AdaptConfig,
@@ -184,7 +184,7 @@ def gather_examples(
 
 def adapt(
     pipe: Any,
-    scorer: HpsScorer,
+    scorer: Scorer,
     train_prompts: Sequence[str],
     eval_prompts: Sequence[str],
     out_dir: Path,

@@ -27,7 +27,7 @@ from hps.diffusion.selection import (
 )
 
 if TYPE_CHECKING:
-    from hps.scoring import HpsScorer
+    from hps.evaluation import Scorer
 
 
 @dataclass(frozen=True)
@@ -73,7 +73,7 @@ def without_prompts(sets: Iterable[ImageSet], prompts: Iterable[str]) -> list[Im
 
 
 def _examples_of_set(
-    image_set: ImageSet, scorer: HpsScorer, rule: HarvestedSelection, stats: Counter[str]
+    image_set: ImageSet, scorer: Scorer, rule: HarvestedSelection, stats: Counter[str]
 ) -> list[Example]:
     sharp = [
         index
@@ -109,7 +109,7 @@ def _examples_of_set(
 
 def select_from_sets(
     sets: Sequence[ImageSet],
-    scorer: HpsScorer,
+    scorer: Scorer,
     rule: HarvestedSelection | None = None,
     on_set: Callable[[int, int], None] | None = None,
 ) -> tuple[list[Example], dict[str, int]]:

@@ -22,7 +22,7 @@ from hps.diffusion.pipelines import GeneratedImage, generate
 from hps.evaluation import bootstrap_interval
 
 if TYPE_CHECKING:
-    from hps.scoring import HpsScorer
+    from hps.evaluation import Scorer
 
 ARM_LABELS = ("base", "base + neg", "adapted + neg")
 EVAL_SEED_BASE = 90_000
@@ -84,7 +84,7 @@ def win_rate(challenger: Sequence[float], reference: Sequence[float]) -> float:
     return sum(wins) / len(wins) if wins else float("nan")
 
 
-def arm_scores(scorer: HpsScorer, prompts: Sequence[str], arm: Arm) -> list[float]:
+def arm_scores(scorer: Scorer, prompts: Sequence[str], arm: Arm) -> list[float]:
     """HPS of an arm's images, flattened in prompt then seed order."""
     scores: list[float] = []
     for prompt, row in zip(prompts, arm, strict=True):
@@ -118,7 +118,7 @@ def side_by_side(prompts: Sequence[str], arms: Sequence[Arm], path: Path) -> Pat
 
 
 def compare_arms(
-    scorer: HpsScorer,
+    scorer: Scorer,
     prompts: Sequence[str],
     arms: tuple[Arm, Arm, Arm],
     grid_path: Path,

@@ -29,7 +29,9 @@ from hps.pixels import ImageSource
 class BrightnessScorer:
     """A stand-in HPS model: brighter is better (a score step of 1 per 20 grey levels)."""
 
-    def score(self, prompt: str, images: Sequence[ImageSource]) -> list[float]:
+    def score(
+        self, prompts: str | Sequence[str], images: Sequence[ImageSource], *, batch_size: int = 8
+    ) -> list[float]:
         return [
             float(np.asarray(image, dtype=np.float32).mean() - 128.0) / 20.0
             for image in images
@@ -121,11 +123,11 @@ def test_win_rate_counts_ties_half() -> None:
 
 
 @pytest.fixture(scope="module")
-def pipe():  # type: ignore[no-untyped-def]
+def pipe():
     return build_tiny_pipeline(seed=0)
 
 
-def test_adapt_from_harvested_sets_reports_three_arms(pipe, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_adapt_from_harvested_sets_reports_three_arms(pipe, tmp_path: Path) -> None:
     sets = [spread_set(f"a scene {i}") for i in range(3)]
     sets.append(ImageSet("a cat", sets[0].images))  # a held-out prompt: must not train
     sets.append(ImageSet("a few", sets[1].images[:3]))  # under four images: skipped
@@ -154,7 +156,7 @@ def test_adapt_from_harvested_sets_reports_three_arms(pipe, tmp_path: Path) -> N
     assert saved["evaluation"]["base_negative_mean"] == evaluation["base_negative_mean"]
 
 
-def test_base_arms_differ_only_by_the_negative_prompt(pipe) -> None:  # type: ignore[no-untyped-def]
+def test_base_arms_differ_only_by_the_negative_prompt(pipe) -> None:
     """Whatever LoRA the pipeline holds, the two base arms share seeds and differ only by the
     negative prompt."""
     from hps.diffusion.three_arms import eval_seeds, generate_arm
