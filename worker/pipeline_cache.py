@@ -13,7 +13,7 @@ from worker.model_cache import ModelRef, file_changed
 
 
 def load_configured_pipeline(source: str, device: str) -> Any:
-    """The worker's SD_PIPELINE (``tiny`` or a local path, see
+    """The worker's SD_PIPELINE (``tiny``, ``toy`` or a local path, see
     :func:`hps.diffusion.pipelines.open_pipeline`); a job fails when none is configured."""
     from hps.diffusion.pipelines import open_pipeline
 

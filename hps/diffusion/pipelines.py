@@ -15,6 +15,8 @@ from typing import Any
 import torch
 from PIL import Image
 
+from hps.diffusion.assembly import assemble_pipeline
+
 NEGATIVE_PROMPT = "Weird image. "  # the paper's: negatives were captioned with it in training
 
 
@@ -26,52 +28,6 @@ class PipelineError(ValueError):
 class GeneratedImage:
     image: Image.Image
     seed: int
-
-
-def assemble_pipeline(
-    *, unet: dict[str, Any], vae: dict[str, Any], text: dict[str, Any], seed: int = 0
-) -> Any:
-    """A randomly initialised StableDiffusionPipeline from component configurations (seeded),
-    with a DDIM scheduler and the offline CLIP tokenizer."""
-    from diffusers import (
-        AutoencoderKL,
-        DDIMScheduler,
-        StableDiffusionPipeline,
-        UNet2DConditionModel,
-    )
-    from transformers import CLIPTextConfig, CLIPTextModel
-
-    from hps.diffusion.tokenizer import offline_clip_tokenizer
-
-    torch.manual_seed(seed)
-    text_config = CLIPTextConfig(
-        vocab_size=49408,
-        max_position_embeddings=77,
-        bos_token_id=49406,
-        eos_token_id=49407,
-        pad_token_id=49407,
-        **text,
-    )
-    scheduler = DDIMScheduler(
-        beta_start=0.00085,
-        beta_end=0.012,
-        beta_schedule="scaled_linear",
-        clip_sample=False,
-        set_alpha_to_one=False,
-        steps_offset=1,
-    )
-    pipe: Any = StableDiffusionPipeline(
-        vae=AutoencoderKL(**vae),
-        text_encoder=CLIPTextModel(text_config),
-        tokenizer=offline_clip_tokenizer(),
-        unet=UNet2DConditionModel(**unet),
-        scheduler=scheduler,
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
-    )
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
 
 
 def build_tiny_pipeline(seed: int = 0, image_size: int = 64) -> Any:
@@ -165,17 +121,24 @@ def load_pipeline(
 
 
 TINY_PIPELINE = "tiny"  # the source name of the pipeline built in code
+TOY_PIPELINE = "toy"  # the small pretrained one (hps.diffusion.toy), built once and cached
 
 
 def open_pipeline(source: str | Path, device: str | torch.device = "auto", *, seed: int = 0) -> Any:
     """The pipeline ``source`` names, on ``device``: ``tiny`` is built in code (random weights,
-    ``seed``; for tests and development), anything else is a local diffusers folder or
-    checkpoint (:func:`load_pipeline`), in float16 on CUDA and float32 elsewhere."""
+    ``seed``; for tests and development), ``toy`` is the small pretrained generator of
+    :mod:`hps.diffusion.toy` (float32; built into its cache folder on first use, a few
+    minutes), anything else is a local diffusers folder or checkpoint (:func:`load_pipeline`),
+    in float16 on CUDA and float32 elsewhere."""
     from hps.device import resolve_device
 
     target = device if isinstance(device, torch.device) else resolve_device(device)
     if str(source) == TINY_PIPELINE:
         return build_tiny_pipeline(seed=seed).to(target)
+    if str(source) == TOY_PIPELINE:
+        from hps.diffusion.toy import open_toy_pipeline
+
+        return open_toy_pipeline(target)
     dtype = torch.float16 if target.type == "cuda" else None
     return load_pipeline(source, device=str(target), dtype=dtype)
 
