@@ -1,4 +1,5 @@
-"""``hps adapt``: adapt Stable Diffusion to human preference with HPS (LoRA)."""
+"""``hps adapt``: adapt Stable Diffusion to human preference with HPS (LoRA), from images it
+generates (``--source generated``), from harvested image sets (``harvested``), or both."""
 
 from __future__ import annotations
 
@@ -9,7 +10,10 @@ from typing import TYPE_CHECKING
 from cli.output import print_json
 
 if TYPE_CHECKING:
+    from cli.harvested_sets import HarvestedSets
     from hps.diffusion.adapt import AdaptConfig
+
+SOURCES = ("generated", "harvested", "both")
 
 
 def register(subcommands: argparse._SubParsersAction) -> None:
@@ -18,8 +22,29 @@ def register(subcommands: argparse._SubParsersAction) -> None:
     adapt.add_argument("--pipeline", required=True, help="diffusers folder, checkpoint, or 'tiny'")
     adapt.add_argument("--arch", help="HPS architecture")
     adapt.add_argument("--checkpoint", help="HPS weights")
-    adapt.add_argument("--prompts", required=True, help="training prompts, one per line")
-    adapt.add_argument("--eval-prompts", required=True, help="held-out prompts, one per line")
+    adapt.add_argument(
+        "--source",
+        choices=SOURCES,
+        default="generated",
+        help="where the training examples come from: images generated for --prompts and "
+        "selected (the default), the image sets of --harvested, or both",
+    )
+    adapt.add_argument("--prompts", help="training prompts, one per line (generated, both)")
+    adapt.add_argument(
+        "--harvested",
+        help="an export folder of this platform, or an HPD JSON / Pick-a-Pic parquet manifest "
+        "(harvested, both)",
+    )
+    adapt.add_argument(
+        "--eval-prompts",
+        help="held-out prompts, one per line (default with --harvested: its test split's)",
+    )
+    adapt.add_argument(
+        "--no-human-picks",
+        dest="human_picks",
+        action="store_false",
+        help="harvested sets: do not add the humans' picks as positives",
+    )
     adapt.add_argument("--out", required=True)
     adapt.add_argument("--images-per-prompt", type=int, default=8)
     adapt.add_argument("--inference-steps", type=int, default=25)
@@ -55,6 +80,7 @@ def adapt_config(args: argparse.Namespace) -> AdaptConfig:
         blur_threshold=args.blur_threshold,
         inference_steps=args.inference_steps,
         seed=args.seed,
+        human_picks=args.human_picks,
         lora=LoraConfig(
             rank=args.rank,
             lr=args.lr,
@@ -63,6 +89,33 @@ def adapt_config(args: argparse.Namespace) -> AdaptConfig:
             seed=args.seed,
         ),
     )
+
+
+def training_data(
+    args: argparse.Namespace, min_images: int
+) -> tuple[list[str], HarvestedSets | None, list[str]]:
+    """(training prompts, harvested sets, evaluation prompts) for ``--source``; ValueError
+    when an option the source needs is missing."""
+    from cli.harvested_sets import read_harvested
+
+    generating = args.source in ("generated", "both")
+    harvesting = args.source in ("harvested", "both")
+    if generating and not args.prompts:
+        raise ValueError(f"--source {args.source} needs --prompts")
+    if harvesting and not args.harvested:
+        raise ValueError(f"--source {args.source} needs --harvested")
+    if args.harvested and not harvesting:
+        raise ValueError("--harvested is read with --source harvested or both")
+    harvested = read_harvested(Path(args.harvested), min_images) if harvesting else None
+    if harvested is not None and not harvested.train and not generating:
+        raise ValueError(f"{args.harvested}: no image set of {min_images}+ images to train on")
+    if args.eval_prompts:
+        eval_prompts = read_prompts(args.eval_prompts)
+    elif harvested is not None and harvested.held_out_prompts:
+        eval_prompts = harvested.held_out_prompts
+    else:
+        raise ValueError("give --eval-prompts (held-out prompts, one per line)")
+    return (read_prompts(args.prompts) if generating else []), harvested, eval_prompts
 
 
 def cmd_adapt(args: argparse.Namespace) -> int:
@@ -76,10 +129,11 @@ def cmd_adapt(args: argparse.Namespace) -> int:
 
     if not args.arch and not args.checkpoint:
         raise ValueError("give the HPS model: --arch, --checkpoint, or both")
+    config = adapt_config(args)
+    train_prompts, harvested, eval_prompts = training_data(args, config.min_images)
     device = resolve_device(args.device)
     pipe = open_pipeline(args.pipeline, device, seed=args.seed)
     scorer = build_scorer(args.arch, args.checkpoint, device=str(device))
-    config = adapt_config(args)
     with tqdm(total=100, unit="%", desc="adapting") as bar:
 
         def progress(fraction: float, message: str) -> bool:
@@ -90,13 +144,19 @@ def cmd_adapt(args: argparse.Namespace) -> int:
         result = adapt(
             pipe,
             scorer,
-            read_prompts(args.prompts),
-            read_prompts(args.eval_prompts),
+            train_prompts,
+            eval_prompts,
             Path(args.out),
             config,
+            harvested=harvested.train if harvested is not None else (),
             regularization=Path(args.regularization) if args.regularization else None,
             base_description=args.pipeline,
             progress=progress,
         )
-    print_json({**result.metadata, "lora_dir": str(result.lora_dir)})
+    metadata = result.metadata
+    if harvested is not None:
+        selection = metadata["selection"]
+        for key in ("skipped_small", "harvested_sets"):
+            selection[key] = selection.get(key, 0) + harvested.skipped_small
+    print_json({**metadata, "lora_dir": str(result.lora_dir)})
     return 0

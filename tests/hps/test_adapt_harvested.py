@@ -169,3 +169,99 @@ def test_base_arms_differ_only_by_the_negative_prompt(pipe) -> None:
     for made, again in zip(negative[1], by_hand, strict=True):
         assert np.array_equal(np.asarray(made.image), np.asarray(again.image))
     assert not np.array_equal(np.asarray(base[1][0].image), np.asarray(negative[1][0].image))
+
+
+def write_export(root: Path) -> None:
+    """A small export folder as ``hps export`` writes it (HPD v1 manifests, PNG folders): two
+    picks on one training set of four, one set of three, one held-out set of four."""
+
+    def record(split: str, prompt: str, levels: Sequence[int], pick: int) -> dict[str, object]:
+        paths = []
+        for level in levels:
+            relative = f"images/{split}/{prompt.replace(' ', '_')}-{level}.png"
+            textured(level, level).save(root / "hpd" / relative)
+            paths.append(relative)
+        return {"prompt": prompt, "file_path": paths, "human_preference": pick}
+
+    for split in ("train", "test"):
+        (root / "hpd" / "images" / split).mkdir(parents=True)
+    train = [
+        record("train", "a red square", (220, 130, 120, 30), 1),
+        record("train", "a red square", (220, 130, 120, 30), 1),
+        record("train", "a blue circle", (200, 100, 40), 0),
+    ]
+    (root / "hpd" / "v1_train.json").write_text(json.dumps(train))
+    test = [record("test", "a green star", (90, 100, 110, 120), 2)]
+    (root / "hpd" / "v1_test.json").write_text(json.dumps(test))
+
+
+def test_hps_adapt_source_harvested_reads_an_export_folder(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    write_export(tmp_path / "export")
+    root = Path(__file__).resolve().parents[2]
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "cli.main",
+            "adapt",
+            "--pipeline",
+            "tiny",
+            "--arch",
+            "tiny",
+            "--source",
+            "harvested",
+            "--harvested",
+            str(tmp_path / "export"),
+            "--out",
+            str(tmp_path / "out"),
+            "--alpha",
+            "0.5",  # below 1: every set of four has a positive and a negative
+            "--inference-steps",
+            "2",
+            "--lora-steps",
+            "2",
+            "--lr",
+            "1e-3",
+            "--batch-size",
+            "2",
+            "--device",
+            "cpu",
+        ],
+        cwd=root,
+        env={**os.environ, "PYTHONPATH": str(root)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    summary = json.loads(result.stdout)
+    selection = summary["selection"]
+    assert summary["source"] == "harvested" and summary["train_prompts"] == 0
+    assert selection["harvested_sets"] == 2 and selection["skipped_small"] == 1
+    assert selection["harvested_prompts"] == 1 and selection["harvested_images"] == 4
+    assert selection["positives"] == 1 and selection["negatives"] == 1
+    assert summary["eval_prompts"] == 1  # the export's test split, held out
+    evaluation = summary["evaluation"]
+    assert {"base_mean", "base_negative_mean", "adapted_mean", "win_rate"} <= set(evaluation)
+    assert (Path(summary["lora_dir"]) / "pytorch_lora_weights.safetensors").is_file()
+
+
+def test_hps_adapt_source_options_are_checked() -> None:
+    import argparse
+
+    from cli.commands.adapt import training_data
+
+    def args(**given: object) -> argparse.Namespace:
+        defaults = {"source": "generated", "prompts": None, "harvested": None}
+        return argparse.Namespace(**{**defaults, "eval_prompts": None, **given})
+
+    with pytest.raises(ValueError, match="--source generated needs --prompts"):
+        training_data(args(), 4)
+    with pytest.raises(ValueError, match="--source harvested needs --harvested"):
+        training_data(args(source="harvested"), 4)
+    with pytest.raises(ValueError, match="--harvested is read with --source harvested or both"):
+        training_data(args(prompts="p.txt", harvested="x"), 4)
