@@ -46,6 +46,10 @@ DEFAULT_IMAGES = 4
 MAX_GENERATED_IMAGES = 10  # Discord: at most 10 attachments per message
 MAX_REGENERATE_CANDIDATES = 16
 DEFAULT_ADAPT_PROMPTS = 500
+# ``source="auto"`` adapts from the community's harvested sets when it has at least this many
+# prompts with enough images (``AdaptConfig.min_images``, 4); else it generates, then selects.
+DEFAULT_MIN_HARVESTED_PROMPTS = 8
+AdaptSource = Literal["auto", "harvested", "generated", "both"]
 DEFAULT_SCORE_CHUNK = 256
 EXPORT_FORMATS = FORMATS
 
@@ -178,9 +182,19 @@ class RegenerateParams(ScoringParams):
 
 class AdaptParams(ScoringParams):
     """Adapt Stable Diffusion by the paper's recipe (a LoRA). The recipe's fields left ``None``
-    take ``hps.diffusion.adapt.AdaptConfig`` / ``LoraConfig`` defaults."""
+    take ``hps.diffusion.adapt.AdaptConfig`` / ``LoraConfig`` defaults.
+
+    ``source``: ``harvested`` selects from the scope's stored image sets, ``generated``
+    generates for the prompts then selects, ``both`` does both; ``auto`` (the default, and
+    what rows queued before it existed mean) is ``harvested`` when the job names no prompts
+    and the scope has ``min_harvested_prompts`` prompts with enough images, else
+    ``generated``."""
 
     kind: ClassVar[str] = "adapt"
+    source: AdaptSource = "auto"
+    min_harvested_prompts: int = Field(default=DEFAULT_MIN_HARVESTED_PROMPTS, ge=1)
+    min_images: int | None = Field(default=None, ge=2)
+    human_picks: bool | None = None
     prompts: list[str] = Field(default_factory=list)
     eval_prompts: list[str] = Field(default_factory=list)
     limit_prompts: int = Field(default=DEFAULT_ADAPT_PROMPTS, ge=1)
@@ -204,6 +218,8 @@ class AdaptParams(ScoringParams):
             "inference_steps",
             "eval_images_per_prompt",
             "seed",
+            "min_images",
+            "human_picks",
         )
         return {name: getattr(self, name) for name in names if getattr(self, name) is not None}
 
@@ -475,6 +491,9 @@ class AdaptReport(JobResult):
     model_version_id: int | None = None  # set when the candidate is registered
     name: str
     status: Literal["candidate"] = "candidate"
+    # Where the examples came from, and why (reports written before these fields parse).
+    source: Literal["generated", "harvested", "both"] = "generated"
+    source_note: str = ""
 
 
 class ExportResult(JobResult):

@@ -1,18 +1,23 @@
-"""The adapt job: train a LoRA by the paper's recipe (select the generations HPS prefers, fine
-tune on them, evaluate on held-out prompts) and register it as a candidate of the job's scope.
+"""The adapt job: train a LoRA by the paper's recipe (select the images HPS prefers, fine tune
+on them, evaluate on held-out prompts in three arms) and register it as a candidate of the
+job's scope.
 
-Steps: the prompts (given, or the scope's community's, split by prompt), the recipe
+Steps: the data (``AdaptParams.source``: the community's harvested image sets, loaded from
+the store with scope and consent applied; or prompts to generate for, given or the
+community's; ``auto`` takes the harvested sets when there are enough), the recipe
 (``hps.diffusion.adapt.AdaptConfig`` with the job's overrides), the run, and the
 registration, which commits with the job's result (``JobOutcome.complete``)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from db.adaptation_data import StoredSet, distinct_prompts, harvested_sets
 from db.datasets import split_for_prompt
 from db.models import Generation, ModelKind, Prompt
 from db.registry import register_model_version
@@ -23,7 +28,20 @@ from worker.lifecycle import JobContext, JobOutcome
 from worker.tasks.scoring import scoring_model
 
 if TYPE_CHECKING:
-    from hps.diffusion.adapt import AdaptConfig, AdaptResult
+    from hps.diffusion.adapt import AdaptConfig, AdaptResult, ImageSet
+
+Source = Literal["generated", "harvested", "both"]
+
+
+@dataclass
+class AdaptationData:
+    """What the adaptation trains and judges on, and why this source."""
+
+    source: Source
+    note: str
+    eval_prompts: list[str]
+    train_prompts: list[str] = field(default_factory=list)
+    sets: list[StoredSet] = field(default_factory=list)
 
 
 def community_prompts(
@@ -44,6 +62,17 @@ def community_prompts(
     return train, test
 
 
+def held_out_prompts(context: JobContext[AdaptParams]) -> list[str]:
+    """The job's evaluation prompts, else its community's held-out (test split) ones."""
+    params, salt = context.params, context.runtime.settings.split_salt
+    if params.eval_prompts:
+        return list(params.eval_prompts)
+    _train, held_out = context.transaction(
+        lambda session: community_prompts(session, context.scope, salt, params.limit_prompts)
+    )
+    return list(held_out)
+
+
 def adaptation_prompts(context: JobContext[AdaptParams]) -> tuple[list[str], list[str]]:
     """(training, evaluation) prompts: the job's own, else its community's recent ones with
     the held-out ones for evaluation; JobFailure when there are too few."""
@@ -62,6 +91,70 @@ def adaptation_prompts(context: JobContext[AdaptParams]) -> tuple[list[str], lis
     return train_prompts, eval_prompts
 
 
+def stored_sets(context: JobContext[AdaptParams], min_images: int) -> list[StoredSet]:
+    """The scope's harvested sets of ``min_images``+ images (consent applied, held-out
+    prompts left out)."""
+    params, salt = context.params, context.runtime.settings.split_salt
+    return list(
+        context.transaction(
+            lambda session: harvested_sets(
+                session, context.scope, salt, min_images=min_images, limit=params.limit_prompts
+            )
+        )
+    )
+
+
+def choose_source(
+    params: AdaptParams, harvested_prompts: int, min_images: int
+) -> tuple[Source, str]:
+    """The source the job uses, and a sentence saying why."""
+    enough = harvested_prompts >= params.min_harvested_prompts
+    found = f"{harvested_prompts} harvested prompts with {min_images}+ images"
+    if params.source == "auto":
+        if params.prompts:
+            return "generated", "generated for the job's prompts"
+        if enough:
+            return "harvested", f"{found} (auto: at least {params.min_harvested_prompts})"
+        return "generated", f"{found}, fewer than {params.min_harvested_prompts}: generated"
+    if params.source != "generated" and harvested_prompts == 0:
+        raise JobFailure(f"no harvested image set of {min_images}+ images to adapt from")
+    return params.source, f"{params.source} ({found})"
+
+
+def adaptation_data(context: JobContext[AdaptParams], min_images: int) -> AdaptationData:
+    """The source (``AdaptParams.source``), its data and the held-out prompts; JobFailure
+    when there is too little."""
+    params = context.params
+    sets = [] if params.source == "generated" else stored_sets(context, min_images)
+    source, note = choose_source(params, distinct_prompts(sets), min_images)
+    if source == "harvested":
+        eval_prompts = held_out_prompts(context)
+        if not eval_prompts:
+            raise JobFailure("no held-out prompts to evaluate the adaptation on")
+        return AdaptationData(source, note, eval_prompts, sets=sets)
+    train_prompts, eval_prompts = adaptation_prompts(context)
+    return AdaptationData(
+        source, note, eval_prompts, train_prompts, sets if source == "both" else []
+    )
+
+
+def load_sets(context: JobContext[AdaptParams], sets: list[StoredSet]) -> list[ImageSet]:
+    """The sets' images from the store, decoded (a set with a missing image is left out)."""
+    from hps.diffusion.harvested import ImageSet
+    from hps.pixels import load_image
+    from media.store import BlobNotFound
+
+    loaded = []
+    for stored in sets:
+        try:
+            blobs = [context.runtime.store.get(sha) for sha in stored.image_sha256s]
+        except BlobNotFound:
+            continue
+        images = tuple(load_image(blob) for blob in blobs)
+        loaded.append(ImageSet(stored.prompt, images, stored.picked))
+    return loaded
+
+
 def adaptation_config(params: AdaptParams) -> AdaptConfig:
     """The recipe: ``AdaptConfig`` and its ``LoraConfig`` with the job's overrides."""
     from hps.diffusion.adapt import AdaptConfig
@@ -76,12 +169,13 @@ def adapt(context: JobContext[AdaptParams]) -> JobOutcome:
 
     models_dir = context.runtime.settings.models_dir
     assert models_dir is not None
-    train_prompts, eval_prompts = adaptation_prompts(context)
     config = adaptation_config(context.params)
-    result = _run(context, config, train_prompts, eval_prompts, models_dir)
+    data = adaptation_data(context, config.min_images)
+    result = _run(context, config, data, models_dir)
     name = f"lora-{str(context.job_id)[:8]}"
     lora_sha256 = sha256_of_file(result.lora_dir / LORA_WEIGHTS_FILE)
-    report = AdaptReport(name=name, **result.metadata)
+    metadata = {**result.metadata, "source": data.source, "source_note": data.note}
+    report = AdaptReport(name=name, **metadata)
 
     def register(session: Session) -> JobResult:
         version = register_model_version(
@@ -103,8 +197,7 @@ def adapt(context: JobContext[AdaptParams]) -> JobOutcome:
 def _run(
     context: JobContext[AdaptParams],
     config: AdaptConfig,
-    train_prompts: list[str],
-    eval_prompts: list[str],
+    data: AdaptationData,
     models_dir: Path,
 ) -> AdaptResult:
     """Run the adaptation on a fresh pipeline (training changes it); JobCancelled when a
@@ -114,6 +207,9 @@ def _run(
 
     settings = context.runtime.settings
     _model, scorer = scoring_model(context)
+    sets = load_sets(context, data.sets)
+    if data.source == "harvested" and not sets:
+        raise JobFailure("the harvested image sets' files are missing from the image store")
     pipe = load_configured_pipeline(settings.sd_pipeline, settings.worker_device)
 
     def progress(fraction: float, message: str) -> bool:
@@ -127,10 +223,11 @@ def _run(
         return run_adaptation(
             pipe,
             scorer,
-            train_prompts,
-            eval_prompts,
+            data.train_prompts,
+            data.eval_prompts,
             models_dir / f"lora-{context.job_id}",
             config,
+            harvested=sets,
             base_description=settings.sd_pipeline,
             progress=progress,
         )
