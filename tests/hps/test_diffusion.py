@@ -148,6 +148,8 @@ def test_hps_adapt_command(tmp_path: Path) -> None:
     assert (Path(summary["lora_dir"]) / "hps_lora.json").is_file()
     assert summary["selection"]["generated"] == 16
     assert Path(summary["evaluation"]["grid_png"]).is_file()
+    assert summary["source"] == "generated"  # the default --source
+    assert {"base_negative_mean", "win_rate_vs_base_negative"} <= set(summary["evaluation"])
 
 
 def test_local_pipeline_folder_loads_offline_and_errors_are_clear(tmp_path: Path) -> None:
