@@ -265,3 +265,19 @@ def test_hps_adapt_source_options_are_checked() -> None:
         training_data(args(source="harvested"), 4)
     with pytest.raises(ValueError, match="--harvested is read with --source harvested or both"):
         training_data(args(prompts="p.txt", harvested="x"), 4)
+
+
+def test_read_harvested_groups_picks_and_holds_out_the_test_split(tmp_path: Path) -> None:
+    from cli.harvested_sets import read_harvested
+
+    write_export(tmp_path / "export")
+    read = read_harvested(tmp_path / "export", min_images=4)
+    [image_set] = read.train
+    assert image_set.prompt == "a red square" and image_set.picked == (1, 1)
+    assert [image.size for image in image_set.images] == [(32, 32)] * 4
+    assert read.skipped_small == 1 and read.held_out_prompts == ["a green star"]
+    # One manifest on its own: nothing held out.
+    alone = read_harvested(tmp_path / "export" / "hpd" / "v1_train.json", min_images=4)
+    assert [s.prompt for s in alone.train] == ["a red square"] and alone.held_out_prompts == []
+    with pytest.raises(ValueError, match="no such export folder or manifest"):
+        read_harvested(tmp_path / "absent", min_images=4)
