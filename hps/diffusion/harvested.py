@@ -33,10 +33,12 @@ if TYPE_CHECKING:
 @dataclass(frozen=True)
 class ImageSet:
     """One prompt's stored images in position order, and the positions humans picked (one
-    entry per pick; several people may pick the same image)."""
+    entry per pick; several people may pick the same image). ``images`` may be a lazy
+    sequence: it is read once, when the set is selected from, and only the chosen images are
+    kept."""
 
     prompt: str
-    images: tuple[Image.Image, ...]
+    images: Sequence[Image.Image]
     picked: tuple[int, ...] = ()
 
 
@@ -75,32 +77,31 @@ def without_prompts(sets: Iterable[ImageSet], prompts: Iterable[str]) -> list[Im
 def _examples_of_set(
     image_set: ImageSet, scorer: Scorer, rule: HarvestedSelection, stats: Counter[str]
 ) -> list[Example]:
+    images = tuple(image_set.images)
     sharp = [
-        index
-        for index, image in enumerate(image_set.images)
-        if not is_blurry(image, rule.blur_threshold)
+        index for index, image in enumerate(images) if not is_blurry(image, rule.blur_threshold)
     ]
-    stats["blurry"] += len(image_set.images) - len(sharp)
+    stats["blurry"] += len(images) - len(sharp)
     if not sharp:
         return []
-    scores = scorer.score(image_set.prompt, [image_set.images[i] for i in sharp])
+    scores = scorer.score(image_set.prompt, [images[i] for i in sharp])
     chosen = select_examples(scores, rule.alpha, rule.min_images)
     positive = None if chosen.positive is None else sharp[chosen.positive]
     negative = None if chosen.negative is None else sharp[chosen.negative]
     favourite = None
     if rule.human_picks:
-        favourite = human_favourite(image_set.picked, len(image_set.images))
+        favourite = human_favourite(image_set.picked, len(images))
         favourite = favourite if favourite in sharp else None
     prompt = image_set.prompt
     examples = []
     if positive is not None:
-        examples.append(Example(image_set.images[positive], prompt))
+        examples.append(Example(images[positive], prompt))
         stats["positives"] += 1
     if favourite is not None and favourite != positive:
-        examples.append(Example(image_set.images[favourite], prompt))
+        examples.append(Example(images[favourite], prompt))
         stats["human_positives"] += 1
     if negative is not None and negative != favourite:
-        examples.append(Example(image_set.images[negative], NEGATIVE_CAPTION_PREFIX + prompt))
+        examples.append(Example(images[negative], NEGATIVE_CAPTION_PREFIX + prompt))
         stats["negatives"] += 1
     elif negative is not None:
         stats["negatives_overruled_by_picks"] += 1
