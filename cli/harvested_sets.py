@@ -1,6 +1,7 @@
 """Image sets for ``hps adapt --source harvested``: read with ``exchange``'s readers from this
 platform's export folder (its HPD v1 manifests, else its Pick-a-Pic parquet files) or from one
-HPD / Pick-a-Pic manifest, and handed to ``hps.diffusion`` as plain images and prompts.
+HPD / Pick-a-Pic manifest, and handed to ``hps.diffusion`` as plain images (decoded when the
+selection reads them) and prompts.
 
 Records of the same generation (one per person's pick) make one set: its images once, every
 pick kept. In an export folder the ``test`` split is held out: its sets never train, and its
@@ -73,10 +74,11 @@ def _gather(manifest: Path, groups: dict[str, _Gathered]) -> None:
 
 
 def _image_set(group: _Gathered) -> ImageSet:
-    from hps.diffusion.harvested import ImageSet
+    from hps.diffusion.harvested import ImageSet, LazyImages
     from hps.pixels import load_image
 
-    images = tuple(load_image(ref.read(MAX_IMAGE_BYTES)) for ref in group.records[0].images)
+    refs = group.records[0].images
+    images = LazyImages(len(refs), lambda index: load_image(refs[index].read(MAX_IMAGE_BYTES)))
     return ImageSet(group.prompt, images, tuple(group.picked))
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, overload
 
 from PIL import Image
 
@@ -28,6 +28,30 @@ from hps.diffusion.selection import (
 
 if TYPE_CHECKING:
     from hps.evaluation import Scorer
+
+
+class LazyImages(Sequence[Image.Image]):
+    """``size`` images, each made by ``read(index)`` when it is read (not kept): a stored set
+    is decoded when the selection reads it, and only the chosen images stay in memory."""
+
+    def __init__(self, size: int, read: Callable[[int], Image.Image]) -> None:
+        self.size, self.read = size, read
+
+    def __len__(self) -> int:
+        return self.size
+
+    @overload
+    def __getitem__(self, index: int) -> Image.Image: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[Image.Image]: ...
+
+    def __getitem__(self, index: int | slice) -> Image.Image | Sequence[Image.Image]:
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(self.size))]
+        if not -self.size <= index < self.size:
+            raise IndexError(index)
+        return self.read(index % self.size)
 
 
 @dataclass(frozen=True)

@@ -281,3 +281,23 @@ def test_read_harvested_groups_picks_and_holds_out_the_test_split(tmp_path: Path
     assert [s.prompt for s in alone.train] == ["a red square"] and alone.held_out_prompts == []
     with pytest.raises(ValueError, match="no such export folder or manifest"):
         read_harvested(tmp_path / "absent", min_images=4)
+
+
+def test_lazy_images_decode_when_read_and_select_like_a_tuple() -> None:
+    from hps.diffusion.harvested import LazyImages
+
+    levels = (250, 128, 128, 0)
+    reads: list[int] = []
+
+    def read(index: int) -> Image.Image:
+        reads.append(index)
+        return grey(levels[index])
+
+    lazy = ImageSet("a fox", LazyImages(4, read))
+    assert reads == [] and len(lazy.images) == 4
+    examples, _stats = select_from_sets([lazy], SCORER)
+    assert sorted(reads) == [0, 1, 2, 3]  # each image decoded once
+    assert [e.image.getpixel((0, 0)) for e in examples] == [(250, 250, 250), (0, 0, 0)]
+    assert [i.getpixel((0, 0)) for i in lazy.images[-2:]] == [(128, 128, 128), (0, 0, 0)]
+    with pytest.raises(IndexError):
+        lazy.images[4]

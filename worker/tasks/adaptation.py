@@ -10,10 +10,9 @@ registration, which commits with the job's result (``JobOutcome.complete``)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal, overload
+from typing import TYPE_CHECKING, Literal
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -29,10 +28,7 @@ from worker.lifecycle import JobContext, JobOutcome
 from worker.tasks.scoring import scoring_model
 
 if TYPE_CHECKING:
-    from PIL.Image import Image as PILImage
-
     from hps.diffusion.adapt import AdaptConfig, AdaptResult, ImageSet
-    from media.store import ImageStore
 
 Source = Literal["generated", "harvested", "both"]
 
@@ -142,38 +138,19 @@ def adaptation_data(context: JobContext[AdaptParams], min_images: int) -> Adapta
     )
 
 
-class StoredImages(Sequence["PILImage"]):
-    """A stored set's images, decoded from the store when read (never all sets at once: the
-    selection reads one set at a time and keeps only the images it chooses)."""
-
-    def __init__(self, store: ImageStore, sha256s: tuple[str, ...]) -> None:
-        self.store, self.sha256s = store, sha256s
-
-    def __len__(self) -> int:
-        return len(self.sha256s)
-
-    @overload
-    def __getitem__(self, index: int) -> PILImage: ...
-
-    @overload
-    def __getitem__(self, index: slice) -> Sequence[PILImage]: ...
-
-    def __getitem__(self, index: int | slice) -> PILImage | Sequence[PILImage]:
-        from hps.pixels import load_image
-
-        if isinstance(index, slice):
-            return [self[i] for i in range(*index.indices(len(self)))]
-        return load_image(self.store.get(self.sha256s[index]))
-
-
 def load_sets(context: JobContext[AdaptParams], sets: list[StoredSet]) -> list[ImageSet]:
     """The sets as ``ImageSet``s read lazily from the store (a set with an image missing from
     the store is left out)."""
-    from hps.diffusion.harvested import ImageSet
+    from hps.diffusion.harvested import ImageSet, LazyImages
+    from hps.pixels import load_image
 
     store = context.runtime.store
+
+    def lazy(sha256s: tuple[str, ...]) -> LazyImages:
+        return LazyImages(len(sha256s), lambda index: load_image(store.get(sha256s[index])))
+
     return [
-        ImageSet(stored.prompt, StoredImages(store, stored.image_sha256s), stored.picked)
+        ImageSet(stored.prompt, lazy(stored.image_sha256s), stored.picked)
         for stored in sets
         if all(store.exists(sha) for sha in stored.image_sha256s)
     ]
