@@ -116,7 +116,9 @@ def choose_source(
         if enough:
             return "harvested", f"{found} (auto: at least {params.min_harvested_prompts})"
         return "generated", f"{found}, fewer than {params.min_harvested_prompts}: generated"
-    if params.source != "generated" and harvested_prompts == 0:
+    if params.source == "generated":
+        return "generated", "generated, as the job asked"
+    if harvested_prompts == 0:
         raise JobFailure(f"no harvested image set of {min_images}+ images to adapt from")
     return params.source, f"{params.source} ({found})"
 
@@ -125,7 +127,8 @@ def adaptation_data(context: JobContext[AdaptParams], min_images: int) -> Adapta
     """The source (``AdaptParams.source``), its data and the held-out prompts; JobFailure
     when there is too little."""
     params = context.params
-    sets = [] if params.source == "generated" else stored_sets(context, min_images)
+    generating_only = params.source == "generated" or (params.source == "auto" and params.prompts)
+    sets = [] if generating_only else stored_sets(context, min_images)
     source, note = choose_source(params, distinct_prompts(sets), min_images)
     if source == "harvested":
         eval_prompts = held_out_prompts(context)
