@@ -3,10 +3,11 @@ minutes, that draws what its prompt says ("a small red circle on a white backgro
 
 It is a real ``StableDiffusionPipeline`` (AutoencoderKL, UNet2DConditionModel, CLIP text
 encoder, the offline CLIP tokenizer, DDIM), so generation and LoRA training use it unchanged.
-The recipe trains, from seeded initial weights, on the corpus :mod:`hps.diffusion.toy_corpus`
-draws: first the VAE (reconstruction, a light KL), then the UNet (the usual noise-prediction
-loss, captions dropped 10% of the time for classifier-free guidance) reading a frozen, seeded
-CLIP text encoder. It is built once and kept in a cache folder named after the recipe's hash.
+The VAE is set, not trained: its latents are 4x4 block means of the picture. The UNet is
+pretrained from seeded initial weights on the corpus :mod:`hps.diffusion.toy_corpus` draws
+(the usual noise-prediction loss, captions dropped 10% of the time for classifier-free
+guidance), reading a frozen, seeded CLIP text encoder. It is built once and kept in a cache
+folder named after the recipe's hash.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -37,11 +38,7 @@ DEFAULT_CACHE_ROOT = Path("~/.cache/hps")
 class ToyRecipe:
     seed: int = 0
     corpus_size: int = 3000
-    vae_steps: int = 200
-    vae_batch: int = 16
-    vae_lr: float = 2e-3
-    vae_kl_weight: float = 1e-6
-    unet_steps: int = 600
+    unet_steps: int = 700
     unet_batch: int = 16
     unet_lr: float = 1e-3
     caption_dropout: float = 0.1
@@ -70,9 +67,9 @@ def toy_components() -> dict[str, dict[str, Any]]:
             "out_channels": 3,
             "down_block_types": ("DownEncoderBlock2D",) * 3,
             "up_block_types": ("UpDecoderBlock2D",) * 3,
-            "block_out_channels": (8, 16, 32),
+            "block_out_channels": (8, 8, 8),
             "latent_channels": 4,
-            "norm_num_groups": 8,
+            "norm_num_groups": 1,
             "sample_size": toy_corpus.IMAGE_SIZE,
         },
         "text": {
@@ -171,9 +168,9 @@ def build_toy_pipeline(
         pipe = assemble_pipeline(seed=recipe.seed, **toy_components())
         images, captions = toy_corpus.corpus(recipe.corpus_size, recipe.seed)
         pixels = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1.0
-        total = recipe.vae_steps + recipe.unet_steps
+        total = recipe.unet_steps
         with tqdm(total=total, desc="building the toy pipeline", disable=not progress) as bar:
-            _train_vae(pipe.vae, pixels, recipe, bar.update)
+            _prepare_vae(pipe.vae, pixels)
             _train_denoiser(pipe, pixels, captions, recipe, bar.update)
     pipe.vae.eval()
     pipe.unet.eval()
@@ -194,31 +191,79 @@ def _training_mode(threads: int) -> Iterator[None]:
         torch.use_deterministic_algorithms(previous_deterministic)
 
 
-def _train_vae(
-    vae: Any, pixels: torch.Tensor, recipe: ToyRecipe, advance: Callable[[int], object]
-) -> None:
-    generator = torch.Generator().manual_seed(recipe.seed + 1)
-    optimizer = torch.optim.AdamW(vae.parameters(), lr=recipe.vae_lr, weight_decay=0.0)
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, recipe.vae_steps)
-    vae.train()
-    for _ in range(recipe.vae_steps):
-        batch = pixels[torch.randint(0, len(pixels), (recipe.vae_batch,), generator=generator)]
-        posterior = vae.encode(batch).latent_dist
-        latents = posterior.sample(generator=generator)
-        reconstruction = vae.decode(latents).sample
-        loss = torch.nn.functional.mse_loss(reconstruction, batch)
-        loss = loss + recipe.vae_kl_weight * posterior.kl().mean()
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        schedule.step()
-        advance(1)
+# The VAE is set, not trained: its latents are the picture's RGB averaged over 4x4 pixel
+# blocks (a fourth channel stays zero) and it decodes them by nearest upsampling. Residual
+# blocks and attention become identities (their last layer zeroed); each GroupNorm that cannot
+# be skipped sees channels (+rgb, -rgb, +K, -K): zero mean, a variance that is nearly K²/4,
+# and silu(x) - silu(-x) = x undoes the activation exactly.
+_VAE_CONSTANT = 100.0
+_VAE_SPREAD = _VAE_CONSTANT / 2  # the GroupNorm's std, up to (rgb / K)² ~ 1e-4
+
+
+def set_vae_to_block_averages(vae: Any) -> None:
+    """Weights making ``vae`` encode to 4x4 block means of the RGB (latent channels 0-2) and
+    decode by nearest upsampling (block_out_channels (8,) * n, one norm group)."""
+    with torch.no_grad():
+        for parameter in vae.parameters():
+            parameter.zero_()
+        _set_inner_layers(vae)
+        _set_outer_layers(vae)
+
+
+def _set_inner_layers(vae: Any) -> None:
+    from diffusers.models.attention_processor import Attention
+    from diffusers.models.downsampling import Downsample2D
+    from diffusers.models.resnet import ResnetBlock2D
+    from diffusers.models.upsampling import Upsample2D
+
+    with torch.no_grad():
+        for module in vae.modules():
+            if isinstance(module, ResnetBlock2D):
+                module.conv2.weight.zero_()  # with the rest zero: the block is its shortcut
+            elif isinstance(module, torch.nn.GroupNorm):
+                module.weight.fill_(1.0)
+            elif isinstance(module, Downsample2D):
+                assert module.conv is not None
+                _diagonal(module.conv.weight, [(0, 0), (0, 1), (1, 0), (1, 1)], 0.25)
+            elif isinstance(module, Upsample2D):
+                assert module.conv is not None
+                _diagonal(module.conv.weight, [(1, 1)], 1.0)
+            elif isinstance(module, Attention):
+                cast(Any, module).to_out[0].weight.zero_()
+
+
+def _set_outer_layers(vae: Any) -> None:
+    with torch.no_grad():
+        for conv_in in (vae.encoder.conv_in, vae.decoder.conv_in):
+            for channel in range(3):
+                conv_in.weight[channel, channel, 1, 1] = 1.0
+                conv_in.weight[channel + 3, channel, 1, 1] = -1.0
+            conv_in.bias[6], conv_in.bias[7] = _VAE_CONSTANT, -_VAE_CONSTANT
+        for conv_out in (vae.encoder.conv_out, vae.decoder.conv_out):
+            for channel in range(3):
+                conv_out.weight[channel, channel, 1, 1] = _VAE_SPREAD
+                conv_out.weight[channel, channel + 3, 1, 1] = -_VAE_SPREAD
+        latent = vae.config.latent_channels
+        for channel in range(latent):
+            vae.quant_conv.weight[channel, channel] = 1.0
+            vae.post_quant_conv.weight[channel, channel] = 1.0
+        vae.quant_conv.bias[latent:] = -30.0  # log-variance at diffusers' floor: sample = mean
+
+
+def _diagonal(weight: torch.Tensor, taps: list[tuple[int, int]], value: float) -> None:
+    for channel in range(weight.shape[0]):
+        for row, column in taps:
+            weight[channel, channel, row, column] = value
+
+
+def _prepare_vae(vae: Any, pixels: torch.Tensor) -> None:
+    set_vae_to_block_averages(vae)
     vae.eval()
     vae.requires_grad_(False)
     with torch.no_grad():
         spread = torch.cat([vae.encode(chunk).latent_dist.mean for chunk in pixels.split(256)])
     # As in Stable Diffusion: scaled latents have about unit variance.
-    vae.register_to_config(scaling_factor=float(1.0 / spread.std()))
+    vae.register_to_config(scaling_factor=float(1.0 / spread[:, :3].std()))
 
 
 def _train_denoiser(

@@ -95,6 +95,26 @@ def test_a_build_is_written_aside_and_renamed_into_place(
     assert builds == [1]
 
 
+def test_the_toy_vae_encodes_block_means_and_decodes_by_upsampling() -> None:
+    import torch
+
+    from hps.diffusion.assembly import assemble_pipeline
+
+    vae = assemble_pipeline(seed=0, **toy.toy_components()).vae
+    images, _ = toy_corpus.corpus(8, seed=1)
+    pixels = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+    toy.set_vae_to_block_averages(vae)
+    with torch.no_grad():
+        latents = vae.encode(pixels).latent_dist.sample()  # the posterior is its mean
+        decoded = vae.decode(latents).sample
+    block_means = torch.nn.functional.avg_pool2d(pixels, 4)
+    assert latents.shape == (8, 4, 8, 8)
+    assert torch.allclose(latents[:, :3], block_means, atol=1e-3)
+    assert torch.allclose(latents[:, 3], torch.zeros(8, 8, 8), atol=1e-3)
+    upsampled = torch.nn.functional.interpolate(block_means, scale_factor=4, mode="nearest")
+    assert torch.allclose(decoded, upsampled, atol=1e-3)
+
+
 @pytest.fixture(scope="module")
 def toy_pipe() -> Any:
     return open_pipeline("toy", "cpu")
