@@ -93,25 +93,26 @@ def arm_scores(scorer: Scorer, prompts: Sequence[str], arm: Arm) -> list[float]:
 
 
 def side_by_side(prompts: Sequence[str], arms: Sequence[Arm], path: Path) -> Path:
-    """A grid: one row per prompt (at most ``GRID_ROWS``), each arm's images in turn, the
-    same seeds in the same column of every arm."""
+    """A grid: a header naming the arms, then one row per prompt (at most ``GRID_ROWS``) with
+    each arm's images in turn, the same seeds in the same column of every arm."""
     rows = min(len(prompts), GRID_ROWS)
     per = len(arms[0][0]) if arms and arms[0] else 0
     tile = arms[0][0][0].image.width if per else 64
-    grid = Image.new(
-        "RGB", (max(1, tile * per * len(arms)), max(1, rows * (tile + LABEL_HEIGHT))), "white"
-    )
+    block = tile * per
+    width = max(1, block * len(arms))
+    grid = Image.new("RGB", (width, LABEL_HEIGHT + rows * (tile + LABEL_HEIGHT)), "white")
     draw = ImageDraw.Draw(grid)
-    legend = " | ".join(ARM_LABELS[: len(arms)])
+    for number, label in enumerate(ARM_LABELS[: len(arms)]):
+        draw.text((number * block + 2, 1), label, fill=(0, 0, 128))
     for row in range(rows):
-        top = row * (tile + LABEL_HEIGHT)
-        draw.text((2, top), f"{prompts[row][:60]}  ({legend})", fill=(0, 0, 0))
+        top = LABEL_HEIGHT + row * (tile + LABEL_HEIGHT)
+        draw.text((2, top + 1), prompts[row][:80], fill=(0, 0, 0))
         images = [generated for arm in arms for generated in arm[row]]
         for column, generated in enumerate(images):
             grid.paste(generated.image.resize((tile, tile)), (column * tile, top + LABEL_HEIGHT))
         for boundary in range(1, len(arms)):
-            x = boundary * per * tile
-            draw.line([(x, top + LABEL_HEIGHT), (x, top + LABEL_HEIGHT + tile)], fill="white")
+            x = boundary * block
+            draw.line([(x, top + LABEL_HEIGHT), (x, top + LABEL_HEIGHT + tile - 1)], "white", 2)
     path.parent.mkdir(parents=True, exist_ok=True)
     grid.save(path)
     return path
