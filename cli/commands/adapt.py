@@ -106,6 +106,8 @@ def training_data(
         raise ValueError(f"--source {args.source} needs --harvested")
     if args.harvested and not harvesting:
         raise ValueError("--harvested is read with --source harvested or both")
+    if args.prompts and not generating:
+        raise ValueError("--prompts is read with --source generated or both")
     harvested = read_harvested(Path(args.harvested), min_images) if harvesting else None
     if harvested is not None and not harvested.train and not generating:
         raise ValueError(f"{args.harvested}: no image set of {min_images}+ images to train on")

@@ -265,6 +265,8 @@ def test_hps_adapt_source_options_are_checked() -> None:
         training_data(args(source="harvested"), 4)
     with pytest.raises(ValueError, match="--harvested is read with --source harvested or both"):
         training_data(args(prompts="p.txt", harvested="x"), 4)
+    with pytest.raises(ValueError, match="--prompts is read with --source generated or both"):
+        training_data(args(source="harvested", prompts="p.txt", harvested="x"), 4)
 
 
 def test_read_harvested_groups_picks_and_holds_out_the_test_split(tmp_path: Path) -> None:
