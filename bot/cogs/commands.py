@@ -42,6 +42,7 @@ from jobqueue.contracts import (
     DEFAULT_ADAPT_PROMPTS,
     DEFAULT_IMAGES,
     AdaptParams,
+    AdaptSource,
     ExportParams,
     GenerateParams,
     JobParams,
@@ -82,6 +83,9 @@ Licence = app_commands.Range[str, 1, MAX_LICENCE_CHARS]
 Epochs = app_commands.Range[int, 1, 100]
 LearningRate = app_commands.Range[float, 1e-8, 1e-1]
 EPOCHS_HELP = "passes over the choices (default 1, the paper's)"
+ADAPT_SOURCE_HELP = (
+    "where the examples come from (auto: the server's harvested image sets when there are enough)"
+)
 LR_HELP = "learning rate (default 1.7e-5, the paper's)"
 MAX_LISTED_MODELS = 25
 ADAPT_LORA_STEPS = 1000  # the command's default (hps.diffusion.lora_training.LoraConfig's)
@@ -514,6 +518,7 @@ class HpsCommands(commands.Cog):
         prompts="how many harvested prompts to adapt on",
         lora_steps="LoRA training steps",
         images_per_prompt="images generated per prompt for the selection",
+        source=ADAPT_SOURCE_HELP,
     )
     @checks.admin()
     async def adapt(
@@ -522,9 +527,13 @@ class HpsCommands(commands.Cog):
         prompts: app_commands.Range[int, 4, 100_000] = DEFAULT_ADAPT_PROMPTS,
         lora_steps: app_commands.Range[int, 1, 1_000_000] = ADAPT_LORA_STEPS,
         images_per_prompt: app_commands.Range[int, 4, 64] = ADAPT_IMAGES_PER_PROMPT,
+        source: AdaptSource = "auto",
     ) -> None:
         params = AdaptParams(
-            limit_prompts=prompts, lora_steps=lora_steps, images_per_prompt=images_per_prompt
+            limit_prompts=prompts,
+            lora_steps=lora_steps,
+            images_per_prompt=images_per_prompt,
+            source=source,
         )
         await self._queue_admin_job(
             interaction, params, "Adaptation queued; the evaluation will be posted here."
@@ -566,14 +575,18 @@ class HpsCommands(commands.Cog):
     @operator.command(
         name="adapt", description="Adapt Stable Diffusion to the pooled servers' taste (global)"
     )
+    @app_commands.describe(source=ADAPT_SOURCE_HELP)
     @checks.operator()
     async def operator_adapt(
         self,
         interaction: discord.Interaction,
         prompts: app_commands.Range[int, 4, 100_000] = DEFAULT_ADAPT_PROMPTS,
         lora_steps: app_commands.Range[int, 1, 1_000_000] = ADAPT_LORA_STEPS,
+        source: AdaptSource = "auto",
     ) -> None:
-        params = AdaptParams(scope=JobScope.pooled, limit_prompts=prompts, lora_steps=lora_steps)
+        params = AdaptParams(
+            scope=JobScope.pooled, limit_prompts=prompts, lora_steps=lora_steps, source=source
+        )
         await self._queue_admin_job(
             interaction,
             params,
