@@ -38,9 +38,9 @@ DEFAULT_CACHE_ROOT = Path("~/.cache/hps")
 class ToyRecipe:
     seed: int = 0
     corpus_size: int = 3000
-    unet_steps: int = 700
+    unet_steps: int = 900
     unet_batch: int = 16
-    unet_lr: float = 1e-3
+    unet_lr: float = 2e-3
     caption_dropout: float = 0.1
 
 
