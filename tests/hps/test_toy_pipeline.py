@@ -8,6 +8,7 @@ every later run; the first run of the slow tests spends a few minutes building i
 from __future__ import annotations
 
 import random
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -117,8 +118,16 @@ def test_the_toy_vae_encodes_block_means_and_decodes_by_upsampling() -> None:
 
 
 @pytest.fixture(scope="module")
-def toy_pipe() -> Any:
-    return open_pipeline("toy", "cpu")
+def toy_pipe() -> Iterator[Any]:
+    # One thread: on a busy 2-core machine, two torch threads made these tests ~20x slower.
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield open_pipeline("toy", "cpu")
+    finally:
+        torch.set_num_threads(threads)
 
 
 def held_out_samples(pipe: Any) -> list[tuple[Scene, np.ndarray]]:
