@@ -78,7 +78,10 @@ class Settings(BaseSettings):
     )
     sd_pipeline: str = Field(
         default="",
-        description="Stable Diffusion folder or single-file checkpoint ('tiny': tests)",
+        description=(
+            "Stable Diffusion folder or single-file checkpoint "
+            "('tiny': tests; 'toy': the small pretrained generator)"
+        ),
     )
     promotion_margin: float = Field(
         default=0.01, ge=0, le=1, description="Top-1 gain a candidate needs to be promoted"

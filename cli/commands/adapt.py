@@ -19,7 +19,11 @@ SOURCES = ("generated", "harvested", "both")
 def register(subcommands: argparse._SubParsersAction) -> None:
     """Add ``hps adapt`` to the ``hps`` parser."""
     adapt = subcommands.add_parser("adapt", help="adapt Stable Diffusion with HPS (LoRA)")
-    adapt.add_argument("--pipeline", required=True, help="diffusers folder, checkpoint, or 'tiny'")
+    adapt.add_argument(
+        "--pipeline",
+        required=True,
+        help="diffusers folder, checkpoint, 'tiny' (random weights) or 'toy' (small pretrained)",
+    )
     adapt.add_argument("--arch", help="HPS architecture")
     adapt.add_argument("--checkpoint", help="HPS weights")
     adapt.add_argument(
