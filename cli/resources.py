@@ -4,13 +4,16 @@ released when the command ends."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from cli.output import print_json
 from config import Settings, get_settings
 
 if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
     from db.resources import Resources
 
 
@@ -25,3 +28,14 @@ def open_resources(settings: Settings | None = None) -> Iterator[Resources]:
         yield resources
     finally:
         resources.dispose()
+
+
+def print_transaction(work: Callable[[Session], Any], settings: Settings | None = None) -> int:
+    """Run ``work`` in one (retried) transaction and print what it returns as JSON: the body of
+    the commands that change or show rows. Returns the exit status, 0."""
+    from db.engine import run_transaction
+
+    with open_resources(settings) as resources:
+        result = run_transaction(resources.factory, work)
+    print_json(result)
+    return 0

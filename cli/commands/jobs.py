@@ -8,8 +8,7 @@ import time
 import uuid
 from typing import TYPE_CHECKING, Any
 
-from cli.output import print_json
-from cli.resources import open_resources
+from cli.resources import open_resources, print_transaction
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session, sessionmaker
@@ -127,43 +126,25 @@ def wait_for(factory: sessionmaker[Session], job_id: uuid.UUID, timeout: float) 
 
 def cmd_jobs_status(args: argparse.Namespace) -> int:
     """Print one job."""
-    from db.engine import run_transaction
     from db.jobs import get_job
 
-    with open_resources() as resources:
-        view = run_transaction(
-            resources.factory, lambda s: job_view(get_job(s, uuid.UUID(args.job_id)))
-        )
-    print_json(view)
-    return 0
+    return print_transaction(lambda s: job_view(get_job(s, uuid.UUID(args.job_id))))
 
 
 def cmd_jobs_cancel(args: argparse.Namespace) -> int:
     """Ask a job to stop; print it."""
-    from db.engine import run_transaction
     from db.jobs import request_cancel
 
-    with open_resources() as resources:
-        view = run_transaction(
-            resources.factory, lambda s: job_view(request_cancel(s, uuid.UUID(args.job_id)))
-        )
-    print_json(view)
-    return 0
+    return print_transaction(lambda s: job_view(request_cancel(s, uuid.UUID(args.job_id))))
 
 
 def cmd_jobs_list(args: argparse.Namespace) -> int:
     """Print the most recent jobs (optionally of one status)."""
     from sqlalchemy import select
 
-    from db.engine import run_transaction
     from db.models import Job, JobStatus
 
     query = select(Job).order_by(Job.created_at.desc()).limit(args.limit)
     if args.status:
         query = query.where(Job.status == JobStatus(args.status))
-    with open_resources() as resources:
-        views = run_transaction(
-            resources.factory, lambda s: [job_view(j) for j in s.scalars(query)]
-        )
-    print_json(views)
-    return 0
+    return print_transaction(lambda s: [job_view(j) for j in s.scalars(query)])

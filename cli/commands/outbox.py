@@ -5,8 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING, Any
 
-from cli.output import print_json
-from cli.resources import open_resources
+from cli.resources import print_transaction
 
 if TYPE_CHECKING:
     from db.models import OutboxMessage
@@ -42,25 +41,13 @@ def outbox_view(row: OutboxMessage) -> dict[str, Any]:
 
 def cmd_outbox_dead(args: argparse.Namespace) -> int:
     """Print the dead letters, most recent first."""
-    from db.engine import run_transaction
     from db.outbox import list_dead_letters
 
-    with open_resources() as resources:
-        views = run_transaction(
-            resources.factory, lambda s: [outbox_view(r) for r in list_dead_letters(s, args.limit)]
-        )
-    print_json(views)
-    return 0
+    return print_transaction(lambda s: [outbox_view(r) for r in list_dead_letters(s, args.limit)])
 
 
 def cmd_outbox_retry(args: argparse.Namespace) -> int:
     """Queue a dead letter for posting again; print it."""
-    from db.engine import run_transaction
     from db.outbox import requeue_dead_letter
 
-    with open_resources() as resources:
-        view = run_transaction(
-            resources.factory, lambda s: outbox_view(requeue_dead_letter(s, args.outbox_id))
-        )
-    print_json(view)
-    return 0
+    return print_transaction(lambda s: outbox_view(requeue_dead_letter(s, args.outbox_id)))

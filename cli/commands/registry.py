@@ -6,8 +6,7 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cli.output import print_json
-from cli.resources import open_resources
+from cli.resources import print_transaction
 from config import get_settings
 
 if TYPE_CHECKING:
@@ -101,7 +100,6 @@ def checkpoint_sha256(path: Path, kind: ModelKind, pinned: str | None) -> tuple[
 
 def cmd_registry_add(args: argparse.Namespace) -> int:
     """Register a checkpoint (hashed and checked) as a model version; optionally activate it."""
-    from db.engine import run_transaction
     from db.models import ModelKind
     from db.registry import promote_model_version, register_model_version
 
@@ -130,32 +128,18 @@ def cmd_registry_add(args: argparse.Namespace) -> int:
             promote_model_version(session, version.id)
         return {**version_view(version), "sha256_checked_against": digest_from}
 
-    with open_resources(settings) as resources:
-        print_json(run_transaction(resources.factory, add))
-    return 0
+    return print_transaction(add, settings)
 
 
 def cmd_registry_promote(args: argparse.Namespace) -> int:
     """Make a version the active one (of its guild, or global); print it."""
-    from db.engine import run_transaction
     from db.registry import promote_model_version
 
-    with open_resources() as resources:
-        view = run_transaction(
-            resources.factory, lambda s: version_view(promote_model_version(s, args.version_id))
-        )
-    print_json(view)
-    return 0
+    return print_transaction(lambda s: version_view(promote_model_version(s, args.version_id)))
 
 
 def cmd_registry_list(_args: argparse.Namespace) -> int:
     """Print every model version, newest first."""
-    from db.engine import run_transaction
     from db.registry import list_model_versions
 
-    with open_resources() as resources:
-        views = run_transaction(
-            resources.factory, lambda s: [version_view(v) for v in list_model_versions(s)]
-        )
-    print_json(views)
-    return 0
+    return print_transaction(lambda s: [version_view(v) for v in list_model_versions(s)])
