@@ -25,15 +25,18 @@ from typing import TYPE_CHECKING, Any
 
 from PIL import Image
 
-from hps.diffusion.harvested import HarvestedSelection, ImageSet, select_from_sets, without_prompts
+from hps.diffusion.harvested import (
+    HarvestedSelection,
+    ImageSet,
+    examples_of_set,
+    select_from_sets,
+    without_prompts,
+)
 from hps.diffusion.lora_training import Example, LoraConfig, train_lora
 from hps.diffusion.pipelines import NEGATIVE_PROMPT, generate, save_lora
 from hps.diffusion.selection import (
     DEFAULT_ALPHA,
     MIN_IMAGES,
-    NEGATIVE_CAPTION_PREFIX,
-    is_blurry,
-    select_examples,
 )
 from hps.diffusion.three_arms import AdaptationEvaluation, compare_arms, generate_arm
 
@@ -64,8 +67,8 @@ class AdaptConfig:
     human_picks: bool = True  # a harvested set's most-picked image is a positive too
     lora: LoraConfig = field(default_factory=LoraConfig)
 
-    def harvested_rule(self) -> HarvestedSelection:
-        """The selection rule for harvested sets."""
+    def selection_rule(self) -> HarvestedSelection:
+        """The paper's selection rule with this configuration (generated and harvested sets)."""
         return HarvestedSelection(
             self.alpha, self.blur_threshold, self.min_images, self.human_picks
         )
@@ -92,7 +95,7 @@ def collect_examples(
 ) -> tuple[list[Example], dict[str, Any]]:
     """Generate, score, filter and select: the training examples and what was seen."""
     examples: list[Example] = []
-    stats = {"prompts": len(prompts), "generated": 0, "blurry": 0, "positives": 0, "negatives": 0}
+    stats = Counter(prompts=len(prompts), generated=0, blurry=0, positives=0, negatives=0)
     for index, prompt in enumerate(prompts):
         seeds = [
             config.seed * 1_000_003 + index * 1000 + k for k in range(config.images_per_prompt)
@@ -106,25 +109,14 @@ def collect_examples(
             size=config.size,
         )
         stats["generated"] += len(images)
-        sharp = [g for g in images if not is_blurry(g.image, config.blur_threshold)]
-        stats["blurry"] += len(images) - len(sharp)
-        if sharp:
-            scores = scorer.score(prompt, [g.image for g in sharp])
-            chosen = select_examples(scores, config.alpha)
-            if chosen.positive is not None:
-                examples.append(Example(sharp[chosen.positive].image, prompt))
-                stats["positives"] += 1
-            if chosen.negative is not None:
-                examples.append(
-                    Example(sharp[chosen.negative].image, NEGATIVE_CAPTION_PREFIX + prompt)
-                )
-                stats["negatives"] += 1
+        generated = ImageSet(prompt, [g.image for g in images])  # nobody picked among them
+        examples += examples_of_set(generated, scorer, config.selection_rule(), stats)
         _stop_if_cancelled(
             progress,
             0.5 * (index + 1) / len(prompts),
             f"generated for {index + 1}/{len(prompts)} prompts",
         )
-    return examples, stats
+    return examples, dict(stats)
 
 
 def regularization_examples(folder: Path) -> list[Example]:
@@ -170,7 +162,7 @@ def gather_examples(
             share = 0.25 if train_prompts else 0.5
             _stop_if_cancelled(progress, share * done / total, f"scored {done}/{total} sets")
 
-        chosen, counts = select_from_sets(harvested, scorer, config.harvested_rule(), on_set)
+        chosen, counts = select_from_sets(harvested, scorer, config.selection_rule(), on_set)
         examples += chosen
         stats.update(counts)
     if train_prompts:

@@ -98,9 +98,14 @@ def without_prompts(sets: Iterable[ImageSet], prompts: Iterable[str]) -> list[Im
     return [s for s in sets if normalized_prompt(s.prompt) not in excluded]
 
 
-def _examples_of_set(
+def examples_of_set(
     image_set: ImageSet, scorer: Scorer, rule: HarvestedSelection, stats: Counter[str]
 ) -> list[Example]:
+    """One prompt's LoRA examples by the paper's rule: blurry images dropped, the rest scored,
+    a positive (caption: the prompt) and a negative ("Weird image. " + prompt) selected, the
+    humans' favourite added as a positive when ``rule.human_picks``; ``stats`` counts
+    ``blurry``, ``positives``, ``human_positives``, ``negatives`` and
+    ``negatives_overruled_by_picks``. Generated and harvested images go through it alike."""
     images = tuple(image_set.images)
     sharp = [
         index for index, image in enumerate(images) if not is_blurry(image, rule.blur_threshold)
@@ -157,7 +162,7 @@ def select_from_sets(
             stats["harvested_sets_used"] += 1
             prompts.add(normalized_prompt(image_set.prompt))
             stats["harvested_images"] += len(image_set.images)
-            examples += _examples_of_set(image_set, scorer, rule, stats)
+            examples += examples_of_set(image_set, scorer, rule, stats)
         if on_set is not None:
             on_set(done, len(sets))
     for key in ("blurry", "human_positives", "negatives", "negatives_overruled_by_picks"):
