@@ -2,9 +2,14 @@
 beside the untuned starting model, with bootstrap 95% intervals.
 
 - top-1: the image the model scores highest is the one the human picked (ties excluded);
-- pairwise (HPD v2 protocol): over every pair of images whose human order is known (all pairs
-  of a ranked set; chosen-vs-each-other for a pick), the fraction the model orders the same way;
-  equal model scores count one half.
+- pairwise: over every pair of images whose human order is known (the untied pairs of a ranked
+  set; chosen-vs-each-other for a pick), the fraction the model orders the same way; equal
+  model scores count one half;
+- ranking accuracy, HPSv2's way (``ranking_accuracy_hpsv2``, on sets with human ranks: HPD v2
+  test files): per set, 1 - inverted pairs / all pairs, then the mean over sets. A pair tied in
+  the human ranks is never inverted (but stays in the denominator), and the model's ranking is
+  a permutation: equal model scores rank the earlier image first, as HPSv2's ``argsort`` does.
+  This is the number on HPSv2's leaderboard; with no ties it equals the pairwise accuracy.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import json
 import random
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from itertools import combinations
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -80,6 +86,33 @@ def pairwise_rates(scores: Sequence[Sequence[float]], sets: Sequence[PreferenceS
     return rates
 
 
+def model_ranks(set_scores: Sequence[float]) -> list[int]:
+    """Each image's position (0 = best) when sorted by score, highest first; equal scores keep
+    image order (HPSv2 ranks with ``argsort(-scores)``, which leaves them so)."""
+    order = sorted(range(len(set_scores)), key=lambda index: -set_scores[index])
+    positions = [0] * len(order)
+    for position, index in enumerate(order):
+        positions[index] = position
+    return positions
+
+
+def hpsv2_ranking_rates(
+    scores: Sequence[Sequence[float]], sets: Sequence[PreferenceSet]
+) -> list[float]:
+    """Per set with human ranks, HPSv2's ranking accuracy: 1 - inverted pairs / all pairs (a
+    pair tied in the human ranks is never inverted). Sets without ranks are left out."""
+    rates = []
+    for set_scores, preference_set in zip(scores, sets, strict=True):
+        human = preference_set.ranks
+        if human is None or len(human) < 2:
+            continue
+        model = model_ranks(set_scores)
+        pairs = list(combinations(range(len(human)), 2))
+        inverted = sum(1 for i, j in pairs if (model[i] - model[j]) * (human[i] - human[j]) < 0)
+        rates.append(1.0 - inverted / len(pairs))
+    return rates
+
+
 def bootstrap_interval(values: Sequence[float], *, seed: int = 0) -> tuple[float, float]:
     """95% percentile bootstrap interval of the mean (resampling sets, i.e. prompts)."""
     if not values:
@@ -97,18 +130,26 @@ class Metrics:
     pairwise_accuracy: float
     pairwise_interval: tuple[float, float]
     sets: int
+    # HPSv2's ranking accuracy: None when no set carries human ranks (only HPD v2 test files do).
+    ranking_accuracy_hpsv2: float | None = None
+    ranking_hpsv2_interval: tuple[float, float] | None = None
+    ranked_sets: int = 0
 
 
 def metrics_of(scores: Sequence[Sequence[float]], sets: Sequence[PreferenceSet]) -> Metrics:
-    """Top-1 and pairwise accuracy with their intervals."""
+    """Top-1, pairwise and (on ranked sets) HPSv2's ranking accuracy with their intervals."""
     hits = top1_hits(scores, sets)
     rates = pairwise_rates(scores, sets)
+    ranking = hpsv2_ranking_rates(scores, sets)
     return Metrics(
         top1_accuracy=sum(hits) / len(hits) if hits else float("nan"),
         top1_interval=bootstrap_interval(hits),
         pairwise_accuracy=sum(rates) / len(rates) if rates else float("nan"),
         pairwise_interval=bootstrap_interval(rates, seed=1),
         sets=len(hits),
+        ranking_accuracy_hpsv2=sum(ranking) / len(ranking) if ranking else None,
+        ranking_hpsv2_interval=bootstrap_interval(ranking, seed=2) if ranking else None,
+        ranked_sets=len(ranking),
     )
 
 
@@ -133,35 +174,53 @@ class Comparison:
             "pairwise_accuracy": self.model.pairwise_accuracy,
             "top1_interval": list(self.model.top1_interval),
             "pairwise_interval": list(self.model.pairwise_interval),
+            "ranking_accuracy_hpsv2": self.model.ranking_accuracy_hpsv2,
+            "ranking_hpsv2_interval": _listed(self.model.ranking_hpsv2_interval),
             "sets": self.model.sets,
+            "ranked_sets": self.model.ranked_sets,
             "model": self.model_name,
             "baseline": {
                 "name": self.baseline_name,
-                **{
-                    k: list(v) if isinstance(v, tuple) else v
-                    for k, v in asdict(self.baseline).items()
-                },
+                **{k: _listed(v) for k, v in asdict(self.baseline).items()},
             },
         }
 
     def markdown(self) -> str:
-        """A short report table."""
-
-        def row(name: str, m: Metrics) -> str:
-            return (
-                f"| {name} | {m.top1_accuracy:.1%} ({m.top1_interval[0]:.1%} – "
-                f"{m.top1_interval[1]:.1%}) | {m.pairwise_accuracy:.1%} "
-                f"({m.pairwise_interval[0]:.1%} – {m.pairwise_interval[1]:.1%}) | {m.sets} |"
-            )
-
+        """A short report table (with HPSv2's ranking accuracy when the sets carry ranks)."""
+        ranked = self.model.ranking_accuracy_hpsv2 is not None
+        header = "| model | top-1 accuracy (95% CI) | pairwise accuracy (95% CI) |"
+        if ranked:
+            header += " ranking accuracy, HPSv2 (95% CI) |"
         return "\n".join(
             [
-                "| model | top-1 accuracy (95% CI) | pairwise accuracy (95% CI) | sets |",
-                "| --- | --- | --- | --- |",
-                row(self.model_name, self.model),
-                row(f"{self.baseline_name} (untuned start)", self.baseline),
+                header + " sets |",
+                "| --- " * (5 if ranked else 4) + "|",
+                _row(self.model_name, self.model, ranked),
+                _row(f"{self.baseline_name} (untuned start)", self.baseline, ranked),
             ]
         )
+
+
+def _listed(value: Any) -> Any:
+    """Tuples (intervals) as JSON lists; anything else as it is."""
+    return list(value) if isinstance(value, tuple) else value
+
+
+def _cell(value: float | None, interval: tuple[float, float] | None) -> str:
+    if value is None or interval is None:
+        return "–"
+    return f"{value:.1%} ({interval[0]:.1%} – {interval[1]:.1%})"
+
+
+def _row(name: str, m: Metrics, ranked: bool) -> str:
+    cells = [
+        name,
+        _cell(m.top1_accuracy, m.top1_interval),
+        _cell(m.pairwise_accuracy, m.pairwise_interval),
+    ]
+    if ranked:
+        cells.append(_cell(m.ranking_accuracy_hpsv2, m.ranking_hpsv2_interval))
+    return "| " + " | ".join([*cells, str(m.sets)]) + " |"
 
 
 def write_report(comparison: Comparison, out_dir: Path) -> tuple[Path, Path]:

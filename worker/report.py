@@ -7,7 +7,8 @@ from typing import Any
 
 
 def plot_comparison(candidate: Any, baseline: Any, png_path: Path, *, baseline_name: str) -> Path:
-    """Top-1 and pairwise accuracy of the candidate beside the baseline, with 95% intervals."""
+    """Top-1 and pairwise accuracy of the candidate beside the baseline, with 95% intervals
+    (and HPSv2's ranking accuracy when the held-out sets carry human ranks)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -17,6 +18,8 @@ def plot_comparison(candidate: Any, baseline: Any, png_path: Path, *, baseline_n
         ("top-1", "top1_accuracy", "top1_interval"),
         ("pairwise", "pairwise_accuracy", "pairwise_interval"),
     ]
+    if all(getattr(m, "ranking_accuracy_hpsv2", None) is not None for m in (candidate, baseline)):
+        metrics.append(("ranking (HPSv2)", "ranking_accuracy_hpsv2", "ranking_hpsv2_interval"))
     figure, axis = plt.subplots(figsize=(6, 3.6), dpi=110)
     width = 0.38
     for offset, (label, result, color) in enumerate(
