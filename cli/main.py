@@ -9,6 +9,7 @@ from collections.abc import Callable, Sequence
 from types import ModuleType
 
 import cli.commands.adapt
+import cli.commands.benchmark
 import cli.commands.config
 import cli.commands.db
 import cli.commands.eval
@@ -45,6 +46,7 @@ GROUPS: list[tuple[str, list[ModuleType]]] = [
             cli.commands.train,
             cli.commands.eval,
             cli.commands.adapt,
+            cli.commands.benchmark,
             cli.commands.models,
         ],
     ),
