@@ -9,7 +9,11 @@ import sys
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     """``--arch``, ``--checkpoint``, ``--sha256``, ``--device``, ``--dtype``, ``--preprocess``."""
     parser.add_argument("--arch", help="architecture (see `hps models list`)")
-    parser.add_argument("--checkpoint", help="weights (default: random init, for timing)")
+    parser.add_argument(
+        "--checkpoint",
+        help="weights: a checkpoint file or an `hps train --out` folder "
+        "(default: random init, for timing)",
+    )
     parser.add_argument("--sha256", help="expected sha256 of the checkpoint")
     parser.add_argument("--device", default="auto")
     parser.add_argument(

@@ -9,6 +9,9 @@
   metadata holds a JSON document (architecture, preprocessing, score scale, training data
   snapshot, metrics).
 
+A training output folder (what ``hps train --out DIR`` writes) stands for the checkpoint in
+it: :func:`resolve_checkpoint` finds the file, and every loader calls it.
+
 Integrity: :func:`load_model <hps.factory.load_model>` verifies a checkpoint's sha256 when one
 is given, or else when a ``<file>.sha256`` sidecar lies beside it (``hps models fetch`` writes
 one, in ``sha256sum`` format); a mismatch raises :class:`ChecksumMismatch`. Torch files are
@@ -39,6 +42,11 @@ SIDECAR_SUFFIX = ".sha256"
 # A LoRA is a folder (diffusers format); its sha256 is the sha256 of this file in it.
 LORA_WEIGHTS_FILE = "pytorch_lora_weights.safetensors"
 _HEX = frozenset("0123456789abcdef")
+# The model file in a training output folder: ``hps train --out DIR`` writes
+# DIR/model.safetensors (hps.training.trainer.MODEL_FILE; a test keeps the two the same).
+CHECKPOINT_FILES = ("model.safetensors",)
+# A folder of a run stopped before the end holds only this (hps.training.state.STATE_FILE).
+TRAINING_STATE_FILE = "train_state.safetensors"
 
 
 class CheckpointError(ValueError):
@@ -85,6 +93,24 @@ def verify_sha256(path: Path, expected: str) -> None:
 def weights_file(path: Path) -> Path:
     """The file whose sha256 identifies a model: ``path`` itself, or a LoRA folder's weights."""
     return path / LORA_WEIGHTS_FILE if path.is_dir() else path
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """The checkpoint file ``path`` names: ``path`` itself, or the model file in a training
+    output folder. A folder without one raises CheckpointError saying what was expected."""
+    path = Path(path)
+    if not path.is_dir():
+        return path
+    for name in CHECKPOINT_FILES:
+        if (path / name).is_file():
+            return path / name
+    expected = ", ".join(CHECKPOINT_FILES)
+    message = f"{path}: no checkpoint in this folder; expected {expected}"
+    if (path / TRAINING_STATE_FILE).is_file():
+        message += " (it holds a training state only: the run has not finished; resume it)"
+    elif (path / LORA_WEIGHTS_FILE).is_file():
+        message += f" (it holds {LORA_WEIGHTS_FILE}: a LoRA for the generator, not an HPS model)"
+    raise CheckpointError(message)
 
 
 def sidecar_path(path: Path) -> Path:
@@ -134,7 +160,9 @@ def detect_format(path: Path) -> CheckpointFormat:
 
 
 def load_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Read a checkpoint of any supported format: (state dict, metadata)."""
+    """Read a checkpoint of any supported format (a file, or a training output folder):
+    (state dict, metadata)."""
+    path = resolve_checkpoint(path)
     fmt = detect_format(path)
     if fmt == "hps-safetensors":
         return _load_safetensors(path)

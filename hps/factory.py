@@ -20,6 +20,7 @@ from hps.checkpoints import (
     check_state_dict,
     load_checkpoint,
     read_sidecar,
+    resolve_checkpoint,
     verify_sha256,
 )
 
@@ -61,7 +62,8 @@ def load_model(
     *,
     sha256: str | None = None,
 ) -> LoadedModel:
-    """Build ``arch`` and load ``checkpoint`` into it (format detected from the file).
+    """Build ``arch`` and load ``checkpoint`` into it (format detected from the file; a
+    training output folder stands for the model file in it).
 
     Without a checkpoint the weights are randomly initialised (tests, timing). With a
     project checkpoint the architecture may be omitted: its metadata names it. The file must
@@ -73,7 +75,7 @@ def load_model(
             raise ValueError("give an architecture, a checkpoint, or both")
         architecture = get_architecture(arch)
         return LoadedModel(build_model(architecture), architecture, {"format": "random-init"})
-    path = Path(checkpoint)
+    path = resolve_checkpoint(checkpoint)
     expected = sha256 or read_sidecar(path)
     if expected:
         verify_sha256(path, expected)

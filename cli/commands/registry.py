@@ -37,7 +37,8 @@ def _register_add(actions: argparse._SubParsersAction) -> None:
     add.add_argument(
         "--checkpoint",
         required=True,
-        help="path (inside MODELS_DIR or absolute): a file for hps, a folder for lora",
+        help="path (inside MODELS_DIR or absolute): a file or an `hps train --out` folder "
+        "for hps, a folder for lora",
     )
     add.add_argument(
         "--sha256",
@@ -102,11 +103,14 @@ def cmd_registry_add(args: argparse.Namespace) -> int:
     """Register a checkpoint (hashed and checked) as a model version; optionally activate it."""
     from db.models import ModelKind
     from db.registry import promote_model_version, register_model_version
+    from hps.checkpoints import resolve_checkpoint
 
     settings = get_settings()
     assert settings.models_dir is not None
     kind = ModelKind(args.kind)
     path = Path(args.checkpoint).expanduser().resolve()
+    if kind == ModelKind.hps:
+        path = resolve_checkpoint(path)  # a training output folder: the model file in it
     digest, digest_from = checkpoint_sha256(path, kind, args.sha256)
     key = (
         str(path.relative_to(settings.models_dir))

@@ -18,7 +18,11 @@ def register(subcommands: argparse._SubParsersAction) -> None:
     """Add ``hps train`` to the ``hps`` parser."""
     train = subcommands.add_parser("train", help="fine-tune an HPS model on preference data")
     train.add_argument("--arch", help="architecture (see `hps models list`)")
-    train.add_argument("--checkpoint", help="starting weights (default: random init)")
+    train.add_argument(
+        "--checkpoint",
+        help="starting weights: a checkpoint file or an `hps train --out` folder "
+        "(default: random init)",
+    )
     train.add_argument("--data", required=True, help="training manifest")
     train.add_argument("--val-data", help="held-out manifest evaluated at the end")
     train.add_argument("--image-root", help="folder relative image paths start from")
@@ -62,7 +66,7 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
 
 def cmd_train(args: argparse.Namespace) -> int:
     """Train; rank 0 prints where the checkpoint, metrics and curve are."""
-    from hps.checkpoints import sha256_of_file
+    from hps.checkpoints import resolve_checkpoint, sha256_of_file
     from hps.training.manifests import load_manifest
     from hps.training.trainer import train
 
@@ -74,9 +78,11 @@ def cmd_train(args: argparse.Namespace) -> int:
         "manifest_sha256": sha256_of_file(Path(args.data)),
         "sets": len(sets),
     }
+    # The file itself, not its folder: the new model records (and hashes) what it started from.
+    start = resolve_checkpoint(args.checkpoint) if args.checkpoint else None
     result = train(
         args.arch,
-        args.checkpoint,
+        start,
         sets,
         args.out,
         train_config(args),

@@ -96,6 +96,7 @@ def test_train_then_eval_then_score(data: Path, tmp_path: Path) -> None:
     result = json.loads(evaluated.stdout)
     assert {"top1_accuracy", "pairwise_accuracy", "baseline"} <= result.keys()
     assert {"top1_accuracy", "pairwise_accuracy"} <= result["baseline"].keys()
+    assert result["ranking_accuracy_hpsv2"] is None  # picks carry no human ranks (HPD v2 test do)
     assert result["top1_accuracy"] >= result["baseline"]["top1_accuracy"] + 0.2
     assert (tmp_path / "report" / "evaluation.md").is_file()
 
