@@ -494,6 +494,10 @@ class AdaptReport(JobResult):
     # Where the examples came from, and why (reports written before these fields parse).
     source: Literal["generated", "harvested", "both"] = "generated"
     source_note: str = ""
+    # What the channel reads (base vs adapted mean HPS with intervals, win rates) and the
+    # side-by-side grid from the store (reports written before these fields parse).
+    text: str = ""
+    files: list[PostedFile] = Field(default_factory=list)
 
 
 class ExportResult(JobResult):

@@ -10,9 +10,10 @@ registration, which commits with the job's result (``JobOutcome.complete``)."""
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -22,7 +23,7 @@ from db.datasets import split_for_prompt
 from db.models import Generation, ModelKind, Prompt
 from db.registry import register_model_version
 from db.scope import Scope
-from jobqueue.contracts import AdaptParams, AdaptReport, JobResult, OutboxKind
+from jobqueue.contracts import AdaptParams, AdaptReport, JobResult, OutboxKind, PostedFile
 from worker.errors import JobCancelled, JobFailure
 from worker.lifecycle import JobContext, JobOutcome
 from worker.tasks.scoring import scoring_model
@@ -31,6 +32,10 @@ if TYPE_CHECKING:
     from hps.diffusion.adapt import AdaptConfig, AdaptResult, ImageSet
 
 Source = Literal["generated", "harvested", "both"]
+GRID_FILENAME = "adaptation_grid.png"
+# Discord's smallest upload limit (a server without boosts, before 2024: 8 MiB; now 10 MiB):
+# a bigger grid (a full-size pipeline's) is scaled down until it fits.
+MAX_GRID_BYTES = 8 * 1024 * 1024
 
 
 @dataclass
@@ -179,7 +184,9 @@ def adapt(context: JobContext[AdaptParams]) -> JobOutcome:
     name = f"lora-{str(context.job_id)[:8]}"
     lora_sha256 = sha256_of_file(result.lora_dir / LORA_WEIGHTS_FILE)
     metadata = {**result.metadata, "source": data.source, "source_note": data.note}
-    report = AdaptReport(name=name, **metadata)
+    files = posted_grid(context, Path(result.evaluation.grid_png))
+    report = AdaptReport(name=name, files=files, **metadata)
+    report = report.model_copy(update={"text": report_text(report)})
 
     def register(session: Session) -> JobResult:
         version = register_model_version(
@@ -193,7 +200,8 @@ def adapt(context: JobContext[AdaptParams]) -> JobOutcome:
             checkpoint_sha256=lora_sha256,
             guild_id=context.scope.model_guild(),
         )
-        return report.model_copy(update={"model_version_id": version.id})
+        registered = report.model_copy(update={"model_version_id": version.id})
+        return registered.model_copy(update={"text": report_text(registered)})
 
     return JobOutcome(report, outbox_kind=OutboxKind.adapt_report, complete=register)
 
@@ -237,3 +245,60 @@ def _run(
         )
     except InterruptedError:
         raise JobCancelled() from None
+
+
+def _interval(low_high: Any) -> str:
+    low, high = low_high
+    return f"[{float(low):.2f}, {float(high):.2f}]"
+
+
+def report_text(report: AdaptReport) -> str:
+    """What the channel reads: the paper's comparison on held-out prompts (base vs adapted +
+    negative prompt: mean HPS with 95% bootstrap intervals, win rate), the negative prompt's
+    own share (base + negative prompt), where the examples came from, and how to use the
+    LoRA. Only numbers and names the job made: nothing a user typed."""
+    extra = report.model_extra or {}
+    evaluation: dict[str, Any] = extra.get("evaluation") or {}
+    if not evaluation:
+        return f"Adapted {report.name} ({report.source_note or report.source})."
+    prompts = extra.get("eval_prompts", "?")
+    version = (
+        f" Candidate version {report.model_version_id}: `/hps admin promote "
+        f"{report.model_version_id}` makes generations use it."
+        if report.model_version_id is not None
+        else ""
+    )
+    return (
+        f"Adapted {report.name} from {report.source_note or report.source}. On {prompts} "
+        f"held-out prompts ({evaluation['pairs']} images per arm, the same seeds), mean HPS: "
+        f"base {evaluation['base_mean']:.2f} {_interval(evaluation['base_interval'])}, "
+        f"adapted {evaluation['adapted_mean']:.2f} {_interval(evaluation['adapted_interval'])} "
+        f"(95% intervals); the adapted image wins {evaluation['win_rate']:.0%} of pairs. "
+        f"Base with the negative prompt alone: {evaluation['base_negative_mean']:.2f} "
+        f"{_interval(evaluation['base_negative_interval'])}, adapted wins "
+        f"{evaluation['win_rate_vs_base_negative']:.0%} against it.{version} "
+        f"The grid shows base | base + negative prompt | adapted, one held-out prompt per row."
+    )
+
+
+def fit_png(path: Path, limit: int = MAX_GRID_BYTES) -> bytes:
+    """The PNG at ``path``, halved in size until it is at most ``limit`` bytes."""
+    from PIL import Image
+
+    data = path.read_bytes()
+    image = Image.open(io.BytesIO(data)).convert("RGB")
+    while len(data) > limit and min(image.size) > 1:
+        image = image.resize((max(1, image.width // 2), max(1, image.height // 2)))
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG", optimize=True)
+        data = buffer.getvalue()
+    return data
+
+
+def posted_grid(context: JobContext[AdaptParams], grid: Path) -> list[PostedFile]:
+    """The side-by-side grid in the shared store (the bot posts it from there, not from this
+    disk), within Discord's upload limit; none when the adaptation wrote no grid."""
+    if not grid.is_file():
+        return []
+    sha256 = context.runtime.store.put(fit_png(grid))
+    return [PostedFile(sha256=sha256, filename=GRID_FILENAME)]
