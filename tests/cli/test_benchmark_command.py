@@ -113,8 +113,8 @@ def test_grid_png_layout_and_images(run: tuple[Path, subprocess.CompletedProcess
     folder, _ = run
     out = folder / "out"
     assert (out / "grid.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    with Image.open(out / "grid.png") as grid:
-        grid.verify()
+    with Image.open(out / "grid.png") as checked:
+        checked.verify()
     with Image.open(out / "grid.png") as opened:
         grid = opened.convert("RGB")
     row = TILE + 2 * LABEL_HEIGHT

@@ -289,9 +289,9 @@ def test_grid_has_a_row_per_style_with_its_images(tmp_path: Path) -> None:
     ]
     summaries = [summarise_style(r.style, r.scores) for r in results]
     path = draw_grid(results, summaries, tmp_path / "sub" / "grid.png")
-    with Image.open(path) as grid:
-        assert grid.format == "PNG"
-        grid = grid.convert("RGB")
+    with Image.open(path) as opened:
+        assert opened.format == "PNG"
+        grid = opened.convert("RGB")
     row = 32 + 2 * LABEL_HEIGHT
     assert grid.size == (3 * 32, 2 * row)
     for column, colour in enumerate(COLOURS):
