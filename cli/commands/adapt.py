@@ -25,7 +25,7 @@ def register(subcommands: argparse._SubParsersAction) -> None:
         help="diffusers folder, checkpoint, 'tiny' (random weights) or 'toy' (small pretrained)",
     )
     adapt.add_argument("--arch", help="HPS architecture")
-    adapt.add_argument("--checkpoint", help="HPS weights")
+    adapt.add_argument("--checkpoint", help="HPS weights (a file, or an hps train --out folder)")
     adapt.add_argument(
         "--source",
         choices=SOURCES,

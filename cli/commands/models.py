@@ -51,10 +51,10 @@ def cmd_models_list(_args: argparse.Namespace) -> int:
 
 def cmd_models_inspect(args: argparse.Namespace) -> int:
     """Describe a checkpoint file: hash, architecture, size, dtypes, metadata."""
-    from hps.checkpoints import load_checkpoint, sha256_of_file
+    from hps.checkpoints import load_checkpoint, resolve_checkpoint, sha256_of_file
     from hps.factory import infer_architecture
 
-    path = Path(args.path)
+    path = resolve_checkpoint(Path(args.path))
     state, metadata = load_checkpoint(path)
     architecture = metadata.get("architecture") or infer_architecture(state).name
     dtypes = sorted({str(t.dtype).removeprefix("torch.") for t in state.values()})

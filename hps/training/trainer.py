@@ -222,7 +222,7 @@ def train(
     run = _TrainingRun(loaded, sets, out, config, part, device)
     run.resume_or_restart(resume)
     run.run_steps(progress=progress, stop_after=stop_after, on_step=on_step)
-    return run.finalise(val_sets, trained_on, base_checkpoint)
+    return run.finalise(val_sets, trained_on, loaded.checkpoint)
 
 
 def _steps_planned(count: int, config: TrainConfig, part: _Distributed) -> tuple[int, int]:
