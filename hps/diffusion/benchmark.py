@@ -39,6 +39,7 @@ STYLELESS = "all"  # the style of prompts given without one
 SEED_STRIDE = 1000  # seeds of consecutive prompts are this far apart (so at most 1000 seeds)
 GRID_COLUMNS = 4
 LABEL_HEIGHT = 14
+MIN_TILE = 64  # smaller images are enlarged (nearest neighbour) so that their scores fit
 
 StylePrompts = dict[str, list[str]]
 ImageSink = Callable[[str, int, GeneratedImage], None]
@@ -371,10 +372,11 @@ def format_table(summaries: Sequence[StyleSummary]) -> str:
 
 
 def grid_layout(results: Sequence[StyleResult]) -> tuple[int, int, int]:
-    """(columns, tile size in pixels, rows) of the grid of ``results``."""
+    """(columns, tile size in pixels, rows) of the grid of ``results``: the first image's
+    width, at least ``MIN_TILE``."""
     columns = max((len(r.examples) for r in results), default=0)
     tiles = [example.image.width for r in results for example in r.examples]
-    return max(1, columns), (tiles[0] if tiles else 64), len(results)
+    return max(1, columns), max(MIN_TILE, tiles[0] if tiles else 0), len(results)
 
 
 def draw_grid(
@@ -392,9 +394,8 @@ def draw_grid(
         draw.text((2, top + 1), label, fill=(0, 0, 128))
         for column, example in enumerate(result.examples):
             left = column * tile
-            grid.paste(
-                example.image.convert("RGB").resize((tile, tile)), (left, top + LABEL_HEIGHT)
-            )
+            image = example.image.convert("RGB").resize((tile, tile), Image.Resampling.NEAREST)
+            grid.paste(image, (left, top + LABEL_HEIGHT))
             draw.text((left + 2, top + LABEL_HEIGHT + tile + 1), f"{example.score:.2f}", fill=0)
     path.parent.mkdir(parents=True, exist_ok=True)
     grid.save(path)

@@ -15,6 +15,7 @@ from PIL import Image
 
 from hps.diffusion.benchmark import (
     LABEL_HEIGHT,
+    MIN_TILE,
     SEED_STRIDE,
     BenchmarkError,
     BenchmarkSettings,
@@ -283,24 +284,39 @@ def test_grid_has_a_row_per_style_with_its_images(tmp_path: Path) -> None:
             "photo",
             ["p"],
             [[1.0, 2.0, 3.0]],
-            [Example(solid(c), "p", k, float(k)) for k, c in enumerate(COLOURS)],
+            [Example(solid(c, 80), "p", k, float(k)) for k, c in enumerate(COLOURS)],
         ),
-        StyleResult("anime", ["q"], [[4.0]], [Example(solid(COLOURS[2]), "q", 0, 4.0)]),
+        StyleResult("anime", ["q"], [[4.0]], [Example(solid(COLOURS[2], 80), "q", 0, 4.0)]),
     ]
     summaries = [summarise_style(r.style, r.scores) for r in results]
     path = draw_grid(results, summaries, tmp_path / "sub" / "grid.png")
     with Image.open(path) as opened:
         assert opened.format == "PNG"
         grid = opened.convert("RGB")
-    row = 32 + 2 * LABEL_HEIGHT
-    assert grid.size == (3 * 32, 2 * row)
+    row = 80 + 2 * LABEL_HEIGHT
+    assert grid.size == (3 * 80, 2 * row)
     for column, colour in enumerate(COLOURS):
-        centre = (column * 32 + 16, LABEL_HEIGHT + 16)
+        centre = (column * 80 + 40, LABEL_HEIGHT + 40)
         assert grid.getpixel(centre) == colour
-    assert grid.getpixel((16, row + LABEL_HEIGHT + 16)) == COLOURS[2]
-    assert grid.getpixel((32 + 16, row + LABEL_HEIGHT + 16)) == (255, 255, 255)  # no 2nd image
-    label = np.asarray(grid)[row : row + LABEL_HEIGHT, :64]
+    assert grid.getpixel((40, row + LABEL_HEIGHT + 40)) == COLOURS[2]
+    assert grid.getpixel((80 + 40, row + LABEL_HEIGHT + 40)) == (255, 255, 255)  # no 2nd image
+    label = np.asarray(grid)[row : row + LABEL_HEIGHT, :80]
     assert (label != 255).any()  # the style's label is drawn
+    score = np.asarray(grid)[LABEL_HEIGHT + 80 : row, 80:160]
+    assert (score != 255).any()  # each image's score under it
+
+
+def test_small_images_are_enlarged_pixel_for_pixel(tmp_path: Path) -> None:
+    small = Image.new("RGB", (2, 2))
+    small.putdata([COLOURS[0], COLOURS[1], COLOURS[2], (0, 0, 0)])
+    results = [StyleResult("photo", ["p"], [[1.0]], [Example(small, "p", 0, 1.0)])]
+    path = draw_grid(results, [summarise_style("photo", [[1.0]])], tmp_path / "grid.png")
+    with Image.open(path) as opened:
+        grid = opened.convert("RGB")
+    assert grid.size == (MIN_TILE, MIN_TILE + 2 * LABEL_HEIGHT)
+    half = MIN_TILE // 2
+    tile = np.asarray(grid)[LABEL_HEIGHT : LABEL_HEIGHT + MIN_TILE]
+    assert (tile[:half, :half] == COLOURS[0]).all() and (tile[half:, half:] == 0).all()
 
 
 def test_document_holds_every_score(tmp_path: Path) -> None:
