@@ -6,6 +6,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -42,6 +43,60 @@ def _pixels(images: Sequence[Image.Image], size: int) -> torch.Tensor:
     return batch / 127.5 - 1.0
 
 
+class EncodedExamples:
+    """The examples as the frozen encoders see them, each computed once: an example's latent
+    distribution (VAE mean and std) and a caption's text embedding. Encoded on first use,
+    the misses of a batch together, and kept on the pipeline's device; a step then draws only
+    its latent sample, exactly as ``vae.encode(pixels).latent_dist.sample()`` would."""
+
+    def __init__(self, pipe: Any, examples: Sequence[Example]) -> None:
+        self.pipe = pipe
+        self.examples = examples
+        self.size = pipe.unet.config.sample_size * pipe.vae_scale_factor
+        self.latent_mean: dict[int, torch.Tensor] = {}
+        self.latent_std: dict[int, torch.Tensor] = {}
+        self.context: dict[str, torch.Tensor] = {}
+
+    @torch.no_grad()
+    def _encode_images(self, indices: Sequence[int]) -> None:
+        missing = sorted({i for i in indices if i not in self.latent_mean})
+        if not missing:
+            return
+        vae = self.pipe.vae
+        pixels = _pixels([self.examples[i].image for i in missing], self.size)
+        latent = vae.encode(pixels.to(vae.device, dtype=vae.dtype)).latent_dist
+        for row, i in enumerate(missing):
+            self.latent_mean[i], self.latent_std[i] = latent.mean[row], latent.std[row]
+
+    @torch.no_grad()
+    def _encode_captions(self, captions: Sequence[str]) -> None:
+        missing = sorted({c for c in captions if c not in self.context})
+        if not missing:
+            return
+        tokenizer, text_encoder = self.pipe.tokenizer, self.pipe.text_encoder
+        tokens = tokenizer(
+            missing,
+            padding="max_length",
+            truncation=True,
+            max_length=tokenizer.model_max_length,
+            return_tensors="pt",
+        ).input_ids.to(text_encoder.device)
+        for caption, embedding in zip(missing, text_encoder(tokens)[0], strict=True):
+            self.context[caption] = embedding
+
+    def batch(self, indices: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Scaled latents sampled for the examples at ``indices``, and their captions'
+        text embeddings."""
+        captions = [self.examples[i].caption for i in indices]
+        self._encode_images(indices)
+        self._encode_captions(captions)
+        mean = torch.stack([self.latent_mean[i] for i in indices])
+        std = torch.stack([self.latent_std[i] for i in indices])
+        latents = mean + std * torch.randn_like(mean)
+        context = torch.stack([self.context[c] for c in captions])
+        return latents * self.pipe.vae.config.scaling_factor, context
+
+
 def train_lora(
     pipe: object,
     examples: Sequence[Example],
@@ -55,36 +110,25 @@ def train_lora(
 
     if not examples:
         raise ValueError("no training examples (no prompt had a clear positive or negative)")
-    p: object = pipe
-    unet, vae, text_encoder, tokenizer = p.unet, p.vae, p.text_encoder, p.tokenizer  # type: ignore[attr-defined]
-    device = unet.device
+    p: Any = pipe
+    unet = p.unet
     torch.manual_seed(config.seed)
     rng = random.Random(config.seed)
     add_lora(pipe, rank=config.rank)
-    noise_scheduler = DDPMScheduler.from_config(p.scheduler.config)  # type: ignore[attr-defined]
-    size = unet.config.sample_size * p.vae_scale_factor  # type: ignore[attr-defined]
+    noise_scheduler = DDPMScheduler.from_config(p.scheduler.config)
     parameters = [q for q in unet.parameters() if q.requires_grad]
     optimizer = torch.optim.AdamW(parameters, lr=config.lr, weight_decay=config.weight_decay)
-    vae.requires_grad_(False)
-    text_encoder.requires_grad_(False)
+    p.vae.requires_grad_(False)
+    p.text_encoder.requires_grad_(False)
+    encoded = EncodedExamples(p, examples)
     unet.train()
     losses: list[float] = []
     for step in range(1, config.steps + 1):
-        batch = [examples[rng.randrange(len(examples))] for _ in range(config.batch_size)]
-        pixels = _pixels([e.image for e in batch], size).to(device, dtype=vae.dtype)
-        with torch.no_grad():
-            latents = vae.encode(pixels).latent_dist.sample() * vae.config.scaling_factor
-            tokens = tokenizer(
-                [e.caption for e in batch],
-                padding="max_length",
-                truncation=True,
-                max_length=tokenizer.model_max_length,
-                return_tensors="pt",
-            ).input_ids.to(device)
-            context = text_encoder(tokens)[0]
+        indices = [rng.randrange(len(examples)) for _ in range(config.batch_size)]
+        latents, context = encoded.batch(indices)
         noise = torch.randn_like(latents)
         timesteps = torch.randint(
-            0, noise_scheduler.config.num_train_timesteps, (latents.shape[0],), device=device
+            0, noise_scheduler.config.num_train_timesteps, (latents.shape[0],), device=unet.device
         )
         noisy = noise_scheduler.add_noise(latents, noise, timesteps)
         prediction = unet(noisy, timesteps, context).sample
