@@ -36,13 +36,15 @@ def test_bench_adapt_small(capsys: pytest.CaptureFixture[str]) -> None:
     assert (train["resolution"], train["batch_size"], train["examples"]) == (64, 2, 6)
     assert train["product_steps"] == train["bare_steps"] == [4, 4]  # every step, both arms
     for arm in ("product", "bare"):
-        assert train[f"{arm}_steps_per_s"] > 0 and train[f"{arm}_whole_steps_per_s"] > 0
+        for rate in ("steps_per_s", "whole_steps_per_s", "cpu_steps_per_s"):
+            assert train[f"{arm}_{rate}"] > 0
         assert len(train[f"{arm}_rounds_steps_per_s"]) == 2
         assert all(math.isfinite(loss) and loss > 0 for loss in train[f"{arm}_final_loss"])
     assert train["ratio"] == pytest.approx(train["product_steps_per_s"] / train["bare_steps_per_s"])
     assert gen["product_image_counts"] == gen["bare_image_counts"] == [2, 2]
     assert gen["image_size"] == [64, 64] and gen["inference_steps"] == 2
     assert gen["ratio"] == pytest.approx(gen["product_images_per_s"] / gen["bare_images_per_s"])
+    assert gen["product_cpu_images_per_s"] > 0 and gen["bare_cpu_images_per_s"] > 0
 
     adapt.print_table(result)
     table = capsys.readouterr().out
@@ -50,10 +52,12 @@ def test_bench_adapt_small(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_rates_from_timestamps() -> None:
-    measured = adapt.Round("bare", start=0.0, stamps=[2.0, 3.0, 3.5, 4.0])
+    wall = [2.0, 3.0, 3.5, 4.0]
+    measured = adapt.Round("bare", (0.0, 10.0), [(w, 10 + w / 2) for w in wall])
     assert measured.whole() == 1.0  # 4 steps in 4 s, set-up included
     assert measured.steady(1) == 3 / 2.0  # steps 2..4 after the first step's stamp
     assert measured.steady(2) == 2 / 1.0
+    assert measured.whole(clock=1) == 2.0 and measured.steady(1, clock=1) == 3.0
 
 
 @pytest.mark.parametrize(

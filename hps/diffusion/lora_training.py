@@ -128,7 +128,10 @@ def train_lora(
         latents, context = encoded.batch(indices)
         noise = torch.randn_like(latents)
         timesteps = torch.randint(
-            0, noise_scheduler.config.num_train_timesteps, (latents.shape[0],), device=unet.device
+            0,
+            noise_scheduler.config.num_train_timesteps,
+            (latents.shape[0],),
+            device=latents.device,
         )
         noisy = noise_scheduler.add_noise(latents, noise, timesteps)
         prediction = unet(noisy, timesteps, context).sample
