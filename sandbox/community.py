@@ -3,60 +3,80 @@ that posts several attachments per prompt (picks are number-emoji reactions), an
 Midjourney-style bot (a 2x2 grid with U1..U4 buttons; a pick is an upscale message
 ``**<prompt>** - Image #N <@user>`` replying to the grid).
 
-The hidden preference is learnable on purpose: in a ``warm`` community most members like a big
-warm disc in the picture (the stronger, the likelier), one contrarian likes cool colours, and
-everyone picks with some noise, so a preference model trained on their picks should beat an
-untrained one on held-out prompts, as the paper's does on real people.
+The generator bots post what the product's own small generator draws: the ``toy`` Stable
+Diffusion pipeline (:mod:`hps.diffusion.toy`), prompts from its vocabulary ("a large red
+circle on a white background"), one seed per image. So the pictures the community picked and
+the ones an adapted model regenerates come from the same generator and compare fairly.
+
+The hidden preference is learnable on purpose and read from the pixels: the figure's size,
+the share of the picture it covers (:func:`hps.diffusion.toy_corpus.figure_mask`), which varies
+a lot between the seeds of one prompt. In a ``big`` community most members like big figures
+(the bigger, the likelier), one contrarian small ones, and everyone picks with some noise, so a
+preference model trained on their picks should beat an untrained one on held-out prompts, as
+the paper's does on real people, and an adaptation from their picks can make the generator
+draw what they like.
 
 Several communities can share one emulator, each in a guild of its own
-(:meth:`Community.in_new_guild`) with its own taste: in a ``cool`` community most members like
-a big cool disc (and one contrarian a warm one). Both tastes feel more strongly about big discs,
-but their colours are opposite, so a model trained on one guild's picks is better on that
-guild's held-out prompts than the untuned model, than the other guild's model and than one
-trained on both guilds' picks pooled: what a model per community is for."""
+(:meth:`Community.in_new_guild`) with its own taste: in a ``small`` community most members
+like small figures (and one contrarian big ones). Their picks among the same four pictures are
+opposite, so a model trained on one guild's picks is better on that guild's held-out prompts
+than the untuned model, than the other guild's model and than one trained on both guilds'
+picks pooled: what a model per community is for."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 import math
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from PIL import Image, ImageDraw
+import numpy as np
+from PIL import Image
 
+from hps.diffusion import toy_corpus
 from sandbox.emulator import DiscordEmulator
 
-ADJECTIVES = ["a tiny", "a giant", "an ancient", "a shiny", "a quiet", "a stormy"]
-SUBJECTS = ["cat", "lighthouse", "bowl of fruit", "robot", "forest", "city", "boat"]
-STYLES = ["at night", "in watercolour", "as a photo", "in the snow", "under neon light"]
 NUMBER_EMOJIS = [f"{digit}\ufe0f\u20e3" for digit in range(1, 10)]
-TILE = 96
+TILE = toy_corpus.IMAGE_SIZE  # the toy generator's pictures: 32x32
 # The channels a community's guild has, by kind (a guild's channel names carry its prefix).
 CHANNEL_KINDS = ("generations", "midjourney", "general")
-TASTES = ("warm", "cool")
+TASTES = ("big", "small")
+GENERATOR = "toy"  # the pipeline the community's generator bots run (and the demo's worker)
+GENERATION_STEPS = 10  # denoising steps of the community's generator
+IMAGES_PER_POST = 4
+
+# Draws one picture per seed for a prompt (the community's generator).
+Painter = Callable[[str, list[int]], list[Image.Image]]
 
 
 @dataclass(frozen=True)
 class Candidate:
-    """One generated picture and the features members' tastes read from it."""
+    """One generated picture and the feature members' tastes read from it."""
 
     image: Image.Image
-    warmth: float  # -1 (cool disc) .. 1 (warm disc), 0 without a disc
-    disc_size: float  # 0..1
+    figure_size: float  # 0..1: the share of the picture the figure covers
+
+
+def measure(image: Image.Image) -> Candidate:
+    """The picture with its figure's size measured from its pixels (the share of them
+    :func:`~hps.diffusion.toy_corpus.figure_mask` finds; 0 without a figure)."""
+    mask = toy_corpus.figure_mask(np.asarray(image.convert("RGB")))
+    return Candidate(image, float(mask.mean()) if mask.sum() >= 4 else 0.0)
 
 
 @dataclass
 class Member:
     user_id: int
     name: str
-    likes_warm: bool = True
-    choosiness: float = 8.0  # higher: picks follow the taste more strictly
+    likes_big: bool = True
+    choosiness: float = 20.0  # higher: picks follow the taste more strictly
 
     def utility(self, candidate: Candidate) -> float:
         """How much this member likes ``candidate`` (hidden from the platform)."""
-        sign = 1.0 if self.likes_warm else -1.0
-        return sign * candidate.warmth * (0.5 + candidate.disc_size)
+        return candidate.figure_size if self.likes_big else -candidate.figure_size
 
     def pick(self, candidates: list[Candidate], rng: random.Random) -> int:
         """A noisy pick: softmax over the utilities."""
@@ -64,25 +84,30 @@ class Member:
         return rng.choices(range(len(candidates)), weights=weights)[0]
 
 
-def draw_candidate(rng: random.Random, size: int = TILE) -> Candidate:
-    """A picture with muted clutter and (usually) a disc of a random hue and size."""
-    background = tuple(rng.randrange(40, 150) for _ in range(3))
-    image = Image.new("RGB", (size, size), background)
-    draw = ImageDraw.Draw(image)
-    for _ in range(4):
-        x, y, r = rng.randrange(size), rng.randrange(size), rng.randrange(3, 10)
-        color = (rng.randrange(0, 90), rng.randrange(60, 200), rng.randrange(60, 200))
-        draw.rectangle((x - r, y - r, x + r, y + r), fill=color)
-    if rng.random() < 0.2:
-        return Candidate(image, 0.0, 0.0)
-    warmth = rng.uniform(-1, 1)
-    disc_size = rng.random()
-    radius = int(size * (0.1 + 0.25 * disc_size))
-    red = int(128 + 127 * warmth)
-    blue = int(128 - 127 * warmth)
-    cx, cy = rng.randrange(radius, size - radius), rng.randrange(radius, size - radius)
-    draw.ellipse((cx - radius, cy - radius, cx + radius, cy + radius), fill=(red, 40, blue))
-    return Candidate(image, warmth, disc_size)
+def toy_prompts() -> list[str]:
+    """What the community asks its generator for: the captions of the toy generator's scenes
+    (those it was trained on and the held-out colour+shape pairs alike)."""
+    scenes = toy_corpus.scenes(held_out=False) + toy_corpus.scenes(held_out=True)
+    return [scene.caption for scene in scenes]
+
+
+def toy_painter(steps: int = GENERATION_STEPS) -> Painter:
+    """The community's generator: the ``toy`` pipeline on the CPU (opened on first use; built
+    into its cache folder first if needed, a few minutes)."""
+    pipe: Any = None
+
+    def paint(prompt: str, seeds: list[int]) -> list[Image.Image]:
+        nonlocal pipe
+        from hps.diffusion.pipelines import generate, open_pipeline
+
+        if pipe is None:
+            from diffusers.utils import logging as diffusers_logging
+
+            diffusers_logging.disable_progress_bar()  # the demo's terminal shows its own
+            pipe = open_pipeline(GENERATOR, "cpu")
+        return [g.image for g in generate(pipe, prompt, seeds, steps=steps, batch_size=8)]
+
+    return paint
 
 
 def png(image: Image.Image) -> bytes:
@@ -115,18 +140,19 @@ class Community:
     """Members, an admin and two generator bots in one guild of an emulator (the emulator's
     first guild unless ``guild_id`` says otherwise); ``post_generation`` plays one round.
 
-    ``taste`` is what most members like (``warm`` or ``cool`` discs; the last member is a
+    ``taste`` is what most members like (``big`` or ``small`` figures; the last member is a
     contrarian); ``prefix`` starts the names of the community's channels and people, so that
     several communities can share an emulator (channel names are unique across its guilds)."""
 
     emulator: DiscordEmulator
     seed: int = 0
     size: int = 6
-    taste: str = "warm"
+    taste: str = "big"
     guild_id: int | None = None
     prefix: str = ""
     members: list[Member] = field(default_factory=list)
     posted: list[dict[str, Any]] = field(default_factory=list)
+    painter: Painter | None = None  # default: the toy pipeline (opened on first use)
 
     def __post_init__(self) -> None:
         if self.taste not in TASTES:
@@ -134,18 +160,21 @@ class Community:
         if self.guild_id is None:
             self.guild_id = self.emulator.guild_id
         self.rng = random.Random(self.seed)
+        self.prompts = toy_prompts()
+        if self.painter is None:
+            self.painter = toy_painter()
         # The generator bots are the same users in every guild, as on Discord.
         self.forge = self._bot("ImageForge")
         self.midjourney = self._bot("Midjourney Bot")
         self.admin = self.emulator.add_user(
             f"{self.prefix}moderator", admin=True, guild_id=self.guild_id
         )
-        majority_likes_warm = self.taste == "warm"
+        majority_likes_big = self.taste == "big"
         for index in range(self.size):
             name = f"{self.prefix}member{index + 1}"
             contrarian = index == self.size - 1
-            likes_warm = majority_likes_warm != contrarian
-            self.members.append(Member(self.emulator.add_user(name), name, likes_warm))
+            likes_big = majority_likes_big != contrarian
+            self.members.append(Member(self.emulator.add_user(name), name, likes_big))
 
     @classmethod
     async def in_new_guild(
@@ -157,13 +186,22 @@ class Community:
         prefix: str,
         seed: int = 0,
         size: int = 6,
+        painter: Painter | None = None,
     ) -> Community:
         """A community in a guild added to ``emulator`` for it, with the channels
         ``<prefix>generations``, ``<prefix>midjourney`` and ``<prefix>general``."""
         if not prefix:
             raise ValueError("a community in a new guild needs a prefix (channel names are unique)")
         guild_id = await emulator.add_guild(name, tuple(prefix + kind for kind in CHANNEL_KINDS))
-        return cls(emulator, seed=seed, size=size, taste=taste, guild_id=guild_id, prefix=prefix)
+        return cls(
+            emulator,
+            seed=seed,
+            size=size,
+            taste=taste,
+            guild_id=guild_id,
+            prefix=prefix,
+            painter=painter,
+        )
 
     def channel(self, kind: str) -> str:
         """The name of this community's ``generations``, ``midjourney`` or ``general`` channel."""
@@ -178,19 +216,29 @@ class Community:
         return self.emulator.add_user(name, bot=True)
 
     def prompt(self) -> str:
-        adjective, subject = self.rng.choice(ADJECTIVES), self.rng.choice(SUBJECTS)
-        return f"{adjective} {subject} {self.rng.choice(STYLES)}"
+        """A prompt from the toy generator's vocabulary."""
+        return self.rng.choice(self.prompts)
 
-    def play_round(self, images: int = 4) -> Round:
-        """One round without Discord: who asks, the prompt, the pictures, the pick."""
-        member = self.rng.choice(self.members)
+    def draw(self, images: int = IMAGES_PER_POST) -> tuple[str, list[Candidate]]:
+        """A prompt and the generator's pictures for it (one fresh seed each), measured."""
+        assert self.painter is not None
         prompt = self.prompt()
-        candidates = [draw_candidate(self.rng) for _ in range(images)]
+        seeds = [self.rng.randrange(2**31) for _ in range(images)]
+        return prompt, [measure(image) for image in self.painter(prompt, seeds)]
+
+    def pick_round(self, prompt: str, candidates: list[Candidate]) -> Round:
+        """A member of this community asks for ``prompt`` and picks among ``candidates``."""
+        member = self.rng.choice(self.members)
         return Round(member, prompt, candidates, member.pick(candidates, self.rng))
+
+    def play_round(self, images: int = IMAGES_PER_POST) -> Round:
+        """One round without Discord: who asks, the prompt, the pictures, the pick."""
+        prompt, candidates = self.draw(images)
+        return self.pick_round(prompt, candidates)
 
     async def post_generation(self, channel: str, adapter: str) -> dict[str, Any]:
         """A member asks a generator for a prompt and picks the image they like best."""
-        played = self.play_round()
+        played = await asyncio.to_thread(self.play_round)  # the generator runs off the loop
         member, prompt, candidates, choice = (
             played.member,
             played.prompt,

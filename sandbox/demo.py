@@ -4,18 +4,25 @@ The emulator plays Discord, a simulated community plays the people and the gener
 and the real product runs against them: the bot (real discord.py over sockets), a worker
 process, an embedded SQLite database, broker and image store in a folder of their own.
 
-Two guilds with opposite hidden tastes share the bot: in "Generation Lab" most members like big
-warm discs, in "Blue Hour" big cool ones. The demo harvests both guilds' picks; each guild's
-admin runs ``/hps admin train`` there, which trains a model on that guild's picks only and
-compares it, on that guild's held-out prompts, with the global model the guild used until then;
-``/hps score`` in each guild then reports the guild's own model; a harvested prompt is
-regenerated. It prints progress and a summary with both numbers per guild. Nothing leaves
-127.0.0.1 and nothing is downloaded: the global base model is a tiny, randomly initialised CLIP
-and the image generator is the tiny Stable Diffusion built in code."""
+The generator bots and the worker draw with the same small Stable Diffusion, ``toy``
+(:mod:`hps.diffusion.toy`: 32x32 pictures of one captioned shape, pretrained by the project and
+cached). Two guilds with opposite hidden tastes share the bot: in "Generation Lab" most members
+like big figures, in "Miniatures" small ones (:mod:`sandbox.community`). The demo
+harvests both guilds' picks; each guild's admin runs ``/hps admin train`` there, which trains a
+model on that guild's picks only and compares it, on that guild's held-out prompts, with the
+global model the guild used until then; ``/hps score`` in each guild then reports the guild's
+own model. Then the paper's loop closes in the first guild: its admin runs ``/hps admin adapt``
+from the guild's harvested image sets (a LoRA trained on what the guild's model prefers,
+judged on held-out prompts: base vs adapted mean HPS with intervals, the win rate, a
+side-by-side grid posted to the channel and kept as ``adaptation_grid.png`` in the demo's
+folder), promotes the LoRA, and a harvested prompt is regenerated with it. It prints progress
+and a summary. Nothing leaves 127.0.0.1 and nothing is downloaded: the global base model is a
+tiny, randomly initialised CLIP."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shutil
 import sys
@@ -31,13 +38,67 @@ from tqdm import tqdm
 
 from config import Settings, load_settings
 from db.engine import make_engine, make_session_factory
-from sandbox.community import Community, draw_candidate, png
+from sandbox.community import GENERATOR, Community, Painter, png, toy_painter, toy_prompts
 from sandbox.emulator import DiscordEmulator, InteractionRecord
 
 REPLY_TIMEOUT_S = 600.0
 BASE_MODEL = "demo-base"
 # The demo's guilds: (name, what most members like, channel/user name prefix).
-GUILDS = (("Generation Lab", "warm", ""), ("Blue Hour", "cool", "blue-"))
+GUILDS = (("Generation Lab", "big", ""), ("Miniatures", "small", "mini-"))
+TRAIN_EPOCHS = 15  # each guild's HPS training: ~100 choices, a tiny CLIP
+GRID_FILE = "adaptation_grid.png"  # the adaptation's side-by-side grid, in the demo's folder
+
+
+@dataclass(frozen=True)
+class AdaptSettings:
+    """What the first guild's admin asks ``/hps admin adapt`` for: settings a LoRA learns with
+    in a demo's time on two CPU cores."""
+
+    lora_steps: int = 300
+    lr: float = 1e-3
+    inference_steps: int = 10
+    eval_images: int = 8  # per held-out prompt and arm
+
+    def options(self) -> dict[str, Any]:
+        return {
+            "source": "harvested",
+            "lora_steps": self.lora_steps,
+            "lr": self.lr,
+            "inference_steps": self.inference_steps,
+            "eval_images": self.eval_images,
+        }
+
+
+@dataclass
+class AdaptationResult:
+    """The first guild's adaptation as its report and the registry recorded it."""
+
+    guild: str
+    report: str = ""
+    version_id: int = 0
+    name: str = ""
+    held_out_prompts: int = 0
+    pairs: int = 0
+    base_mean: float = 0.0
+    base_interval: tuple[float, float] = (0.0, 0.0)
+    adapted_mean: float = 0.0
+    adapted_interval: tuple[float, float] = (0.0, 0.0)
+    win_rate: float = 0.0
+    lora_steps: int = 0
+    lr: float = 0.0
+    grid_posted: bool = False
+    grid: Path | None = None
+    promote_reply: str = ""
+
+    def line(self) -> str:
+        low, high = self.base_interval
+        a_low, a_high = self.adapted_interval
+        return (
+            f"{self.guild} adapted {self.name} from its harvested picks: on "
+            f"{self.held_out_prompts} held-out prompts ({self.pairs} pairs), mean HPS base "
+            f"{self.base_mean:.2f} [{low:.2f}, {high:.2f}] vs adapted {self.adapted_mean:.2f} "
+            f"[{a_low:.2f}, {a_high:.2f}], win rate {self.win_rate:.0%}"
+        )
 
 
 @dataclass
@@ -57,7 +118,7 @@ class GuildResult:
 
     def line(self) -> str:
         return (
-            f"{self.name} (members like {self.taste} discs): top-1 on its "
+            f"{self.name} (members like {self.taste} figures): top-1 on its "
             f"{self.held_out_prompts} held-out prompts {self.trained_top1:.1%} for its own "
             f"model {self.model_name} vs {self.global_top1:.1%} for the global "
             f"{self.baseline_name}"
@@ -73,6 +134,7 @@ class DemoSummary:
     # What the other guilds used right after the first guild trained (guild name -> model):
     # the first guild's training must change nothing there.
     others_after_first_training: dict[str, str] = field(default_factory=dict)
+    adaptation: AdaptationResult | None = None
     regenerate_reply: str = ""
     files_posted: int = 0
     seconds: dict[str, float] = field(default_factory=dict)
@@ -100,7 +162,9 @@ class DemoSummary:
             if self.guilds and untouched
             else "isolation: one guild only",
             *(f"score in {guild.name}: {guild.score_reply}" for guild in self.guilds),
-            f"regenerate: {self.regenerate_reply}",
+            f"adapt:     {self.adaptation.line()}" if self.adaptation else "adapt:     not run",
+            f"grid:      {self.adaptation.grid}" if self.adaptation else "grid:      none",
+            f"regenerate with the adapted LoRA: {self.regenerate_reply}",
             f"posted {self.files_posted} files to the channels; time: {timing}",
         ]
 
@@ -134,7 +198,7 @@ def demo_settings(data_dir: Path, emulator: DiscordEmulator) -> Settings:
         discord_gateway_url=emulator.gateway_url,
         allowed_cdn_hosts=f"127.0.0.1:{emulator.port}",
         allow_insecure_cdn=True,
-        sd_pipeline="tiny",
+        sd_pipeline=GENERATOR,
         worker_device="cpu",
     )
 
@@ -149,7 +213,7 @@ def worker_environment(settings: Settings) -> dict[str, str]:
             "BROKER_URL": settings.broker_url,
             "STORAGE_URL": settings.storage_url,
             "MODELS_DIR": str(settings.models_dir),
-            "SD_PIPELINE": "tiny",
+            "SD_PIPELINE": GENERATOR,
             "WORKER_DEVICE": "cpu",
             "PYTHONPATH": os.pathsep.join(p for p in sys.path if p),
         }
@@ -271,13 +335,21 @@ def answer(record: InteractionRecord) -> str:
 
 class Demo:
     def __init__(
-        self, data_dir: Path, *, generations: int = 120, seed: int = 0, say: Callable[[str], None]
+        self,
+        data_dir: Path,
+        *,
+        generations: int = 120,
+        seed: int = 0,
+        say: Callable[[str], None],
+        adapt: AdaptSettings | None = None,
     ) -> None:
         self.data_dir = data_dir
         self.generations = generations  # per guild
         self.seed = seed
         self.say = say
+        self.adapt = adapt or AdaptSettings()
         self.summary = DemoSummary()
+        self.painter: Painter = toy_painter()  # the communities' generator, shared
 
     async def run(self) -> DemoSummary:
         from bot.client import HpsBot
@@ -293,7 +365,7 @@ class Demo:
         communities = await self._communities(emulator)
         upgrade(settings.database_url)
         install_base_model(settings, self._sessions)
-        self.say("demo: starting a worker (tiny CLIP + tiny Stable Diffusion, CPU)")
+        self.say(f"demo: starting a worker (tiny CLIP + the {GENERATOR} Stable Diffusion, CPU)")
         worker = await asyncio.to_thread(
             WorkerProcess,
             worker_environment(settings),
@@ -323,10 +395,10 @@ class Demo:
         for index, (name, taste, prefix) in enumerate(GUILDS):
             seed = self.seed + 1000 * index
             if index == 0:  # the emulator made this guild, named GUILDS[0][0]
-                community = Community(emulator, seed=seed, taste=taste)
+                community = Community(emulator, seed=seed, taste=taste, painter=self.painter)
             else:
                 community = await Community.in_new_guild(
-                    emulator, name, taste=taste, prefix=prefix, seed=seed
+                    emulator, name, taste=taste, prefix=prefix, seed=seed, painter=self.painter
                 )
             assert community.guild_id is not None
             self.summary.guilds.append(GuildResult(name, taste, community.guild_id))
@@ -396,6 +468,10 @@ class Demo:
 
         started = time.monotonic()
         first = communities[0]
+        await self._adapt(emulator, first, self.summary.guilds[0])
+        self.summary.seconds["adapt"] = time.monotonic() - started
+
+        started = time.monotonic()
         harvested = first.posted[0]["message"]
         record = await self._command(
             emulator,
@@ -412,13 +488,14 @@ class Demo:
         self, emulator: DiscordEmulator, community: Community, guild: GuildResult
     ) -> None:
         member = community.members[0]
-        picture = draw_candidate(community.rng)
+        prompt = toy_prompts()[0]
+        [picture] = await asyncio.to_thread(self.painter, prompt, [self.seed + 7])
         record = await self._command(
             emulator,
             member.user_id,
             community.channel("general"),
-            slash("score", image=0, prompt="a shiny robot at night"),
-            attachments=[("mine.png", png(picture.image), "image/png")],
+            slash("score", image=0, prompt=prompt),
+            attachments=[("mine.png", png(picture), "image/png")],
         )
         await wait_for_result(record, f"/hps score in {guild.name}")
         guild.score_reply = answer(record)
@@ -430,13 +507,14 @@ class Demo:
         """The guild's admin trains a model on the guild's picks; its report compares it with
         the global model on the guild's held-out prompts."""
         self.say(
-            f"admin of {guild.name}: /hps admin train (6 epochs, lr 1e-3: a tiny model learns fast)"
+            f"admin of {guild.name}: /hps admin train ({TRAIN_EPOCHS} epochs, lr 1e-3: a tiny "
+            "model learns fast)"
         )
         record = await self._command(
             emulator,
             community.admin,
             community.channel("general"),
-            slash("admin train", force=True, epochs=6, lr=1e-3),
+            slash("admin train", force=True, epochs=TRAIN_EPOCHS, lr=1e-3),
         )
         await self._follow_progress(record, f"train {guild.name}")
         guild.train_report = answer(record)
@@ -448,6 +526,67 @@ class Demo:
         guild.trained_top1 = float(metrics["candidate"]["top1_accuracy"])
         guild.global_top1 = float(metrics["baseline"]["top1_accuracy"])
         guild.held_out_prompts = int(metrics["candidate"]["sets"])
+
+    async def _adapt(
+        self, emulator: DiscordEmulator, community: Community, guild: GuildResult
+    ) -> None:
+        """The guild's admin adapts the generator from the guild's harvested image sets (scored
+        by the guild's own model), keeps the grid the report posted, and promotes the LoRA so
+        that regenerations use it."""
+        options = self.adapt.options()
+        self.say(
+            f"admin of {guild.name}: /hps admin adapt ("
+            + ", ".join(f"{key} {value}" for key, value in options.items())
+            + ")"
+        )
+        record = await self._command(
+            emulator, community.admin, community.channel("general"), slash("admin adapt", **options)
+        )
+        await self._follow_progress(record, f"adapt {guild.name}")
+        result = AdaptationResult(guild.name, report=answer(record))
+        posted = [a for f in record.followups for a in f.get("attachments", [])]
+        result.grid_posted = any(a.get("filename") == GRID_FILE for a in posted)
+        self.summary.files_posted += len(posted)
+        grid = await asyncio.to_thread(self._read_adaptation, guild, result)
+        result.grid = self.data_dir / GRID_FILE
+        shutil.copyfile(grid, result.grid)
+        self.summary.adaptation = result
+        promote = await self._command(
+            emulator,
+            community.admin,
+            community.channel("general"),
+            slash("admin promote", version_id=result.version_id),
+        )
+        await wait_for_result(promote, f"/hps admin promote in {guild.name}")
+        result.promote_reply = answer(promote)
+        self.say(f"admin of {guild.name}: /hps admin promote -> {result.promote_reply}")
+
+    def _read_adaptation(self, guild: GuildResult, result: AdaptationResult) -> Path:
+        """The guild's newest LoRA version's evaluation into ``result``; its grid's path."""
+        from db.models import ModelKind
+        from db.registry import list_model_versions
+        from db.scope import Scope
+
+        with self._sessions() as session:
+            versions = list_model_versions(session, ModelKind.lora, Scope.guild(guild.guild_id))
+            if not versions:
+                raise RuntimeError(f"{guild.name} has no LoRA after /hps admin adapt")
+            version, evaluation = versions[0], dict(versions[0].metrics)
+            result.version_id, result.name = version.id, version.name
+            folder = self.data_dir / "models" / version.checkpoint_key
+        recipe = json.loads((folder / "hps_lora.json").read_text())  # what the job ran
+        result.lora_steps, result.lr = int(recipe["lora"]["steps"]), float(recipe["lora"]["lr"])
+        result.pairs = int(evaluation["pairs"])
+        per_prompt = max(1, self.adapt.eval_images)
+        result.held_out_prompts = result.pairs // per_prompt
+        result.base_mean = float(evaluation["base_mean"])
+        result.adapted_mean = float(evaluation["adapted_mean"])
+        low, high = evaluation["base_interval"]
+        result.base_interval = (float(low), float(high))
+        low, high = evaluation["adapted_interval"]
+        result.adapted_interval = (float(low), float(high))
+        result.win_rate = float(evaluation["win_rate"])
+        return Path(evaluation["grid_png"])
 
     def _active_model(self, guild_id: int) -> str:
         """The name of the HPS model ``guild_id`` uses (its own, else the global one)."""
@@ -512,10 +651,15 @@ class Demo:
 
 
 def run_demo(
-    data_dir: Path, *, generations: int = 120, seed: int = 0, say: Callable[[str], None] = print
+    data_dir: Path,
+    *,
+    generations: int = 120,
+    seed: int = 0,
+    say: Callable[[str], None] = print,
+    adapt: AdaptSettings | None = None,
 ) -> DemoSummary:
     """Run the offline demo to the end and print its summary (``generations`` per guild)."""
-    demo = Demo(data_dir, generations=generations, seed=seed, say=say)
+    demo = Demo(data_dir, generations=generations, seed=seed, say=say, adapt=adapt)
     summary = asyncio.run(demo.run())
     say("demo: summary")
     for line in summary.lines():
