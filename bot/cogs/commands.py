@@ -519,6 +519,9 @@ class HpsCommands(commands.Cog):
         lora_steps="LoRA training steps",
         images_per_prompt="images generated per prompt for the selection",
         source=ADAPT_SOURCE_HELP,
+        lr="LoRA learning rate (default: the recipe's)",
+        inference_steps="denoising steps of every generation (default: the recipe's)",
+        eval_images="images per held-out prompt in each arm of the evaluation",
     )
     @checks.admin()
     async def adapt(
@@ -528,12 +531,18 @@ class HpsCommands(commands.Cog):
         lora_steps: app_commands.Range[int, 1, 1_000_000] = ADAPT_LORA_STEPS,
         images_per_prompt: app_commands.Range[int, 4, 64] = ADAPT_IMAGES_PER_PROMPT,
         source: AdaptSource = "auto",
+        lr: LearningRate | None = None,
+        inference_steps: app_commands.Range[int, 1, 200] | None = None,
+        eval_images: app_commands.Range[int, 1, 64] | None = None,
     ) -> None:
         params = AdaptParams(
             limit_prompts=prompts,
             lora_steps=lora_steps,
             images_per_prompt=images_per_prompt,
             source=source,
+            lr=lr,
+            inference_steps=inference_steps,
+            eval_images_per_prompt=eval_images,
         )
         await self._queue_admin_job(
             interaction, params, "Adaptation queued; the evaluation will be posted here."
