@@ -407,3 +407,92 @@ class OutboxMessage(Base):
     )
     delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     dead_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class DuelStatus(enum.StrEnum):
+    """A duel's life: ``pending`` (created, images being generated, not posted), ``open``
+    (posted, taking votes until ``closes_at`` or ``max_votes``), ``closed`` (revealed)."""
+
+    pending = "pending"
+    open = "open"
+    closed = "closed"
+
+
+class DuelVoteKind(enum.StrEnum):
+    """A vote in a duel: side A, side B, a tie (both as good), or both bad."""
+
+    a = "a"
+    b = "b"
+    tie = "tie"
+    both_bad = "both_bad"
+
+
+class Duel(Base):
+    """A blind A/B duel between two generator configurations on one prompt, in one guild.
+
+    A side is a configuration of the guild's generator (``generator``): the generator with a
+    model version applied (``version_a_id``/``version_b_id``, a LoRA, or an HPS model that
+    picked the best of n), or the plain base generator, which is NULL. Which configuration is
+    side A was drawn at random when the duel was created (so the order the caller named them
+    in says nothing). Images are set once generated (sha256 and storage key of the blob);
+    ``message_id`` once posted. ``requested_by`` is None for duels the arena scheduled itself
+    (the human gate); a requester who is forgotten takes their duels with them."""
+
+    __tablename__ = "duels"
+    __table_args__ = (
+        Index("ix_duels_guild_id_status", "guild_id", "status"),
+        # The close sweep: open duels by deadline.
+        Index(
+            "ix_duels_open_closes_at",
+            "closes_at",
+            postgresql_where=text("status = 'open'"),
+            sqlite_where=text("status = 'open'"),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(SurrogateKey, primary_key=True)
+    guild_id: Mapped[int] = mapped_column(BigInteger)
+    channel_id: Mapped[int] = mapped_column(BigInteger)
+    message_id: Mapped[int | None] = mapped_column(BigInteger, unique=True)
+    prompt_id: Mapped[int] = mapped_column(ForeignKey("prompts.id"), index=True)
+    requested_by: Mapped[int | None] = mapped_column(
+        ForeignKey("discord_users.id", ondelete="CASCADE"), index=True
+    )
+    generator: Mapped[str] = mapped_column(String(128))
+    version_a_id: Mapped[int | None] = mapped_column(
+        ForeignKey("model_versions.id", ondelete="CASCADE"), index=True
+    )
+    version_b_id: Mapped[int | None] = mapped_column(
+        ForeignKey("model_versions.id", ondelete="CASCADE"), index=True
+    )
+    image_a_sha256: Mapped[str | None] = mapped_column(String(64))
+    image_a_key: Mapped[str | None] = mapped_column(String(256))
+    image_b_sha256: Mapped[str | None] = mapped_column(String(64))
+    image_b_key: Mapped[str | None] = mapped_column(String(256))
+    params: Mapped[dict[str, Any]] = mapped_column(JsonDocument, default=dict)
+    status: Mapped[DuelStatus] = mapped_column(
+        _enum(DuelStatus, "duel_status"), default=DuelStatus.pending
+    )
+    open_seconds: Mapped[int] = mapped_column(Integer)
+    max_votes: Mapped[int | None] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    opened_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    closes_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    close_reason: Mapped[str | None] = mapped_column(String(16))
+
+
+class DuelVote(Base):
+    """One user's vote in a duel; a new vote replaces the old one while the duel is open."""
+
+    __tablename__ = "duel_votes"
+    __table_args__ = (UniqueConstraint("duel_id", "user_id"),)
+
+    id: Mapped[int] = mapped_column(SurrogateKey, primary_key=True)
+    duel_id: Mapped[int] = mapped_column(ForeignKey("duels.id", ondelete="CASCADE"))
+    user_id: Mapped[int] = mapped_column(
+        ForeignKey("discord_users.id", ondelete="CASCADE"), index=True
+    )
+    vote: Mapped[DuelVoteKind] = mapped_column(_enum(DuelVoteKind, "duel_vote_kind"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
