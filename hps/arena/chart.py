@@ -47,7 +47,11 @@ def leaderboard_png(board: Leaderboard, max_models: int = MAX_CHART_MODELS) -> b
     axis = figure.add_subplot()
     rows = list(range(len(shown)))[::-1]  # the best model on the top row
     ratings = [m.rating for m in shown]
-    whiskers = [[m.rating - m.low for m in shown], [m.high - m.rating for m in shown]]
+    # A percentile interval need not contain the estimate (few votes, rounding): clip at 0.
+    whiskers = [
+        [max(0.0, m.rating - m.low) for m in shown],
+        [max(0.0, m.high - m.rating) for m in shown],
+    ]
     axis.errorbar(ratings, rows, xerr=whiskers, fmt="o", color="tab:blue", ecolor="tab:gray",
                   capsize=3)  # fmt: skip
     axis.axvline(BASE_RATING, color="lightgray", linewidth=0.8, zorder=0)

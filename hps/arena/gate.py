@@ -75,12 +75,8 @@ def _reason(record: HeadToHead, rate: WinRate, policy: GatePolicy, passed: bool)
         tally += f", {record.both_bad} both bad ({both})"
     if rate.votes < policy.min_votes:
         return f"{against}: needs {policy.min_votes} votes, has {rate.votes} ({tally})."
-    if passed:
-        return (
-            f"{against}: {numbers} over {rate.votes} votes ({tally}): the interval is above "
-            f"{policy.threshold:g}."
-        )
+    verdict = "is above" if passed else "reaches"
     return (
-        f"{against}: {numbers} over {rate.votes} votes ({tally}): the interval reaches "
+        f"{against}, {rate.votes} votes ({tally}): {numbers}: the interval {verdict} "
         f"{policy.threshold:g}."
     )

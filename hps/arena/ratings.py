@@ -90,7 +90,8 @@ def _check_votes(
     odd = np.flatnonzero(~bad & ~np.isin(outcome, (0.0, 0.5, 1.0)))
     if len(odd):
         raise ValueError(
-            f"vote {odd[0]} has outcome {outcome[odd[0]]!r}: use 1 (A wins), 0 (B wins), 0.5 (tie)"
+            f"vote {odd[0]} has outcome {float(outcome[odd[0]])!r}: use 1 (A wins), 0 (B wins), "
+            "0.5 (tie)"
         )
 
 
