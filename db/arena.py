@@ -610,12 +610,14 @@ def _exportable_votes(scope: Scope, cutoff: datetime | None) -> Any:
     return query
 
 
-def count_export_duel_votes(
+def export_duel_votes_per_prompt(
     session: Session, *, scope: Scope, cutoff: datetime | None = None
-) -> int:
-    """How many duel votes :func:`iter_export_duel_votes` yields (one Pick-a-Pic row each)."""
-    query = _exportable_votes(scope, cutoff).subquery()
-    return int(session.scalar(select(func.count()).select_from(query)) or 0)
+) -> dict[int, int]:
+    """Per prompt id: how many votes :func:`iter_export_duel_votes` yields (one Pick-a-Pic
+    row each)."""
+    votes = _exportable_votes(scope, cutoff).subquery()
+    query = select(votes.c.prompt_id, func.count()).group_by(votes.c.prompt_id)
+    return {int(prompt_id): int(n) for prompt_id, n in session.execute(query)}
 
 
 def iter_export_duel_votes(

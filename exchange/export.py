@@ -19,6 +19,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from db.arena import ExportDuelVote, export_duel_votes_per_prompt, iter_export_duel_votes
 from db.datasets import SPLITS
 from db.export_queries import (
     ExportChoice,
@@ -193,6 +194,7 @@ def export_dataset(
         skipped_missing_images=run.skipped,
         guild_id=options.guild_id,
         card=out_dir / "README.md",
+        extra={"duel_votes": run.duel_votes},
     )
 
 
@@ -255,6 +257,8 @@ class _ExportRun:
         self.hpd = HpdWriter(partial) if "hpd" in formats else None
         self.tally = _Tally()
         self.skipped = 0
+        self.duel_rows: dict[int, int] = {}  # prompt id -> exported duel votes
+        self.duel_votes = 0
 
     def write_choices(self, session: Session, progress: Progress | None) -> _CardFacts:
         """Stream every exportable choice of one snapshot into the writers."""
@@ -266,6 +270,10 @@ class _ExportRun:
             pooled_guilds=pooled_guild_ids(session) if self.scope.is_pooled else [],
             opted_out_users=opted_out_users(session),
         )
+        if self.pickapic is not None:
+            self.duel_rows = export_duel_votes_per_prompt(
+                session, scope=self.scope, cutoff=self.cutoff
+            )
         total = plan.choices
         if progress is not None:
             progress(0, total, f"exporting {total:,} choices")
@@ -279,7 +287,39 @@ class _ExportRun:
         for done, choice in enumerate(choices, start=1):
             if self._write_choice(choice, plan) and progress is not None:
                 progress(done, total, f"{done:,}/{total:,} choices")
+        if self.duel_rows:
+            self._write_duel_votes(session, plan)
         return facts
+
+    def _write_duel_votes(self, session: Session, plan: ExportPlan) -> None:
+        """Every exportable arena vote, one Pick-a-Pic row each (HPD has no pairs)."""
+        votes = iter_export_duel_votes(
+            session, scope=self.scope, split_salt=self.options.split_salt, cutoff=self.cutoff
+        )
+        for vote in votes:
+            self._write_duel_vote(vote, plan)
+
+    def _write_duel_vote(self, vote: ExportDuelVote, plan: ExportPlan) -> None:
+        assert self.pickapic is not None
+        try:
+            jpegs = {
+                sha: self.reader.jpeg(sha) for sha in (vote.image_a_sha256, vote.image_b_sha256)
+            }
+        except BlobNotFound:
+            self.skipped += 1
+            return
+        context = PairContext(
+            pseudonym(self.options.user_salt, "user", vote.user_id),
+            pseudonym(self.options.user_salt, "duel", vote.duel_id),
+            self._rows_of_prompt(vote.prompt_id, plan),
+        )
+        self.tally.pairs += self.pickapic.add_duel_vote(vote, jpegs.__getitem__, context)
+        self.duel_votes += 1
+
+    def _rows_of_prompt(self, prompt_id: int, plan: ExportPlan) -> int:
+        """Pick-a-Pic rows of one prompt: its choices' pairs and its duel votes."""
+        stats = plan.prompts.get(prompt_id)
+        return (stats.pair_rows if stats else 0) + self.duel_rows.get(prompt_id, 0)
 
     def _write_choice(self, choice: ExportChoice, plan: ExportPlan) -> bool:
         """Write one choice whole; False when one of its images has gone."""
@@ -295,11 +335,10 @@ class _ExportRun:
         generation_uid = pseudonym(self.options.user_salt, "generation", choice.generation_id)
         pairs = 0
         if self.pickapic is not None:
-            stats = plan.prompts.get(choice.prompt_id)
             pairs = self.pickapic.add_choice(
                 choice,
                 jpegs.__getitem__,
-                PairContext(user_uid, generation_uid, stats.pair_rows if stats else 0),
+                PairContext(user_uid, generation_uid, self._rows_of_prompt(choice.prompt_id, plan)),
             )
         if self.hpd is not None:
             self.hpd.add_choice(

@@ -15,6 +15,13 @@ label side is not correlated with the pick. Columns are Pick-a-Pic's (``caption`
 exactly. ``user_id`` and ``generation_uid`` are salted pseudonyms; ``image_*_uid`` is the
 sha256 of the stored PNG (the same name as the HPD folder's file).
 
+Arena duel votes (:mod:`db.arena`) are rows too, one per vote: side A is ``image_0``, side B
+``image_1`` (sides were drawn at random, so the label side is not correlated with the vote),
+``model_0``/``model_1`` name the two configurations, labels 1 / 0 for a side, 0.5 / 0.5 for a
+tie (empty ``best_image_uid``); both_bad votes carry no preference and are not exported.
+``ranking_id`` is the vote's id negated (choices' ids are positive, so the two never
+collide) and ``generation_uid`` a pseudonym of the duel.
+
 Files are ``data/<split>-<k>-of-<n>.parquet`` (``n`` known at the end: shards are written
 under temporary names and renamed; a shard ends between two choices once it has
 ``rows_per_shard`` rows, so the rows of one choice are always in one file), each written in
@@ -30,8 +37,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from db.arena import ExportDuelVote
 from db.datasets import SPLITS
 from db.export_queries import ExportChoice
+from db.models import DuelVoteKind
 
 DEFAULT_ROWS_PER_SHARD = 20_000
 DEFAULT_ROW_GROUP_ROWS = 256
@@ -134,6 +143,46 @@ def rows_for_choice(
             }
         )
     return rows
+
+
+DUEL_LABELS = {
+    DuelVoteKind.a: (1.0, 0.0),
+    DuelVoteKind.b: (0.0, 1.0),
+    DuelVoteKind.tie: (0.5, 0.5),
+}
+
+
+def row_for_duel_vote(
+    vote: ExportDuelVote, jpeg_a: bytes, jpeg_b: bytes, context: PairContext
+) -> dict[str, Any]:
+    """The Pick-a-Pic row of one duel vote (A is image 0). ValueError for a both_bad vote,
+    which carries no preference."""
+    labels = DUEL_LABELS.get(vote.vote)
+    if labels is None:
+        raise ValueError(f"a {vote.vote.value} vote carries no preference; it is not exported")
+    uids = (vote.image_a_sha256, vote.image_b_sha256)
+    best = "" if labels[0] == labels[1] else uids[0 if labels[0] > labels[1] else 1]
+    return {
+        "caption": vote.prompt,
+        "jpg_0": jpeg_a,
+        "jpg_1": jpeg_b,
+        "label_0": labels[0],
+        "label_1": labels[1],
+        "best_image_uid": best,
+        "image_0_uid": uids[0],
+        "image_1_uid": uids[1],
+        "model_0": vote.model_a,
+        "model_1": vote.model_b,
+        "user_id": context.user_uid,
+        "ranking_id": -vote.vote_id,
+        "created_at": vote.voted_at,
+        "num_example_per_prompt": context.num_example_per_prompt,
+        "has_label": True,
+        "are_different": uids[0] != uids[1],
+        "generation_uid": context.generation_uid,
+        "image_0_position": 0,
+        "image_1_position": 1,
+    }
 
 
 class _SplitShards:
@@ -239,6 +288,14 @@ class PickAPicWriter:
         rows = rows_for_choice(choice, jpegs, context)
         self.splits[choice.split].add_choice(rows, self.row_group_rows)
         return len(rows)
+
+    def add_duel_vote(
+        self, vote: ExportDuelVote, jpeg: Callable[[str], bytes], context: PairContext
+    ) -> int:
+        """Write the row of one duel vote (:func:`row_for_duel_vote`); returns 1."""
+        row = row_for_duel_vote(vote, jpeg(vote.image_a_sha256), jpeg(vote.image_b_sha256), context)
+        self.splits[vote.split].add_choice([row], self.row_group_rows)
+        return 1
 
     def rows_per_split(self) -> dict[str, int]:
         """Rows written (or buffered) so far, per split."""
