@@ -57,6 +57,18 @@ def register(subcommands: argparse._SubParsersAction) -> None:
     adapt.add_argument("--rank", type=int, default=4)
     adapt.add_argument("--batch-size", type=int, default=4)
     adapt.add_argument("--alpha", type=float, default=2.0)
+    adapt.add_argument(
+        "--negative-alone",
+        type=float,
+        help="share of a negative's training draws captioned with the negative prompt alone "
+        "(what inference uses) instead of negative prompt + prompt (default 0.5; 0: the "
+        "paper's captions only)",
+    )
+    adapt.add_argument(
+        "--eval-images-per-prompt",
+        type=int,
+        help="images per held-out prompt in each of the three evaluation arms (default 4)",
+    )
     adapt.add_argument("--blur-threshold", type=float, default=0.0)
     adapt.add_argument("--regularization", help="folder of images with .txt captions")
     adapt.add_argument("--device", default="auto")
@@ -78,7 +90,10 @@ def adapt_config(args: argparse.Namespace) -> AdaptConfig:
     from hps.diffusion.adapt import AdaptConfig
     from hps.diffusion.lora_training import LoraConfig
 
+    given = {"eval_images_per_prompt": args.eval_images_per_prompt}
+    lora_given = {"negative_alone": args.negative_alone}
     return AdaptConfig(
+        **{key: value for key, value in given.items() if value is not None},
         images_per_prompt=args.images_per_prompt,
         alpha=args.alpha,
         blur_threshold=args.blur_threshold,
@@ -91,6 +106,7 @@ def adapt_config(args: argparse.Namespace) -> AdaptConfig:
             steps=args.lora_steps,
             batch_size=args.batch_size,
             seed=args.seed,
+            **{key: value for key, value in lora_given.items() if value is not None},
         ),
     )
 

@@ -61,7 +61,7 @@ class AdaptConfig:
     inference_steps: int = 25
     guidance_scale: float = 7.5
     size: int | None = None
-    eval_images_per_prompt: int = 2
+    eval_images_per_prompt: int = 4
     seed: int = 0
     min_images: int = MIN_IMAGES  # a harvested set with fewer images is skipped
     human_picks: bool = True  # a harvested set's most-picked image is a positive too

@@ -130,7 +130,9 @@ def examples_of_set(
         examples.append(Example(images[favourite], prompt))
         stats["human_positives"] += 1
     if negative is not None and negative != favourite:
-        examples.append(Example(images[negative], NEGATIVE_CAPTION_PREFIX + prompt))
+        examples.append(
+            Example(images[negative], NEGATIVE_CAPTION_PREFIX + prompt, NEGATIVE_CAPTION_PREFIX)
+        )
         stats["negatives"] += 1
     elif negative is not None:
         stats["negatives_overruled_by_picks"] += 1

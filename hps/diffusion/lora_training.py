@@ -24,12 +24,21 @@ class LoraConfig:
     steps: int = 1000
     batch_size: int = 4
     seed: int = 0
+    # Share of the draws of a negative example captioned with the negative prompt alone (its
+    # ``caption_alone``) instead of the negative prompt + its prompt: inference asks the model
+    # for the negative prompt alone, and a small model does not carry the meaning over from
+    # the prefixed captions by itself. 0 keeps the paper's captions only.
+    negative_alone: float = 0.5
 
 
 @dataclass(frozen=True)
 class Example:
+    """A training picture and its caption; a negative also has ``caption_alone``, the
+    negative prompt without the prompt."""
+
     image: Image.Image
     caption: str
+    caption_alone: str | None = None
 
 
 def _pixels(images: Sequence[Image.Image], size: int) -> torch.Tensor:
@@ -84,10 +93,13 @@ class EncodedExamples:
         for caption, embedding in zip(missing, text_encoder(tokens)[0], strict=True):
             self.context[caption] = embedding
 
-    def batch(self, indices: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Scaled latents sampled for the examples at ``indices``, and their captions'
-        text embeddings."""
-        captions = [self.examples[i].caption for i in indices]
+    def batch(
+        self, indices: Sequence[int], captions: Sequence[str] | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Scaled latents sampled for the examples at ``indices``, and the text embeddings of
+        ``captions`` (default: the examples' own)."""
+        if captions is None:
+            captions = [self.examples[i].caption for i in indices]
         self._encode_images(indices)
         self._encode_captions(captions)
         mean = torch.stack([self.latent_mean[i] for i in indices])
@@ -125,7 +137,8 @@ def train_lora(
     losses: list[float] = []
     for step in range(1, config.steps + 1):
         indices = [rng.randrange(len(examples)) for _ in range(config.batch_size)]
-        latents, context = encoded.batch(indices)
+        captions = [draw_caption(examples[i], config.negative_alone, rng) for i in indices]
+        latents, context = encoded.batch(indices, captions)
         noise = torch.randn_like(latents)
         timesteps = torch.randint(
             0,
@@ -145,3 +158,11 @@ def train_lora(
             break
     unet.eval()
     return losses
+
+
+def draw_caption(example: Example, alone_share: float, rng: random.Random) -> str:
+    """The caption of one draw of ``example``: its ``caption_alone`` ``alone_share`` of the
+    time when it has one."""
+    if example.caption_alone is not None and rng.random() < alone_share:
+        return example.caption_alone
+    return example.caption

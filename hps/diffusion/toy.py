@@ -29,6 +29,7 @@ import torch
 
 from hps.diffusion import toy_corpus
 from hps.diffusion.assembly import assemble_pipeline
+from hps.diffusion.selection import NEGATIVE_CAPTION_PREFIX as NEGATIVE_PHRASE
 
 CACHE_ENV = "HPS_TOY_CACHE"  # the folder holding toy-<recipe hash>/ (default ~/.cache/hps)
 DEFAULT_CACHE_ROOT = Path("~/.cache/hps")
@@ -38,10 +39,16 @@ DEFAULT_CACHE_ROOT = Path("~/.cache/hps")
 class ToyRecipe:
     seed: int = 0
     corpus_size: int = 3000
-    unet_steps: int = 900
-    unet_batch: int = 16
+    unet_steps: int = 2400
+    unet_batch: int = 32
     unet_lr: float = 2e-3
-    caption_dropout: float = 0.1
+    caption_dropout: float = 0.1  # share of samples captioned "" (classifier-free guidance)
+    # Share captioned with the paper's negative prompt: alone, or before the caption. The
+    # phrase stays neutral (same pictures), as it is to Stable Diffusion before adaptation,
+    # so the negative prompt does not move the toy's images by chance; adaptation gives it
+    # its meaning.
+    negative_phrase_alone: float = 0.05
+    negative_phrase_prefix: float = 0.1
 
 
 RECIPE = ToyRecipe()
@@ -280,9 +287,13 @@ def _train_denoiser(
     generator = torch.Generator().manual_seed(recipe.seed + 2)
     vae, unet = pipe.vae, pipe.unet
     distinct = sorted(set(captions))
+    prefixed = [NEGATIVE_PHRASE + caption for caption in distinct]
     with torch.no_grad():
         posteriors = [vae.encode(chunk).latent_dist for chunk in pixels.split(256)]
-        contexts = pipe.text_encoder(_tokenize(pipe.tokenizer, [*distinct, ""]))[0]
+        texts = [*distinct, *prefixed, "", NEGATIVE_PHRASE]
+        contexts = torch.cat(
+            [pipe.text_encoder(_tokenize(pipe.tokenizer, chunk))[0] for chunk in _chunks(texts)]
+        )
     means = torch.cat([p.mean for p in posteriors])
     stds = torch.cat([p.std for p in posteriors])
     caption_index = torch.tensor([distinct.index(caption) for caption in captions])
@@ -295,8 +306,7 @@ def _train_denoiser(
         index = torch.randint(0, len(pixels), (recipe.unet_batch,), generator=generator)
         noise_for_latents = torch.randn(means[index].shape, generator=generator)
         latents = (means[index] + stds[index] * noise_for_latents) * vae.config.scaling_factor
-        dropped = torch.rand(len(index), generator=generator) < recipe.caption_dropout
-        context = contexts[torch.where(dropped, len(distinct), caption_index[index])]
+        context = contexts[_context_rows(caption_index[index], len(distinct), recipe, generator)]
         noise = torch.randn(latents.shape, generator=generator)
         timesteps = torch.randint(
             0, noise_scheduler.config.num_train_timesteps, (len(index),), generator=generator
@@ -310,6 +320,24 @@ def _train_denoiser(
         schedule.step()
         advance(1)
     unet.eval()
+
+
+def _chunks(texts: list[str], size: int = 128) -> Iterator[list[str]]:
+    for start in range(0, len(texts), size):
+        yield texts[start : start + size]
+
+
+def _context_rows(
+    captions: torch.Tensor, distinct: int, recipe: ToyRecipe, generator: torch.Generator
+) -> torch.Tensor:
+    """Rows of the context table (captions, the same prefixed with the negative phrase, "",
+    the phrase alone) for a batch whose captions are ``captions``."""
+    draw = torch.rand(len(captions), generator=generator)
+    alone = recipe.caption_dropout + recipe.negative_phrase_alone
+    prefix = alone + recipe.negative_phrase_prefix
+    rows = torch.where(draw < prefix, captions + distinct, captions)
+    rows = torch.where(draw < alone, torch.full_like(captions, 2 * distinct + 1), rows)
+    return torch.where(draw < recipe.caption_dropout, torch.full_like(captions, 2 * distinct), rows)
 
 
 def _tokenize(tokenizer: Any, captions: list[str]) -> torch.Tensor:

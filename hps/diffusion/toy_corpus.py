@@ -130,6 +130,16 @@ def corpus(count: int, seed: int) -> tuple[np.ndarray, list[str]]:
     return images, [scene.caption for scene in chosen]
 
 
+def sample_prompts(count: int, seed: int, *, held_out: bool = False) -> list[str]:
+    """``count`` distinct captions of the corpus's scenes (``held_out``: of the held-out
+    colour+shape pairs), in a seeded order: prompts the toy generator understands."""
+    captions = sorted({scene.caption for scene in scenes(held_out=held_out)})
+    if count > len(captions):
+        raise ValueError(f"only {len(captions)} distinct captions, not {count}")
+    random.Random(seed).shuffle(captions)
+    return captions[:count]
+
+
 def _hue_distance(a: float, b: float) -> float:
     gap = abs(a - b) % 1.0
     return min(gap, 1.0 - gap)

@@ -4,6 +4,7 @@ evaluation (base, base + negative prompt, adapted + negative prompt) on the tiny
 from __future__ import annotations
 
 import json
+import random
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from hps.diffusion.harvested import (
     select_from_sets,
     without_prompts,
 )
-from hps.diffusion.lora_training import LoraConfig
+from hps.diffusion.lora_training import Example, LoraConfig, draw_caption
 from hps.diffusion.pipelines import NEGATIVE_PROMPT, build_tiny_pipeline, generate
 from hps.diffusion.selection import sharpness
 from hps.diffusion.three_arms import win_rate
@@ -65,6 +66,19 @@ def test_positive_and_negative_per_set_with_captions() -> None:
     ]
     assert stats["positives"] == 1 and stats["negatives"] == 1
     assert stats["harvested_prompts"] == 1 and stats["harvested_images"] == 4
+    # the negative is also trained with the negative prompt alone (what inference asks for)
+    assert [e.caption_alone for e in examples] == [None, NEGATIVE_PROMPT]
+
+
+def test_a_negative_is_captioned_alone_the_configured_share_of_draws() -> None:
+    negative = Example(grey(0), "Weird image. a fox", NEGATIVE_PROMPT)
+    positive = Example(grey(250), "a fox")
+    rng = random.Random(0)
+    draws = [draw_caption(negative, 0.5, rng) for _ in range(2000)]
+    assert set(draws) == {"Weird image. a fox", NEGATIVE_PROMPT}
+    assert 0.45 < draws.count(NEGATIVE_PROMPT) / len(draws) < 0.55
+    assert {draw_caption(negative, 0.0, rng) for _ in range(200)} == {"Weird image. a fox"}
+    assert {draw_caption(positive, 1.0, rng) for _ in range(200)} == {"a fox"}
 
 
 def test_sets_under_four_images_are_skipped() -> None:
