@@ -46,6 +46,9 @@ CHANNEL_KINDS = ("generations", "midjourney", "general")
 TASTES = ("big", "small")
 GENERATOR = "toy"  # the pipeline the community's generator bots run (and the demo's worker)
 GENERATION_STEPS = 10  # denoising steps of the community's generator
+# Its guidance: lower than Stable Diffusion's 7.5, so the pictures of one prompt vary more (in
+# the figure's size, what members' tastes read) while still following the prompt.
+GENERATION_GUIDANCE = 4.0
 IMAGES_PER_POST = 4
 
 # Draws one picture per seed for a prompt (the community's generator).
@@ -105,7 +108,12 @@ def toy_painter(steps: int = GENERATION_STEPS) -> Painter:
 
             diffusers_logging.disable_progress_bar()  # the demo's terminal shows its own
             pipe = open_pipeline(GENERATOR, "cpu")
-        return [g.image for g in generate(pipe, prompt, seeds, steps=steps, batch_size=8)]
+        return [
+            g.image
+            for g in generate(
+                pipe, prompt, seeds, steps=steps, guidance_scale=GENERATION_GUIDANCE, batch_size=8
+            )
+        ]
 
     return paint
 
