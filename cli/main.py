@@ -15,6 +15,7 @@ import cli.commands.db
 import cli.commands.eval
 import cli.commands.exchange
 import cli.commands.jobs
+import cli.commands.leaderboard
 import cli.commands.models
 import cli.commands.outbox
 import cli.commands.registry
@@ -36,7 +37,13 @@ GROUPS: list[tuple[str, list[ModuleType]]] = [
     ),
     (
         "operate it",
-        [cli.commands.jobs, cli.commands.outbox, cli.commands.registry, cli.commands.stats],
+        [
+            cli.commands.jobs,
+            cli.commands.outbox,
+            cli.commands.registry,
+            cli.commands.stats,
+            cli.commands.leaderboard,
+        ],
     ),
     ("exchange datasets", [cli.commands.exchange]),
     (

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import random
 from array import array
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -661,3 +661,18 @@ def iter_export_duel_votes(
             model_a=configuration_name(row.generator, row.name_a),
             model_b=configuration_name(row.generator, row.name_b),
         )
+
+
+def configuration_names(session: Session, model_ids: Sequence[int]) -> dict[int, str]:
+    """Display names of rating model ids: a model version's name (with its id, since names
+    may repeat across guilds) and ``base`` for :data:`BASE_MODEL_ID`."""
+    names = {BASE_MODEL_ID: "base"} if BASE_MODEL_ID in model_ids else {}
+    wanted = [model_id for model_id in model_ids if model_id != BASE_MODEL_ID]
+    if wanted:
+        rows = session.execute(
+            select(ModelVersion.id, ModelVersion.name).where(ModelVersion.id.in_(wanted))
+        )
+        names.update({version_id: f"{name} (#{version_id})" for version_id, name in rows})
+    for model_id in wanted:
+        names.setdefault(model_id, f"version #{model_id}")
+    return names
