@@ -13,7 +13,16 @@ from collections.abc import Iterable
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from db.models import Choice, DiscordUser, Generation, Image, Job, OutboxMessage, utcnow
+from db.models import (
+    Choice,
+    DiscordUser,
+    Duel,
+    Generation,
+    Image,
+    Job,
+    OutboxMessage,
+    utcnow,
+)
 from db.upsert import insert_for
 from media.store import ImageStore
 
@@ -57,23 +66,41 @@ def _shas_of_generations(session: Session, condition: object) -> set[str]:
     )
 
 
+def _shas_of_duels(session: Session, requested_by: int) -> set[str]:
+    rows = session.execute(
+        select(Duel.image_a_sha256, Duel.image_b_sha256).where(Duel.requested_by == requested_by)
+    )
+    return {sha for row in rows for sha in row if sha is not None}
+
+
+def _still_used(session: Session, candidates: set[str]) -> set[str]:
+    """The candidates an image row or an arena duel still references."""
+    used = set(session.scalars(select(Image.sha256).where(Image.sha256.in_(candidates))))
+    for column in (Duel.image_a_sha256, Duel.image_b_sha256):
+        rows = session.scalars(select(column).where(column.in_(candidates)))
+        used |= {sha for sha in rows if sha is not None}
+    return used
+
+
 def _unreferenced(session: Session, shas: Iterable[str]) -> list[str]:
     candidates = set(shas)
     if not candidates:
         return []
-    still_used = set(session.scalars(select(Image.sha256).where(Image.sha256.in_(candidates))))
-    return sorted(candidates - still_used)
+    return sorted(candidates - _still_used(session, candidates))
 
 
 def forget_user(session: Session, user_id: int, *, keep_opt_out: bool = False) -> list[str]:
     """Delete every row of a user: their generations (with images, choices and scores on
-    them), their choices elsewhere, their jobs and the outbox rows of those jobs, and the user
-    row itself. Return the sha256s of blobs that no remaining row references.
+    them), the arena duels they asked for (with their votes), their choices elsewhere, their
+    jobs and the outbox rows of those jobs, and the user row itself. Return the sha256s of
+    blobs that no remaining row references.
 
     With ``keep_opt_out`` a bare opted-out marker (id only) is left so that harvesting does
     not start again; without it the user leaves no row at all.
     """
     shas = _shas_of_generations(session, Generation.requester_id == user_id)
+    shas |= _shas_of_duels(session, user_id)
+    session.execute(delete(Duel).where(Duel.requested_by == user_id))
     session.execute(delete(Generation).where(Generation.requester_id == user_id))
     session.execute(delete(Choice).where(Choice.user_id == user_id))
     job_ids = select(Job.id).where(Job.requested_by == user_id)
@@ -98,8 +125,8 @@ def delete_by_message_ids(session: Session, message_ids: Iterable[int]) -> list[
 
 
 def blob_in_use(session: Session, sha256: str) -> bool:
-    """Whether any image row still references the blob."""
-    return session.scalar(select(Image.id).where(Image.sha256 == sha256).limit(1)) is not None
+    """Whether any image row or arena duel still references the blob."""
+    return bool(_still_used(session, {sha256}))
 
 
 def purge_orphan_blobs(

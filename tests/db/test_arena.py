@@ -35,7 +35,7 @@ from db.arena import (
 )
 from db.errors import UserOptedOut
 from db.models import ConsentMode, Duel, DuelStatus, DuelVote, GuildConfig, ModelKind, Sharing
-from db.privacy import forget_user, opt_in, opt_out
+from db.privacy import blob_in_use, forget_user, opt_in, opt_out
 from db.registry import ModelNotFound, register_model_version
 from db.scope import Scope, set_sharing
 
@@ -315,6 +315,25 @@ def test_opted_out_votes_never_count_and_forgetting_deletes_them(
         assert tally(session, duel_id) == Tally(a=2)
         assert set(session.scalars(select(DuelVote.user_id))) == {1, 2}
         assert session.get(Duel, requested) is None  # the requester's duel went with them
+
+
+def test_forgetting_frees_a_duels_images_and_keeps_those_still_in_use(
+    factory: sessionmaker[Session],
+) -> None:
+    with factory() as session, session.begin():
+        lora = _lora(session, GUILD_A, "l")
+        kept = _duel(session, GUILD_A, (None, lora), seed=1, requested_by=901)
+        gone = _duel(session, GUILD_A, (None, lora), seed=2, requested_by=902, post=False)
+        set_duel_images(
+            session, gone, DuelImage("a" * 64, "blobs/a"), DuelImage("c" * 64, "blobs/c")
+        )
+    with factory() as session, session.begin():
+        orphans = forget_user(session, 902)  # "a" is still shown by the other duel
+        assert orphans == ["c" * 64]
+        assert blob_in_use(session, "a" * 64) and not blob_in_use(session, "c" * 64)
+    with factory() as session, session.begin():
+        assert sorted(forget_user(session, 901)) == ["a" * 64, "b" * 64]
+        assert session.get(Duel, kept) is None
 
 
 # --- scope and the rating's arrays -----------------------------------------------------------
