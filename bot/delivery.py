@@ -33,9 +33,11 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
 from bot import metrics
+from bot.arena import duel_view, render_duel, reveal_text, sweep_due_duels
 from bot.formatting import only_pings, render_result
 from bot.picks import pick_view
 from bot.services import BotServices, DiscordBot, services_of
+from db.arena import open_duel
 from db.engine import run_transaction_async
 from db.errors import DomainError
 from db.ingest import GenerationIn, ImageIn, record_generation
@@ -115,6 +117,7 @@ class OutboxDelivery:
         try:
             while True:
                 try:
+                    await run_transaction_async(self.services.async_factory, sweep_due_duels)
                     await self.deliver_pending()
                 except Exception:  # the database away for a moment: try again next round
                     metrics.count_error("delivery")
@@ -197,6 +200,8 @@ class OutboxDelivery:
         )
         if not stamped:  # its lease ran out mid-post and another deliverer settled it
             log.warning("outbox row %s was settled by another deliverer meanwhile", row["id"])
+        if row["kind"] == OutboxKind.duel_posted and posted is not None:
+            await self._open_duel(row["payload"], posted)
         if row["kind"] == OutboxKind.generate_result and posted is not None:
             # After the stamp: a failure here must not make the result post a second time.
             try:
@@ -336,8 +341,38 @@ class OutboxDelivery:
             channel = await self.bot.fetch_channel(channel_id)
         return channel
 
+    async def _open_duel(self, payload: dict[str, Any], posted: Any) -> None:
+        """A posted duel opens for votes (after the stamp, like a generation's record)."""
+        try:
+            await run_transaction_async(
+                self.services.async_factory,
+                partial(open_duel, duel_id=int(payload["duel_id"]), message_id=posted.id),
+            )
+        except Exception:
+            metrics.count_error("delivery_record")
+            log.exception("posted duel %s could not be opened", payload.get("duel_id"))
+
+    async def _post_duel(self, row: dict[str, Any]) -> Any:
+        """A duel is posted to its channel (so its reveal can edit it later, whatever the
+        interaction's age); a reveal edits that message: sides named, tally, no buttons."""
+        if not row["channel_id"]:
+            return None
+        channel = await self._channel(row["channel_id"])
+        payload = row["payload"]
+        none = discord.AllowedMentions.none()
+        if row["kind"] == OutboxKind.duel_reveal:
+            message = channel.get_partial_message(int(payload["message_id"]))
+            return await message.edit(
+                content=reveal_text(payload), view=None, allowed_mentions=none
+            )
+        post = render_duel(payload, self.services.store)
+        view = duel_view(int(payload["duel_id"]))
+        return await channel.send(post.content, files=post.files, view=view, allowed_mentions=none)
+
     async def _post(self, row: dict[str, Any]) -> Any:
         """Post one row; return the message posted (None when it had nowhere to go)."""
+        if row["kind"] in (OutboxKind.duel_posted, OutboxKind.duel_reveal):
+            return await self._post_duel(row)
         post = render_result(row["kind"], row["payload"], self.services.store)
         content, files = post.content, post.files
         is_generation = row["kind"] == OutboxKind.generate_result

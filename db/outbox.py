@@ -49,6 +49,8 @@ class OutboxKind(StrEnum):
     adapt_report = "adapt_report"
     export_result = "export_result"
     stats_result = "stats_result"
+    duel_posted = "duel_posted"  # an arena duel: two blinded images and the vote buttons
+    duel_reveal = "duel_reveal"  # edits a closed duel's message: the sides and the tally
     job_failed = "job_failed"
 
 

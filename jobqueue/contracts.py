@@ -169,6 +169,15 @@ class GenerateParams(JobParams):
     steps: int = DEFAULT_STEPS
 
 
+class DuelParams(JobParams):
+    """``/hps arena``: generate both sides of a pending duel (``db.arena``) with one seed."""
+
+    kind: ClassVar[str] = "duel"
+    duel_id: int = Field(ge=1)
+    seed: int | None = Field(default=None, ge=0, lt=2**31)
+    steps: int = Field(default=DEFAULT_STEPS, ge=1, le=200)
+
+
 class RegenerateParams(ScoringParams):
     """``/hps regenerate``: best of ``n`` by HPS, of a generation's prompt (or a prompt)."""
 
@@ -291,6 +300,7 @@ PARAMS_MODELS: dict[str, type[JobParams]] = {
         AdaptParams,
         ExportParams,
         StatsParams,
+        DuelParams,
     )
 }
 
@@ -428,6 +438,16 @@ class GenerateDelivery(GenerateResult):
     requested_by: int | None = None
 
 
+class DuelResult(JobResult):
+    """Both sides of a duel, generated with one seed; posted blinded (no model names)."""
+
+    duel_id: int
+    prompt: str
+    seed: int
+    image_a: GeneratedImage
+    image_b: GeneratedImage
+
+
 class OriginalImages(BaseModel):
     model_config = ConfigDict(frozen=True)
     image_ids: list[int]
@@ -541,6 +561,7 @@ RESULT_MODELS: dict[str, type[JobResult]] = {
     "train": TrainReport,
     "generate": GenerateResult,
     "regenerate": RegenerateResult,
+    "duel": DuelResult,
     "adapt": AdaptReport,
     "export": ExportResult,
     "stats": StatsResult,

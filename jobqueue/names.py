@@ -28,6 +28,7 @@ TASK_KINDS = {
         TaskKind("train", "hps.train", GPU_QUEUE, 12 * 3600, 12 * 3600 + 600),
         TaskKind("generate", "hps.generate", GPU_QUEUE, 600, 720),
         TaskKind("regenerate", "hps.regenerate", GPU_QUEUE, 600, 720),
+        TaskKind("duel", "hps.duel", GPU_QUEUE, 600, 720),
         TaskKind("adapt", "hps.adapt", GPU_QUEUE, 24 * 3600, 24 * 3600 + 600),
         TaskKind("export", "hps.export_dataset", DEFAULT_QUEUE, 6 * 3600, 6 * 3600 + 300),
         TaskKind("stats", "hps.stats_report", DEFAULT_QUEUE, 300, 360),

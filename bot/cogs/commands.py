@@ -21,6 +21,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot import checks
+from bot.arena import new_duel
 from bot.downloads import DownloadRefused, download_attachment
 from bot.harvesting.adapters import ADAPTER_CHOICES, adapter_named
 from bot.harvesting.cog import harvest_cog
@@ -29,7 +30,7 @@ from bot.replies import acknowledge, say_privately
 from bot.services import BotServices, DiscordBot, services_of
 from db.channels import disable_channel, enable_channel, harvest_adapter, last_seen_message
 from db.engine import run_transaction_async
-from db.errors import JobLimitReached
+from db.errors import DomainError, JobLimitReached
 from db.jobs import UserJobLimits, check_user_job_limits
 from db.models import Sharing
 from db.privacy import forget_user, opt_in, opt_out
@@ -43,6 +44,7 @@ from jobqueue.contracts import (
     DEFAULT_IMAGES,
     AdaptParams,
     AdaptSource,
+    DuelParams,
     ExportParams,
     GenerateParams,
     JobParams,
@@ -71,6 +73,7 @@ JOB_LABELS = {
     "rank": "Ranking",
     "generate": "Generating",
     "regenerate": "Regenerating",
+    "duel": "Preparing the duel",
     "train": "Training",
     "adapt": "Adapting",
     "export": "Exporting",
@@ -233,6 +236,41 @@ class HpsCommands(commands.Cog):
     ) -> None:
         await acknowledge(interaction)
         await self._submit_or_apologise(interaction, GenerateParams(prompt=prompt, n=n))
+
+    @hps.command(name="arena", description="A blind duel of this server's models; vote A or B")
+    @app_commands.describe(prompt="what both models draw", votes="close after this many votes")
+    async def arena(
+        self,
+        interaction: discord.Interaction,
+        prompt: Prompt,
+        votes: app_commands.Range[int, 1, 100] = 10,
+    ) -> None:
+        await acknowledge(interaction)
+        if interaction.guild_id is None or interaction.channel_id is None:
+            await say_privately(interaction, "Duels happen in a server's channel.")
+            return
+        try:
+            await self._check_user_limits(interaction.user.id, interaction.guild_id)
+            duel_id = await run_transaction_async(
+                self.services.async_factory,
+                partial(
+                    new_duel,
+                    guild_id=interaction.guild_id,
+                    channel_id=interaction.channel_id,
+                    prompt=prompt,
+                    requested_by=interaction.user.id,
+                    max_votes=votes,
+                ),
+            )
+        except (JobLimitReached, DomainError) as exc:
+            await say_privately(interaction, f"Sorry: {exc}")
+            return
+        if duel_id is None:
+            await say_privately(
+                interaction, "This server has no LoRA yet, so there is nothing to compare."
+            )
+            return
+        await self._submit_or_apologise(interaction, DuelParams(duel_id=duel_id))
 
     async def _generation_from(self, interaction: discord.Interaction, target: str) -> int | None:
         """A generation id of this server, from a message link or a message id; None for

@@ -20,6 +20,7 @@ TASK_BODIES = {
     "train": "worker.tasks.training:train_candidate",
     "generate": "worker.tasks.generation:generate_images",
     "regenerate": "worker.tasks.generation:regenerate",
+    "duel": "worker.tasks.arena:generate_duel",
     "adapt": "worker.tasks.adaptation:adapt",
     "export": "worker.tasks.export:export_dataset",
     "stats": "worker.tasks.stats:stats_report",
