@@ -23,6 +23,8 @@ echo "== ruff"
 .venv/bin/ruff format --check .
 echo "== mypy"
 .venv/bin/mypy
+echo "== toy generator (built once into its cache; several tests use it)"
+.venv/bin/python -m scripts.build_toy_pipeline --quiet
 echo "== pytest"
 set +e
 .venv/bin/python -m pytest "$@"
