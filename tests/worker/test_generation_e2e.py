@@ -100,7 +100,7 @@ def test_generate_adapt_promote_regenerate(
     # The job named its prompts: generated, then selected; judged in three arms.
     assert result["source"] == "generated" and result["source_note"]
     assert 0.0 <= result["evaluation"]["win_rate_vs_base_negative"] <= 1.0
-    assert result["evaluation"]["pairs"] == 4  # two held-out prompts, two seeds each
+    assert result["evaluation"]["pairs"] == 8  # two held-out prompts, four seeds each
     with pg_factory() as session:
         lora = session.scalars(
             select(ModelVersion).where(ModelVersion.kind == ModelKind.lora)
