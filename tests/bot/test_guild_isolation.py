@@ -57,6 +57,7 @@ GLOBAL_MODEL = "bot-score"  # the live fixture's global active model
 ADMINS_ONLY = "Only server admins can use this command."
 OPERATORS_ONLY = "Only the bot's operators can use this command."
 NO_GENERATION = "I have no generation for that message in this server"
+NO_LORA = "This server has no LoRA yet, so there is nothing to compare."
 # A channel option naming another guild's channel: discord.py cannot resolve it in the
 # interaction's guild (Discord itself would never send one), and the bot's error handler
 # apologises privately.
@@ -461,6 +462,8 @@ TABLE: dict[str, list[Case]] = {
         Case(lambda w: {"image": 0, "prompt": "an A-side fox"}, JOB, JOB, True, _check_score)
     ],
     "hps generate": [Case(lambda w: {"prompt": "an A-side fox", "n": 1}, JOB, JOB)],
+    # A has no LoRA of its own (nor a global one): nothing to compare, whatever B has.
+    "hps arena": [Case(lambda w: {"prompt": "an A-side fox"}, NO_LORA, NO_LORA)],
     "hps rank": [
         Case(options, NO_GENERATION, NO_GENERATION)
         for options in (_b_link, _b_message_id, _b_message_in_a_link)
