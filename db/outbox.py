@@ -51,6 +51,8 @@ class OutboxKind(StrEnum):
     stats_result = "stats_result"
     duel_posted = "duel_posted"  # an arena duel: two blinded images and the vote buttons
     duel_reveal = "duel_reveal"  # edits a closed duel's message: the sides and the tally
+    leaderboard_result = "leaderboard_result"  # the arena's ratings: a chart and a table
+    gate_decision = "gate_decision"  # the arena's verdict on a gated LoRA candidate
     job_failed = "job_failed"
 
 
