@@ -436,7 +436,8 @@ class Duel(Base):
     side A was drawn at random when the duel was created (so the order the caller named them
     in says nothing). Images are set once generated (sha256 and storage key of the blob);
     ``message_id`` once posted. ``requested_by`` is None for duels the arena scheduled itself
-    (the human gate); a requester who is forgotten takes their duels with them."""
+    (the human gate: ``gate_run_id``); a requester who is forgotten takes their duels with
+    them."""
 
     __tablename__ = "duels"
     __table_args__ = (
@@ -480,6 +481,12 @@ class Duel(Base):
     closes_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     close_reason: Mapped[str | None] = mapped_column(String(16))
+    # The human gate's run that scheduled this duel (None: a member asked for it).
+    gate_run_id: Mapped[int | None] = mapped_column(
+        ForeignKey("gate_runs.id", ondelete="CASCADE"), index=True
+    )
+    # The duel job queued for a scheduled duel (set with the job's row, so it is queued once).
+    job_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("jobs.id", ondelete="SET NULL"))
 
 
 class DuelVote(Base):
@@ -496,3 +503,54 @@ class DuelVote(Base):
     vote: Mapped[DuelVoteKind] = mapped_column(_enum(DuelVoteKind, "duel_vote_kind"))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class ArenaSettings(Base):
+    """A guild's arena: whether LoRA candidates must pass the human gate before promotion,
+    the gate's bar (``min_votes``, ``threshold`` for the win-rate interval's low end), how
+    many duels it schedules per candidate, how many votes close one and how long one stays
+    open, and the channel scheduled duels go to (None: where the adapt job reported)."""
+
+    __tablename__ = "arena_settings"
+
+    guild_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    gate_enabled: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
+    min_votes: Mapped[int] = mapped_column(Integer, default=30)
+    threshold: Mapped[float] = mapped_column(Float, default=0.5)
+    duels_per_candidate: Mapped[int] = mapped_column(Integer, default=6)
+    votes_per_duel: Mapped[int] = mapped_column(Integer, default=10)
+    duel_open_seconds: Mapped[int] = mapped_column(Integer, default=24 * 3600)
+    arena_channel_id: Mapped[int | None] = mapped_column(BigInteger)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class GateRunStatus(enum.StrEnum):
+    """A gate run: ``running`` (its duels are scheduled or open), ``passed`` (the candidate
+    won and was promoted) or ``refused`` (all its duels closed without a pass)."""
+
+    running = "running"
+    passed = "passed"
+    refused = "refused"
+
+
+class GateRun(Base):
+    """The human gate of one LoRA candidate in one guild: its scheduled duels against the
+    ``compared`` configuration (the guild's active LoRA when the run started, None: the base
+    generator), and the decision (``GateDecision.to_dict``) once there is one."""
+
+    __tablename__ = "gate_runs"
+    __table_args__ = (UniqueConstraint("candidate_id"),)
+
+    id: Mapped[int] = mapped_column(SurrogateKey, primary_key=True)
+    guild_id: Mapped[int] = mapped_column(BigInteger, index=True)
+    candidate_id: Mapped[int] = mapped_column(ForeignKey("model_versions.id", ondelete="CASCADE"))
+    compared_id: Mapped[int | None] = mapped_column(
+        ForeignKey("model_versions.id", ondelete="CASCADE"), index=True
+    )
+    status: Mapped[GateRunStatus] = mapped_column(
+        _enum(GateRunStatus, "gate_run_status"), default=GateRunStatus.running
+    )
+    decision: Mapped[dict[str, Any] | None] = mapped_column(JsonDocument)
+    channel_id: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
