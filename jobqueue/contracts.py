@@ -51,6 +51,8 @@ DEFAULT_ADAPT_PROMPTS = 500
 DEFAULT_MIN_HARVESTED_PROMPTS = 8
 AdaptSource = Literal["auto", "harvested", "generated", "both"]
 DEFAULT_SCORE_CHUNK = 256
+DEFAULT_LEADERBOARD_ROUNDS = 1000  # bootstrap rounds, as ``hps leaderboard``
+MAX_LEADERBOARD_ROUNDS = 5000
 EXPORT_FORMATS = FORMATS
 
 
@@ -288,6 +290,24 @@ class StatsParams(JobParams):
     bins: int = Field(default=20, ge=2, le=200)
 
 
+class LeaderboardParams(JobParams):
+    """``/hps leaderboard``: Bradley–Terry ratings of the guild's model configurations from its
+    closed duels (``include_open``: open duels' votes too), with ``rounds`` bootstrap rounds
+    (0: no intervals) drawn from ``seed``. A guild's own leaderboard only: never pooled."""
+
+    kind: ClassVar[str] = "leaderboard"
+    rounds: int = Field(default=DEFAULT_LEADERBOARD_ROUNDS, ge=0, le=MAX_LEADERBOARD_ROUNDS)
+    seed: int = Field(default=0, ge=0, lt=2**32)
+    include_open: bool = False
+
+    @field_validator("scope")
+    @classmethod
+    def _guild_only(cls, value: JobScope) -> JobScope:
+        if value != JobScope.guild:
+            raise ValueError("a leaderboard is one guild's: its scope is guild")
+        return value
+
+
 PARAMS_MODELS: dict[str, type[JobParams]] = {
     model.kind: model
     for model in (
@@ -301,6 +321,7 @@ PARAMS_MODELS: dict[str, type[JobParams]] = {
         ExportParams,
         StatsParams,
         DuelParams,
+        LeaderboardParams,
     )
 }
 
@@ -554,6 +575,17 @@ class StatsResult(JobResult):
     stats: dict[str, Any]
 
 
+class LeaderboardResult(JobResult):
+    """The guild's arena ratings: ``leaderboard`` is what ``hps leaderboard --guild`` prints
+    for the same data and options (None before the guild has a rated vote); ``text`` and
+    ``files`` (the chart) are what the channel reads."""
+
+    guild_id: int
+    leaderboard: dict[str, Any] | None
+    text: str
+    files: list[PostedFile] = Field(default_factory=list)
+
+
 RESULT_MODELS: dict[str, type[JobResult]] = {
     "score": ScoreResult,
     "rank": RankResult,
@@ -565,4 +597,5 @@ RESULT_MODELS: dict[str, type[JobResult]] = {
     "adapt": AdaptReport,
     "export": ExportResult,
     "stats": StatsResult,
+    "leaderboard": LeaderboardResult,
 }

@@ -32,6 +32,7 @@ TASK_KINDS = {
         TaskKind("adapt", "hps.adapt", GPU_QUEUE, 24 * 3600, 24 * 3600 + 600),
         TaskKind("export", "hps.export_dataset", DEFAULT_QUEUE, 6 * 3600, 6 * 3600 + 300),
         TaskKind("stats", "hps.stats_report", DEFAULT_QUEUE, 300, 360),
+        TaskKind("leaderboard", "hps.arena_leaderboard", DEFAULT_QUEUE, 300, 360),
     )
 }
 

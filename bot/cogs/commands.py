@@ -42,6 +42,8 @@ from exchange.card import DEFAULT_LICENSE
 from jobqueue.contracts import (
     DEFAULT_ADAPT_PROMPTS,
     DEFAULT_IMAGES,
+    DEFAULT_LEADERBOARD_ROUNDS,
+    MAX_LEADERBOARD_ROUNDS,
     AdaptParams,
     AdaptSource,
     DuelParams,
@@ -49,6 +51,7 @@ from jobqueue.contracts import (
     GenerateParams,
     JobParams,
     JobScope,
+    LeaderboardParams,
     RankParams,
     RegenerateParams,
     ScoreParams,
@@ -78,6 +81,7 @@ JOB_LABELS = {
     "adapt": "Adapting",
     "export": "Exporting",
     "stats": "Counting",
+    "leaderboard": "Rating the models",
     "score_unscored": "Scoring",
 }
 Prompt = app_commands.Range[str, 1, MAX_PROMPT_CHARS]
@@ -271,6 +275,24 @@ class HpsCommands(commands.Cog):
             )
             return
         await self._submit_or_apologise(interaction, DuelParams(duel_id=duel_id))
+
+    @hps.command(name="leaderboard", description="Arena ratings of this server's models")
+    @app_commands.describe(
+        rounds="bootstrap rounds for the 95% intervals (0: none)",
+        include_open="count the votes of duels still open too",
+    )
+    async def leaderboard(
+        self,
+        interaction: discord.Interaction,
+        rounds: app_commands.Range[int, 0, MAX_LEADERBOARD_ROUNDS] = DEFAULT_LEADERBOARD_ROUNDS,
+        include_open: bool = False,
+    ) -> None:
+        await acknowledge(interaction)
+        if interaction.guild_id is None:
+            await say_privately(interaction, "Leaderboards belong to a server's arena.")
+            return
+        params = LeaderboardParams(rounds=rounds, include_open=include_open)
+        await self._submit_or_apologise(interaction, params)
 
     async def _generation_from(self, interaction: discord.Interaction, target: str) -> int | None:
         """A generation id of this server, from a message link or a message id; None for

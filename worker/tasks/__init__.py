@@ -24,6 +24,7 @@ TASK_BODIES = {
     "adapt": "worker.tasks.adaptation:adapt",
     "export": "worker.tasks.export:export_dataset",
     "stats": "worker.tasks.stats:stats_report",
+    "leaderboard": "worker.tasks.leaderboard:arena_leaderboard",
 }
 
 
