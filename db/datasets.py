@@ -3,6 +3,11 @@
 A prompt's split depends only on its normalised hash and a salt, so every image set of one
 prompt lands in the same split, the split of a prompt never changes as data grows, and a model
 is never evaluated on a prompt it was trained on.
+
+Two sources feed the same :class:`ChoiceSet` stream (:func:`iter_choice_sets`): picks among a
+generation's images (``choices``) and, unless turned off, the votes of closed arena duels
+(``duel_votes``, :func:`iter_duel_choice_sets`): a vote for side A or B is a two-image set of
+the duel's prompt whose chosen image is that side's.
 """
 
 from __future__ import annotations
@@ -15,13 +20,28 @@ from typing import Any, Literal
 
 from sqlalchemy import Row, select
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.elements import ColumnElement
 
-from db.models import Choice, Generation, Image, Prompt
+from db.consent import user_consents
+from db.models import (
+    Choice,
+    Duel,
+    DuelStatus,
+    DuelVote,
+    DuelVoteKind,
+    Generation,
+    Image,
+    Prompt,
+)
 from db.scope import Scope
 
 Split = Literal["train", "validation", "test"]
 SPLITS: tuple[Split, ...] = ("train", "validation", "test")
 DEFAULT_FRACTIONS = (0.8, 0.1, 0.1)
+ChoiceSource = Literal["choice", "duel_vote"]
+DUEL_SIDES = {DuelVoteKind.a: 0, DuelVoteKind.b: 1}
+"""A duel vote's chosen index: side A is image 0, side B image 1 (as in the Pick-a-Pic
+export). Ties and both_bad name no preferred image and are not training sets."""
 
 
 def split_for_prompt(
@@ -42,10 +62,12 @@ def split_for_prompt(
 
 @dataclass(frozen=True, slots=True)
 class ChoiceSet:
-    """One human choice among the images of one generation."""
+    """One human choice among the images of one generation, or one user's vote in a closed
+    arena duel (``source`` ``duel_vote``: ``choice_id`` is the vote's id, ``duel_id`` its
+    duel's, ``generation_id`` None, the images are sides A and B)."""
 
     choice_id: int
-    generation_id: int
+    generation_id: int | None
     user_id: int
     prompt: str
     prompt_hash: str
@@ -54,6 +76,14 @@ class ChoiceSet:
     chosen_index: int
     split: Split
     chosen_at: datetime
+    source: ChoiceSource = "choice"
+    duel_id: int | None = None
+
+    @property
+    def key(self) -> str:
+        """Unique across both sources: ``choice:<id>`` or ``duel_vote:<id>`` (for digests
+        of a snapshot)."""
+        return f"{self.source}:{self.choice_id}"
 
 
 def iter_choice_sets(
@@ -65,11 +95,47 @@ def iter_choice_sets(
     cutoff: datetime | None = None,
     fractions: tuple[float, float, float] = DEFAULT_FRACTIONS,
     batch_size: int = 500,
+    duel_votes: bool = True,
 ) -> Iterator[ChoiceSet]:
     """Stream every usable choice (a pick, not a skip) made up to ``cutoff``, in choice-id
     order, optionally only those of one split, of the generations ``scope`` may use (a
     guild's own; pooled guilds' for the operators). Consent is :mod:`db.consent`'s: nothing
-    of users who opted out, as choosers or requesters."""
+    of users who opted out, as choosers or requesters.
+
+    Then, when ``duel_votes`` (the default), the votes of ``scope``'s closed arena duels as
+    two-image sets (:func:`iter_duel_choice_sets`, the same scope, consent, split and
+    cutoff rules)."""
+    yield from _iter_generation_choices(
+        session,
+        scope=scope,
+        salt=salt,
+        split=split,
+        cutoff=cutoff,
+        fractions=fractions,
+        batch_size=batch_size,
+    )
+    if duel_votes:
+        yield from iter_duel_choice_sets(
+            session,
+            scope=scope,
+            salt=salt,
+            split=split,
+            cutoff=cutoff,
+            fractions=fractions,
+            batch_size=batch_size,
+        )
+
+
+def _iter_generation_choices(
+    session: Session,
+    *,
+    scope: Scope,
+    salt: str,
+    split: Split | None,
+    cutoff: datetime | None,
+    fractions: tuple[float, float, float],
+    batch_size: int,
+) -> Iterator[ChoiceSet]:
     query = (
         select(
             Choice.id,
@@ -99,6 +165,87 @@ def iter_choice_sets(
             pending = []
     if pending:
         yield from _attach_images(session, pending)
+
+
+def duel_vote_consents() -> ColumnElement[bool]:
+    """Consent of a duel vote (the query joins ``DuelVote`` and ``Duel``): neither the voter
+    nor the duel's requester (whose words the prompt is) opted out. The same rule as
+    :func:`db.arena.duel_vote_consents`, which cannot be imported here (db.arena imports this
+    module)."""
+    return user_consents(DuelVote.user_id) & user_consents(Duel.requested_by)
+
+
+def iter_duel_choice_sets(
+    session: Session,
+    *,
+    scope: Scope,
+    salt: str,
+    split: Split | None = None,
+    cutoff: datetime | None = None,
+    fractions: tuple[float, float, float] = DEFAULT_FRACTIONS,
+    batch_size: int = 500,
+) -> Iterator[ChoiceSet]:
+    """Stream the votes of ``scope``'s closed arena duels as pairwise choice sets, ordered by
+    duel then vote: the duel's prompt, images (side A, side B) and the chosen side.
+
+    **One set per vote, not one per duel.** The paper's loss is a softmax cross-entropy per
+    human choice; several voters' one-hot choices on the same pair sum to the cross-entropy
+    against the pair's empirical vote share, so the model learns how strongly a community
+    prefers a side (a 9-1 duel weighs more than a 6-4 one), which a per-duel majority would
+    flatten to one hard label and lose for a split vote. It is also how generation choices
+    are used (every user's pick is its own set). The one vote per user and duel is
+    :func:`db.arena.record_vote`'s (the latest, changeable until the duel closed).
+
+    Left out: ties and both_bad (no preferred image), votes of duels not closed (still
+    changing; with ``cutoff``, duels closed after it, so a snapshot at a cutoff is
+    reproducible), duels without two distinct images, other scopes' duels (guild scope as
+    for choices: :meth:`db.scope.Scope.guild_condition`), and votes of users who opted out or
+    in duels whose requester did (:func:`duel_vote_consents`). Forgotten users' votes and
+    duels are deleted, so never appear. The split is the prompt's, as for choices."""
+    query = (
+        select(
+            DuelVote.id,
+            DuelVote.duel_id,
+            DuelVote.user_id,
+            DuelVote.vote,
+            DuelVote.updated_at,
+            Duel.image_a_sha256,
+            Duel.image_a_key,
+            Duel.image_b_sha256,
+            Duel.image_b_key,
+            Prompt.text,
+            Prompt.normalized_hash,
+        )
+        .join(Duel, Duel.id == DuelVote.duel_id)
+        .join(Prompt, Prompt.id == Duel.prompt_id)
+        .where(scope.guild_condition(Duel.guild_id), duel_vote_consents())
+        .where(Duel.status == DuelStatus.closed, DuelVote.vote.in_(list(DUEL_SIDES)))
+        .where(Duel.image_a_sha256.is_not(None), Duel.image_b_sha256.is_not(None))
+        .where(Duel.image_a_key.is_not(None), Duel.image_b_key.is_not(None))
+        .where(Duel.image_a_sha256 != Duel.image_b_sha256)
+        .order_by(DuelVote.duel_id, DuelVote.id)
+        .execution_options(yield_per=batch_size)
+    )
+    if cutoff is not None:
+        query = query.where(Duel.closed_at <= cutoff)
+    for row in session.execute(query):
+        row_split = split_for_prompt(row.normalized_hash, salt, fractions)
+        if split is not None and row_split != split:
+            continue
+        yield ChoiceSet(
+            choice_id=int(row.id),
+            generation_id=None,
+            user_id=int(row.user_id),
+            prompt=row.text,
+            prompt_hash=row.normalized_hash,
+            image_sha256s=(row.image_a_sha256, row.image_b_sha256),
+            storage_keys=(row.image_a_key, row.image_b_key),
+            chosen_index=DUEL_SIDES[DuelVoteKind(row.vote)],
+            split=row_split,
+            chosen_at=row.updated_at,
+            source="duel_vote",
+            duel_id=int(row.duel_id),
+        )
 
 
 def _attach_images(session: Session, rows: list[tuple[Row[Any], Split]]) -> Iterator[ChoiceSet]:
