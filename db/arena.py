@@ -62,6 +62,15 @@ BASE_MODEL_ID = 0
 """How :func:`rating_votes` names the base generator (model version ids start at 1)."""
 MAX_OPEN_SECONDS = 7 * 24 * 3600
 MAX_VOTES_LIMIT = 10_000
+DEFAULT_GENERATOR = "hps-sd"
+
+
+def generator_name(sd_pipeline: str) -> str:
+    """How duels name the configured generator (``Settings.sd_pipeline``): its last path
+    part (``tiny``, ``toy``, a checkpoint folder's name), :data:`DEFAULT_GENERATOR` when
+    none is configured. Never a whole path (it would show the server's layout)."""
+    name = sd_pipeline.strip().rstrip("/\\").replace("\\", "/").rsplit("/", 1)[-1]
+    return (name or DEFAULT_GENERATOR)[:128]
 
 
 class DuelNotFound(DomainError):
@@ -140,6 +149,7 @@ class ClosedDuel:
     reason: CloseReason
     closed_at: datetime
     tally: Tally
+    gate_run_id: int | None = None  # the human gate's run that scheduled it, if any
 
 
 @dataclass(frozen=True)
@@ -416,6 +426,7 @@ def _close_where(
             Duel.message_id,
             Duel.version_a_id,
             Duel.version_b_id,
+            Duel.gate_run_id,
         )
         .execution_options(synchronize_session=False)
     ).all()
@@ -430,6 +441,7 @@ def _close_where(
             reason=reason,
             closed_at=now,
             tally=tally(session, int(row.id)),
+            gate_run_id=row.gate_run_id,
         )
         for row in sorted(rows, key=lambda row: int(row.id))
     ]
@@ -476,11 +488,13 @@ def head_to_head(
     version_b: int | None,
     *,
     closed_only: bool = True,
+    gate_run_id: int | None = None,
 ) -> Tally:
     """The votes between two configurations (None: the base generator) over every duel of
     ``scope`` that pitted them against each other, whichever side each was drawn on:
     ``a`` counts votes for ``version_a``, ``b`` for ``version_b``. Consent applied; only
-    closed duels unless ``closed_only`` is false. For the human gate."""
+    closed duels unless ``closed_only`` is false; only the duels of one human-gate run with
+    ``gate_run_id``."""
     query = (
         select(Duel.version_a_id, DuelVote.vote, func.count())
         .join(Duel, Duel.id == DuelVote.duel_id)
@@ -490,6 +504,8 @@ def head_to_head(
     )
     if closed_only:
         query = query.where(Duel.status == DuelStatus.closed)
+    if gate_run_id is not None:
+        query = query.where(Duel.gate_run_id == gate_run_id)
     counts = {"a": 0, "b": 0, "tie": 0, "both_bad": 0}
     for (side_a_version, kind), n in _counts(session.execute(query)).items():
         kind = DuelVoteKind(kind)
