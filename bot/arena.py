@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import logging
 import re
+import uuid
 from functools import partial
 from typing import Any
 
@@ -22,6 +23,7 @@ from bot.formatting import RenderedPost
 from bot.services import services_of
 from db.arena import (
     BASE_MODEL_ID,
+    DEFAULT_GENERATOR,
     ClosedDuel,
     VoteOutcome,
     close_due_duels,
@@ -29,18 +31,26 @@ from db.arena import (
     create_duel,
     record_vote,
 )
+from db.arena_gate import (
+    attach_job,
+    close_failed_duels,
+    duels_awaiting_job,
+    settle_after_close,
+    stale_duel_jobs,
+)
 from db.engine import run_transaction_async
 from db.errors import DomainError
+from db.jobs import create_job
 from db.models import ModelKind, ModelStatus, ModelVersion
 from db.outbox import OutboxKind, write_outbox
 from db.registry import get_active_model
 from discord_text import fit_content, quote_user_text
+from jobqueue.contracts import DuelParams
 from media.store import ImageStore
 
 log = logging.getLogger(__name__)
 CUSTOM_ID = re.compile(r"hps:duel:(?P<duel_id>[0-9]{1,19}):(?P<vote>a|b|tie|both_bad)")
 VOTE_LABELS = {"a": "A", "b": "B", "tie": "tie", "both_bad": "both bad"}
-GENERATOR = "hps-sd"
 DUEL_OPEN_SECONDS = 24 * 3600
 PROMPT_CHARS = 300
 NAME_CHARS = 80
@@ -88,9 +98,11 @@ def new_duel(
     prompt: str,
     requested_by: int,
     max_votes: int,
+    generator: str = DEFAULT_GENERATOR,
 ) -> int | None:
-    """Create a pending duel for ``/hps arena``; its id, or None when the guild has nothing
-    to compare."""
+    """Create a pending duel for ``/hps arena`` between configurations of ``generator`` (the
+    configured one: :func:`db.arena.generator_name`); its id, or None when the guild has
+    nothing to compare."""
     configurations = duel_configurations(session, guild_id)
     if configurations is None:
         return None
@@ -99,7 +111,7 @@ def new_duel(
         guild_id=guild_id,
         channel_id=channel_id,
         prompt=prompt,
-        generator=GENERATOR,
+        generator=generator,
         configurations=configurations,
         open_seconds=DUEL_OPEN_SECONDS,
         max_votes=max_votes,
@@ -139,12 +151,41 @@ def write_reveal(session: Session, closed: ClosedDuel) -> int | None:
     )
 
 
+def after_close(session: Session, closed: ClosedDuel) -> None:
+    """What follows a duel's closing, in the closing transaction (so exactly once): its
+    reveal, and the judgement of its human-gate run if the arena scheduled it."""
+    write_reveal(session, closed)
+    settled = settle_after_close(session, closed)
+    if settled is not None:
+        log.info("gate run %s of duel %s: %s", closed.gate_run_id, closed.duel_id, settled)
+
+
 def sweep_due_duels(session: Session) -> int:
-    """Close the duels past their deadline and queue their reveals; how many closed."""
-    closed = close_due_duels(session)
+    """Close the duels past their deadline (and scheduled ones whose job failed), queue
+    their reveals and judge their gate runs; how many closed."""
+    closed = close_due_duels(session) + close_failed_duels(session)
     for duel in closed:
-        write_reveal(session, duel)
+        after_close(session, duel)
     return len(closed)
+
+
+def queue_scheduled_duels(session: Session, limit: int = 20) -> list[uuid.UUID]:
+    """Record the ``duel`` job of each scheduled duel that has none yet, with the job's id
+    stored on the duel in the same transaction (so each is queued once, whichever bot asks);
+    plus the jobs recorded before but apparently never sent (:func:`stale_duel_jobs`). The
+    caller sends them all after the commit."""
+    job_ids = stale_duel_jobs(session)
+    for duel in duels_awaiting_job(session, limit):
+        job = create_job(
+            session,
+            "duel",
+            DuelParams(duel_id=duel.duel_id).stored(),
+            guild_id=duel.guild_id,
+            channel_id=duel.channel_id,
+        )
+        attach_job(session, duel.duel_id, job.id)
+        job_ids.append(job.id)
+    return job_ids
 
 
 def _vote(
@@ -152,7 +193,7 @@ def _vote(
 ) -> VoteOutcome:
     result = record_vote(session, duel_id, user_id, vote, guild_id=guild_id, voter_is_bot=bot)
     if result.closed is not None:
-        write_reveal(session, result.closed)
+        after_close(session, result.closed)
     return result.outcome
 
 
@@ -238,3 +279,25 @@ def reveal_text(payload: dict[str, Any]) -> str:
         f"both bad {tally.get('both_bad', 0)}"
     )
     return fit_content(discord.utils.escape_mentions(text))
+
+
+def gate_decision_text(payload: dict[str, Any]) -> str:
+    """The human gate's verdict on a LoRA candidate, with its numbers (no pings)."""
+    decision = payload.get("decision", {})
+    candidate = quote_user_text(str(payload.get("candidate", "?")), NAME_CHARS)
+    compared = quote_user_text(str(payload.get("compared", "?")), NAME_CHARS)
+    low, high = (float(x) for x in decision.get("interval", (0.0, 1.0)))
+    passed = payload.get("status") == "passed"
+    if passed:
+        verdict = "promoted" if payload.get("promoted") else "passed (it was no longer a candidate)"
+        head = f"Human gate: **{candidate}** beat **{compared}** in the arena and is {verdict}."
+    else:
+        head = f"Human gate: **{candidate}** is not promoted; **{compared}** stays."
+    numbers = (
+        f"Win rate {float(decision.get('win_rate', 0.5)):.2f}, 95% interval "
+        f"[{low:.2f}, {high:.2f}], {int(decision.get('votes', 0))} votes "
+        f"(needs {payload.get('min_votes', '?')}+ votes and the interval above "
+        f"{payload.get('threshold', '?')})."
+    )
+    reason = quote_user_text(str(decision.get("reason", "")), 1200)
+    return fit_content(discord.utils.escape_mentions(f"{head}\n{numbers}\n{reason}"))

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from collections import defaultdict
 from datetime import UTC, datetime
@@ -33,7 +34,14 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
 from bot import metrics
-from bot.arena import duel_view, render_duel, reveal_text, sweep_due_duels
+from bot.arena import (
+    duel_view,
+    gate_decision_text,
+    queue_scheduled_duels,
+    render_duel,
+    reveal_text,
+    sweep_due_duels,
+)
 from bot.formatting import only_pings, render_result
 from bot.picks import pick_view
 from bot.services import BotServices, DiscordBot, services_of
@@ -52,6 +60,7 @@ from db.outbox import (
     renew_outbox_lease,
 )
 from jobqueue.contracts import GenerateDelivery
+from jobqueue.submit import EnqueueError, enqueue_job
 from media.store import BlobIntegrityError, BlobNotFound, key_for
 
 log = logging.getLogger(__name__)
@@ -112,12 +121,17 @@ class OutboxDelivery:
         self.delivered = 0
 
     async def run(self) -> None:
-        """Deliver forever: on every notification, and every few seconds regardless."""
+        """Deliver forever: on every notification, and every few seconds regardless. The
+        timed rounds (at most one per :data:`POLL_INTERVAL_S`, never a NOTIFY wake's) also
+        close overdue duels and queue the arena's scheduled duels."""
         listener = asyncio.create_task(self._listen())
+        last_timed = -math.inf
         try:
             while True:
                 try:
-                    await run_transaction_async(self.services.async_factory, sweep_due_duels)
+                    if time.monotonic() - last_timed >= POLL_INTERVAL_S:
+                        last_timed = time.monotonic()
+                        await self.timed_round()
                     await self.deliver_pending()
                 except Exception:  # the database away for a moment: try again next round
                     metrics.count_error("delivery")
@@ -127,6 +141,24 @@ class OutboxDelivery:
                 self.wake.clear()
         finally:
             listener.cancel()
+
+    async def timed_round(self) -> None:
+        """Close the duels past their deadline (reveals, gate decisions), then queue the
+        duel jobs of the human gate's scheduled duels: each job is recorded on its duel in one
+        transaction, then sent (a bot that dies in between leaves it to be sent again)."""
+        await run_transaction_async(self.services.async_factory, sweep_due_duels)
+        job_ids = await run_transaction_async(self.services.async_factory, queue_scheduled_duels)
+        if not job_ids:
+            return
+        loop = asyncio.get_running_loop()
+        services = self.services
+        for job_id in job_ids:
+            send = partial(enqueue_job, services.celery, services.factory, "duel", job_id)
+            try:
+                await loop.run_in_executor(None, send)
+            except EnqueueError as exc:  # the job is failed; its duel closes next round
+                metrics.count_error("gate_enqueue")
+                log.warning("scheduled duel job %s not sent: %s", job_id, exc)
 
     async def _listen(self) -> None:
         url = make_url(self.services.settings.database_url)
@@ -373,6 +405,12 @@ class OutboxDelivery:
         """Post one row; return the message posted (None when it had nowhere to go)."""
         if row["kind"] in (OutboxKind.duel_posted, OutboxKind.duel_reveal):
             return await self._post_duel(row)
+        if row["kind"] == OutboxKind.gate_decision:
+            if not row["channel_id"]:
+                return None
+            channel = await self._channel(row["channel_id"])
+            text = gate_decision_text(row["payload"])
+            return await channel.send(text, allowed_mentions=discord.AllowedMentions.none())
         post = render_result(row["kind"], row["payload"], self.services.store)
         content, files = post.content, post.files
         is_generation = row["kind"] == OutboxKind.generate_result

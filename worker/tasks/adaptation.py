@@ -19,8 +19,11 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from db.adaptation_data import StoredSet, distinct_prompts, harvested_sets
+from db.arena import generator_name
+from db.arena_gate import start_gate_run
 from db.datasets import split_for_prompt
-from db.models import Generation, ModelKind, Prompt
+from db.jobs import get_job
+from db.models import GateRunStatus, Generation, ModelKind, Prompt
 from db.registry import register_model_version
 from db.scope import Scope
 from jobqueue.contracts import AdaptParams, AdaptReport, JobResult, OutboxKind, PostedFile
@@ -201,9 +204,35 @@ def adapt(context: JobContext[AdaptParams]) -> JobOutcome:
             guild_id=context.scope.model_guild(),
         )
         registered = report.model_copy(update={"model_version_id": version.id})
-        return registered.model_copy(update={"text": report_text(registered)})
+        text = report_text(registered) + _start_gate(context, session, version.id, data)
+        return registered.model_copy(update={"text": text})
 
     return JobOutcome(report, outbox_kind=OutboxKind.adapt_report, complete=register)
+
+
+def _start_gate(
+    context: JobContext[AdaptParams], session: Session, version_id: int, data: AdaptationData
+) -> str:
+    """Start the human gate of the new candidate when its guild's gate is on (in the
+    transaction that registers it); a sentence for the report ("" when there is no gate)."""
+    if context.guild_id is None:
+        return ""
+    run = start_gate_run(
+        session,
+        guild_id=context.guild_id,
+        candidate_id=version_id,
+        channel_id=get_job(session, context.job_id).channel_id,
+        generator=generator_name(context.runtime.settings.sd_pipeline),
+        fallback_prompts=data.eval_prompts,
+    )
+    if run is None:
+        return ""
+    if run.status != GateRunStatus.running:
+        return " This server's human gate is on but found no prompts to duel on: not promoted."
+    return (
+        f" This server's human gate is on: the arena schedules its duels against the active "
+        f"configuration in <#{run.channel_id}>, and promotes it only if it wins them."
+    )
 
 
 def _run(
