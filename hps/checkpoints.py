@@ -8,6 +8,11 @@
 - ``hps-safetensors``: the project's own format, one ``.safetensors`` file whose header
   metadata holds a JSON document (architecture, preprocessing, score scale, training data
   snapshot, metrics).
+- ``hf-safetensors``: a Hugging Face ``transformers`` CLIP (PickScore v1): a folder with
+  ``config.json`` and ``model.safetensors``, or that file. Read by :func:`load_hf_checkpoint`
+  for the ``hf-clip`` architectures only; ``pytorch_model.bin`` (a pickle) is refused. The
+  folder's ``config.json`` (:func:`read_hf_config`) must agree with the registered
+  architecture (:func:`hps.hf_clip.check_hf_config`).
 
 A training output folder (what ``hps train --out DIR`` writes) stands for the checkpoint in
 it: :func:`resolve_checkpoint` finds the file, and every loader calls it.
@@ -32,7 +37,7 @@ from typing import TYPE_CHECKING, Any, Literal
 if TYPE_CHECKING:
     import torch
 
-CheckpointFormat = Literal["clip-state-dict", "hps-safetensors"]
+CheckpointFormat = Literal["clip-state-dict", "hps-safetensors", "hf-safetensors"]
 METADATA_KEY = "hps"
 FORMAT_VERSION = 1
 # Buffers that OpenAI's JIT archives carry and that are not model weights.
@@ -47,6 +52,11 @@ _HEX = frozenset("0123456789abcdef")
 CHECKPOINT_FILES = ("model.safetensors",)
 # A folder of a run stopped before the end holds only this (hps.training.state.STATE_FILE).
 TRAINING_STATE_FILE = "train_state.safetensors"
+# Hugging Face folders: the config beside the weights, and the pickled weights never loaded.
+HF_CONFIG_FILE = "config.json"
+HF_PICKLE_FILE = "pytorch_model.bin"
+# Buffers that older transformers saved and newer ones rebuild (not weights).
+HF_IGNORED_SUFFIXES = ("embeddings.position_ids",)
 
 
 class CheckpointError(ValueError):
@@ -110,6 +120,11 @@ def resolve_checkpoint(path: str | Path) -> Path:
         message += " (it holds a training state only: the run has not finished; resume it)"
     elif (path / LORA_WEIGHTS_FILE).is_file():
         message += f" (it holds {LORA_WEIGHTS_FILE}: a LoRA for the generator, not an HPS model)"
+    elif (path / HF_PICKLE_FILE).is_file():
+        message += (
+            f" (it holds {HF_PICKLE_FILE}, a pickle, which is never loaded: "
+            "use the model.safetensors of the same revision)"
+        )
     raise CheckpointError(message)
 
 
@@ -198,7 +213,10 @@ def _load_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, An
     except Exception as exc:
         raise CheckpointError(f"{path}: unreadable safetensors checkpoint ({exc})") from None
     if METADATA_KEY not in header:
-        raise CheckpointError(f"{path}: safetensors file without HPS metadata")
+        raise CheckpointError(
+            f"{path}: safetensors file without HPS metadata (a Hugging Face CLIP such as "
+            "PickScore? pass --arch pickscore)"
+        )
     try:
         metadata = json.loads(header[METADATA_KEY])
     except json.JSONDecodeError as exc:
@@ -248,3 +266,48 @@ def check_state_dict(
             problems.append(f"{len(names)} {label}: {shown}{more}")
     if problems:
         raise CheckpointError(f"{source}: does not fit the architecture: " + "; ".join(problems))
+
+
+def load_hf_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Read a Hugging Face ``transformers`` CLIP from safetensors (a file, or a folder with
+    ``model.safetensors``): (state dict, metadata). Torch pickles are refused; the project's
+    own safetensors (with HPS metadata) are read as well."""
+    from safetensors import safe_open
+
+    path = resolve_checkpoint(path)
+    if detect_format(path) != "hps-safetensors":
+        raise CheckpointError(
+            f"{path}: a Hugging Face CLIP is loaded from safetensors only "
+            f"(model.safetensors), not from a torch pickle"
+        )
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as handle:
+            header = handle.metadata() or {}
+            state = {
+                key: handle.get_tensor(key)
+                for key in handle.keys()  # noqa: SIM118
+                if not key.endswith(HF_IGNORED_SUFFIXES)
+            }
+    except Exception as exc:
+        raise CheckpointError(f"{path}: unreadable safetensors checkpoint ({exc})") from None
+    if METADATA_KEY not in header:
+        return state, {"format": "hf-safetensors"}
+    try:
+        metadata = json.loads(header[METADATA_KEY])
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(f"{path}: HPS metadata is not valid JSON ({exc})") from None
+    return state, {**metadata, "format": "hps-safetensors"}
+
+
+def read_hf_config(path: Path) -> dict[str, Any] | None:
+    """The ``config.json`` beside a Hugging Face checkpoint file, or None without one."""
+    config_path = path.parent / HF_CONFIG_FILE
+    if not config_path.is_file():
+        return None
+    try:
+        config = json.loads(config_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"{config_path}: not a JSON config ({exc})") from None
+    if not isinstance(config, dict):
+        raise CheckpointError(f"{config_path}: not a JSON object")
+    return config

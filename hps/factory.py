@@ -19,6 +19,8 @@ from hps.checkpoints import (
     CheckpointError,
     check_state_dict,
     load_checkpoint,
+    load_hf_checkpoint,
+    read_hf_config,
     read_sidecar,
     resolve_checkpoint,
     verify_sha256,
@@ -41,6 +43,8 @@ def infer_architecture(state: dict[str, torch.Tensor]) -> Architecture:
     matches = []
     for name in list_architectures():
         architecture = get_architecture(name)
+        if architecture.is_hf:  # named with --arch (a Hugging Face folder says little more)
+            continue
         with torch.device("meta"):
             expected = build_model(architecture).state_dict()
         if {k: tuple(v.shape) for k, v in expected.items()} == shapes:
@@ -69,26 +73,67 @@ def load_model(
     project checkpoint the architecture may be omitted: its metadata names it. The file must
     hash to ``sha256`` when given, else to its ``<file>.sha256`` sidecar when there is one
     (:class:`hps.checkpoints.ChecksumMismatch` otherwise), before anything is read from it.
+
+    An ``hf-clip`` architecture (``pickscore``) reads a Hugging Face folder or its
+    ``model.safetensors`` (safetensors only; the folder's ``config.json`` must match the
+    registered config) and scores with ``logit_scale.exp()`` of the weights.
     """
     if checkpoint is None:
         if arch is None:
             raise ValueError("give an architecture, a checkpoint, or both")
         architecture = get_architecture(arch)
-        return LoadedModel(build_model(architecture), architecture, {"format": "random-init"})
+        model = build_model(architecture)
+        return LoadedModel(model, architecture, _scale_metadata(model, architecture, {}))
     path = resolve_checkpoint(checkpoint)
     expected = sha256 or read_sidecar(path)
     if expected:
         verify_sha256(path, expected)
-    state, metadata = load_checkpoint(path)
-    if arch is None:
-        named = metadata.get("architecture")
+    named_arch = get_architecture(arch) if arch is not None else None
+    if named_arch is not None and named_arch.is_hf:
+        _check_hf_folder(path, named_arch)
+        state, metadata = load_hf_checkpoint(path)
+    else:
+        state, metadata = load_checkpoint(path)
+    named = metadata.get("architecture")
+    if named_arch is None:
         architecture = get_architecture(named) if named else infer_architecture(state)
     else:
-        architecture = get_architecture(arch)
-        named = metadata.get("architecture")
+        architecture = named_arch
         if named and named != arch:
             raise CheckpointError(f"{path}: checkpoint is for architecture {named!r}, not {arch!r}")
+    with torch.device("meta"):  # check the shapes before paying for a real model
+        check_state_dict(build_model(architecture), state, source=str(path))
     model = build_model(architecture)
-    check_state_dict(model, state, source=str(path))
     model.load_state_dict(state, strict=True)
+    metadata = _scale_metadata(model, architecture, metadata)
     return LoadedModel(model.eval(), architecture, metadata, path)
+
+
+def _check_hf_folder(path: Path, architecture: Architecture) -> None:
+    """Refuse a Hugging Face checkpoint whose ``config.json`` is not ``architecture``'s."""
+    from hps.hf_clip import check_hf_config
+
+    found = read_hf_config(path)
+    if found is None:
+        return
+    differences = check_hf_config(found, architecture.model_cfg)
+    if differences:
+        raise CheckpointError(
+            f"{path.parent / 'config.json'}: not a {architecture.name} model: "
+            + ", ".join(differences[:5])
+        )
+
+
+def _scale_metadata(
+    model: torch.nn.Module, architecture: Architecture, metadata: dict[str, Any]
+) -> dict[str, Any]:
+    """``metadata`` with the score scale of an ``hf-clip`` model: PickScore's
+    ``logit_scale.exp()`` of its weights, unless the metadata names one. Others unchanged
+    (open_clip models score 100 * cos unless their metadata says otherwise)."""
+    if not metadata:
+        metadata = {"format": "random-init"}
+    if architecture.is_hf and "score_scale" not in metadata:
+        from hps.hf_clip import score_scale_of
+
+        metadata = {**metadata, "score_scale": score_scale_of(model)}
+    return metadata

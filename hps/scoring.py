@@ -1,5 +1,9 @@
 """Batched Human Preference Score: HPS = 100 * cos(image embedding, prompt embedding).
 
+A model's metadata may set another scale; an ``hf-clip`` architecture (PickScore) scores
+``logit_scale.exp() * cos`` with the ``transformers`` tokenizer and image geometry
+(:mod:`hps.hf_clip`).
+
 Each distinct prompt is tokenised and encoded once per call. On a GPU, images are decoded and
 shaped by a pool of processes one batch ahead of the model, so decoding overlaps compute (see
 ``hps.prefetch``). All model work runs under ``torch.inference_mode``.
@@ -52,16 +56,19 @@ class HpsScorer:
         decoders: int | None = None,
         compile_model: bool = False,
     ) -> None:
-        from open_clip.tokenizer import SimpleTokenizer
-
         self.device = device if isinstance(device, torch.device) else resolve_device(device)
         self.dtype = dtype if isinstance(dtype, torch.dtype) else resolve_dtype(self.device, dtype)
         self.architecture = architecture
         self.preprocess: PreprocessMode = preprocess or architecture.preprocess
+        if architecture.is_hf and self.preprocess != architecture.preprocess:
+            raise ValueError(
+                f"{architecture.name} preprocesses as its transformers processor does "
+                f"({architecture.preprocess}); preprocess {self.preprocess!r} is not available"
+            )
         self.score_scale = float(score_scale)
         self.metadata = metadata or {}
         self.model: Any = cast(Any, model.to(device=self.device, dtype=self.dtype).eval())
-        self.tokenizer = SimpleTokenizer(context_length=architecture.context_length)
+        self.tokenizer = make_tokenizer(architecture)
         self.decoders = default_decoders(self.device) if decoders is None else decoders
         self._pool: Executor | None = None
         self._encode_image: Callable[..., torch.Tensor] = self.model.encode_image
@@ -113,11 +120,18 @@ class HpsScorer:
 
     def pixels(self, source: ImageSource) -> torch.Tensor:
         """Load and shape one image: a (3, S, S) uint8 tensor on the CPU."""
+        if self.architecture.is_hf:
+            return torch.from_numpy(self._shape(source)).permute(2, 0, 1)
         return to_uint8_tensor(load_image(source), self.architecture.image_size, self.preprocess)
 
     @property
     def _shape(self) -> Callable[[ImageSource], Any]:
-        return partial(shape_pixels, size=self.architecture.image_size, mode=self.preprocess)
+        size = self.architecture.image_size
+        if self.architecture.is_hf:
+            from hps.hf_clip import hf_shape_pixels
+
+            return partial(hf_shape_pixels, size=size, backend=self.architecture.image_backend)
+        return partial(shape_pixels, size=size, mode=self.preprocess)
 
     @torch.inference_mode()
     def encode_text(self, prompts: Sequence[str], batch_size: int = 256) -> torch.Tensor:
@@ -163,6 +177,21 @@ class HpsScorer:
             rows = text[prompt_rows[start : start + len(pixels)]]
             scores.extend((self.score_scale * (features * rows).sum(dim=-1)).tolist())
         return scores
+
+
+def make_tokenizer(architecture: Architecture) -> Callable[[list[str]], torch.Tensor]:
+    """Prompts -> token ids for ``architecture``'s text encoder: open_clip's tokenizer, or
+    for an ``hf-clip`` architecture the ``transformers`` CLIP tokenizer."""
+    if architecture.is_hf:
+        from hps.hf_clip import HfClipTokenizer
+
+        return HfClipTokenizer(architecture.context_length)
+    from open_clip.tokenizer import SimpleTokenizer
+
+    return cast(
+        Callable[[list[str]], torch.Tensor],
+        SimpleTokenizer(context_length=architecture.context_length),
+    )
 
 
 def build_scorer(
