@@ -28,6 +28,14 @@ from bot.harvesting.cog import harvest_cog
 from bot.progress import InteractionProgress
 from bot.replies import acknowledge, say_privately
 from bot.services import BotServices, DiscordBot, services_of
+from db.arena import generator_name
+from db.arena_gate import (
+    GateSettings,
+    InvalidArenaSettings,
+    PromotionGated,
+    check_promotion_allowed,
+    set_arena_settings,
+)
 from db.channels import disable_channel, enable_channel, harvest_adapter, last_seen_message
 from db.engine import run_transaction_async
 from db.errors import DomainError, JobLimitReached
@@ -264,6 +272,7 @@ class HpsCommands(commands.Cog):
                     prompt=prompt,
                     requested_by=interaction.user.id,
                     max_votes=votes,
+                    generator=generator_name(self.services.settings.sd_pipeline),
                 ),
             )
         except (JobLimitReached, DomainError) as exc:
@@ -466,18 +475,72 @@ class HpsCommands(commands.Cog):
     async def _promote(
         self, interaction: discord.Interaction, version_id: int, scope: Scope
     ) -> None:
+        guild_id = interaction.guild_id
+
+        def promote(session: Any) -> str:
+            if not scope.is_pooled and guild_id is not None:
+                # A gated server's LoRA candidate is promoted only once it won its duels.
+                check_promotion_allowed(session, guild_id, version_id)
+            return promote_model_version(session, version_id, scope).name
+
         try:
-            name = await run_transaction_async(
-                self.services.async_factory,
-                lambda session: promote_model_version(session, version_id, scope).name,
-            )
-        except ModelNotFound as exc:
-            await say_privately(interaction, str(exc))
+            name = await run_transaction_async(self.services.async_factory, promote)
+        except (ModelNotFound, PromotionGated) as exc:
+            await say_privately(interaction, fit_content(f"Not promoted: {exc}"))
             return
         where = "for every server without its own" if scope.is_pooled else "in this server"
         await say_privately(
             interaction, f"Model {quote_user_text(name, 128)} ({version_id}) is now active {where}."
         )
+
+    @admin.command(name="arena", description="The arena's human gate for LoRA promotion")
+    @app_commands.describe(
+        gate="whether a LoRA candidate must win its duels before it is promoted",
+        min_votes="votes the gate needs (default 30)",
+        threshold="the win rate's 95% interval must end above this (default 0.5)",
+        duels="duels scheduled per candidate (default 6)",
+        votes="votes that close a scheduled duel (default 10)",
+        hours="hours a scheduled duel stays open (default 24)",
+        channel="where scheduled duels are posted (default: where the adapt job reported)",
+        clear_channel="forget the arena channel",
+    )
+    @checks.admin()
+    async def arena_settings(
+        self,
+        interaction: discord.Interaction,
+        gate: bool | None = None,
+        min_votes: app_commands.Range[int, 1, 10_000] | None = None,
+        threshold: app_commands.Range[float, 0.0, 0.99] | None = None,
+        duels: app_commands.Range[int, 1, 50] | None = None,
+        votes: app_commands.Range[int, 1, 1000] | None = None,
+        hours: app_commands.Range[float, 0.02, 168.0] | None = None,
+        channel: discord.TextChannel | None = None,
+        clear_channel: bool = False,
+    ) -> None:
+        assert interaction.guild_id is not None
+        if channel is not None and channel.guild.id != interaction.guild_id:
+            await say_privately(interaction, "That channel is not in this server.")
+            return
+        change = partial(
+            set_arena_settings,
+            guild_id=interaction.guild_id,
+            clear_channel=clear_channel,
+            gate_enabled=gate,
+            min_votes=min_votes,
+            threshold=threshold,
+            duels_per_candidate=duels,
+            votes_per_duel=votes,
+            duel_open_seconds=None if hours is None else round(hours * 3600),
+            arena_channel_id=None if channel is None else channel.id,
+        )
+        try:
+            settings: GateSettings = await run_transaction_async(
+                self.services.async_factory, change
+            )
+        except InvalidArenaSettings as exc:
+            await say_privately(interaction, f"Not changed: {exc}")
+            return
+        await say_privately(interaction, settings.describe())
 
     @admin.command(name="models", description="This server's model versions")
     @checks.admin()
