@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from cli.output import print_json
 from cli.resources import open_resources
 
 if TYPE_CHECKING:
-    from db.arena import RatingVotes
+    from hps.arena.board import GuildVotes
 
 
 def register(subcommands: argparse._SubParsersAction) -> None:
@@ -25,6 +25,8 @@ def register(subcommands: argparse._SubParsersAction) -> None:
         "votes are counted, not rated.",
     )
     board.add_argument("--guild", type=int, required=True, help="the guild whose duels to rate")
+    # jobqueue.contracts.DEFAULT_LEADERBOARD_ROUNDS (/hps leaderboard's), not imported: it
+    # would make every ``hps`` command start slower.
     board.add_argument("--rounds", type=int, default=1000, help="bootstrap rounds (0: none)")
     board.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     board.add_argument("--png", type=Path, help="also write the leaderboard chart here")
@@ -34,40 +36,30 @@ def register(subcommands: argparse._SubParsersAction) -> None:
     board.set_defaults(handler=cmd_leaderboard)
 
 
-def read_votes(guild_id: int, include_open: bool) -> tuple[RatingVotes, dict[int, str]]:
-    """The guild's counted duel votes and the display name of every model id in them."""
-    from db.arena import configuration_names, rating_votes
-    from db.scope import Scope
+def read_votes(guild_id: int, include_open: bool) -> GuildVotes:
+    """The guild's counted duel votes with the display name of every model id in them."""
+    from db.leaderboards import guild_rating_votes
+    from hps.arena.board import GuildVotes
 
     with open_resources() as resources, resources.factory() as session:
-        votes = rating_votes(session, Scope.guild(guild_id), closed_only=not include_open)
-        return votes, configuration_names(session, votes.models)
+        votes, names = guild_rating_votes(session, guild_id, include_open=include_open)
+        return GuildVotes.of(guild_id, votes, names)
 
 
 def cmd_leaderboard(args: argparse.Namespace) -> int:
     """Fit and print the leaderboard; write the chart with ``--png``."""
+    from hps.arena.board import leaderboard_report, rate_guild
     from hps.arena.chart import leaderboard_png
-    from hps.arena.ratings import RatingOptions, Votes, leaderboard
+    from hps.arena.ratings import RatingOptions
 
-    votes, names = read_votes(args.guild, args.include_open)
-    if not len(votes):
+    votes = read_votes(args.guild, args.include_open)
+    board = rate_guild(votes, RatingOptions(rounds=args.rounds, seed=args.seed))
+    if board is None:
         raise ValueError(
             f"guild {args.guild} has no rated duel votes yet"
             f" ({votes.both_bad} both-bad votes, which are counted but not rated)"
         )
-    ids = votes.models
-    index = {model_id: position for position, model_id in enumerate(ids)}
-    board = leaderboard(
-        Votes.create(
-            [names[model_id] for model_id in ids],
-            [index[model_id] for model_id in votes.model_a],
-            [index[model_id] for model_id in votes.model_b],
-            list(votes.outcome),
-        ),
-        RatingOptions(rounds=args.rounds, seed=args.seed),
-    )
-    result: dict[str, Any] = {"guild": args.guild, "both_bad_votes": votes.both_bad}
-    result.update(board.to_dict())
+    result = leaderboard_report(votes, board)
     if args.png is not None:
         args.png.write_bytes(leaderboard_png(board))
         result["png"] = str(args.png)

@@ -449,6 +449,38 @@ def _check_score(w: World, record: InteractionRecord) -> None:
     assert result["content"].endswith(" · model a-own-model"), result["content"]
 
 
+def _with_b_duels(w: World) -> dict[str, Any]:
+    """No options; before the first run, B gets a closed duel its secret model won (A has
+    none): A's leaderboard must not show it."""
+    from db.arena import DuelImage, close_duel, create_duel, open_duel, record_vote, set_duel_images
+
+    if "b-duel" not in w.versions:
+        with w.factory() as session, session.begin():
+            duel = create_duel(
+                session,
+                guild_id=w.b.guild_id,
+                channel_id=w.channel_id(w.b.general),
+                prompt="B-SECRET duel",
+                generator="toy",
+                configurations=(w.versions["b-secret-candidate"], None),
+                open_seconds=600,
+            )
+            set_duel_images(session, duel.id, DuelImage("c" * 64, "c"), DuelImage("d" * 64, "d"))
+            open_duel(session, duel.id, 1)
+            winner = "a" if duel.version_a_id is not None else "b"
+            vote = record_vote(session, duel.id, w.b.member, winner)
+            assert vote.outcome == "recorded", vote
+            close_duel(session, duel.id)
+            w.versions["b-duel"] = duel.id
+    return {}
+
+
+def _check_leaderboard(w: World, record: InteractionRecord) -> None:
+    [result] = record.public_followups
+    assert result["content"].startswith(f"<@{w.a.admin}> No leaderboard yet"), result["content"]
+    assert not result["attachments"]
+
+
 def _promote(name: str) -> Case:
     return Case(lambda w: {"version_id": w.versions[name]}, _not_found(name), ADMINS_ONLY)
 
@@ -464,6 +496,8 @@ TABLE: dict[str, list[Case]] = {
     "hps generate": [Case(lambda w: {"prompt": "an A-side fox", "n": 1}, JOB, JOB)],
     # A has no LoRA of its own (nor a global one): nothing to compare, whatever B has.
     "hps arena": [Case(lambda w: {"prompt": "an A-side fox"}, NO_LORA, NO_LORA)],
+    # B has a rated duel, A none: A's leaderboard (a job, for members too) is still empty.
+    "hps leaderboard": [Case(_with_b_duels, JOB, JOB, check=_check_leaderboard)],
     "hps rank": [
         Case(options, NO_GENERATION, NO_GENERATION)
         for options in (_b_link, _b_message_id, _b_message_in_a_link)
