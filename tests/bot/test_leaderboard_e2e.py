@@ -201,3 +201,32 @@ async def test_leaderboard_posts_its_guilds_ratings_as_a_chart_and_a_safe_table(
     assert "disliked" not in b_message["content"] and "*top*" not in b_message["content"]
     b_board = _job_result(pg_factory, b_record.token)["leaderboard"]
     assert b_board["votes"] == 3 * 8 and b_board["guild"] == b_id
+
+
+async def test_leaderboard_jobs_count_against_the_users_limits(
+    bot_alone: tuple[DiscordEmulator, Any], pg_factory: sessionmaker[Session]
+) -> None:
+    """No worker here: the first job stays open, so a second one is over the limit of one."""
+    from db.models import Job
+    from tests.bot.helpers import count
+    from tests.worker.harness import flush_broker
+
+    flush_broker()
+    emulator, bot = bot_alone
+    bot.settings.user_max_open_jobs = 1
+    carol = emulator.add_user("carol")
+    first = emulator.interactions[
+        await emulator.inject_slash_command(carol, "general", "hps", _leaderboard_options(0))
+    ]
+    await eventually(lambda: bool(first.followups), 20)
+    assert first.followups[0]["content"] == "Rating the models: queued"
+    again = emulator.interactions[
+        await emulator.inject_slash_command(carol, "general", "hps", _leaderboard_options(0))
+    ]
+    await eventually(lambda: bool(again.followups), 20)
+    refusal = again.followups[0]
+    assert refusal["flags"] & 64 and refusal["content"].startswith(
+        "Sorry: you already have 1 jobs waiting or running"
+    )
+    assert count(pg_factory, Job) == 1
+    flush_broker()
