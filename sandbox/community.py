@@ -1,7 +1,9 @@
 """A simulated community on the emulator: members with hidden preferences, a generator bot
 that posts several attachments per prompt (picks are number-emoji reactions), and a
 Midjourney-style bot (a 2x2 grid with U1..U4 buttons; a pick is an upscale message
-``**<prompt>** - Image #N <@user>`` replying to the grid).
+``**<prompt>** - Image #N <@user>`` replying to the grid). Members also vote in the bot's blind
+arena duels (:meth:`Community.vote_in_duel`: they click **A**, **B**, **tie** or **both bad**
+under the posted duel, as a person would) by a hidden :class:`DuelTaste`.
 
 The generator bots post what the product's own small generator draws: the ``toy`` Stable
 Diffusion pipeline (:mod:`hps.diffusion.toy`), prompts from its vocabulary ("a large red
@@ -21,7 +23,16 @@ Several communities can share one emulator, each in a guild of its own
 like small figures (and one contrarian big ones). Their picks among the same four pictures are
 opposite, so a model trained on one guild's picks is better on that guild's held-out prompts
 than the untuned model, than the other guild's model and than one trained on both guilds'
-picks pooled: what a model per community is for."""
+picks pooled: what a model per community is for.
+
+In an arena duel a member votes by a :class:`DuelTaste`: :class:`ContentTaste` is blind and
+reads the two posted pictures with the member's own hidden utility (the figure's size), so a
+community whose taste an adapted model learned prefers it without knowing which side it is on;
+:class:`ConfigurationTaste` favours one model configuration with a fixed probability and looks
+up which side it is on in the database: the simulation's ground truth (no real member can), for
+tests whose two configurations do not draw reliably different pictures. A community that cannot
+tell two configurations apart is a :class:`ConfigurationTaste` with ``p = 0.5``, or a
+:class:`ContentTaste` shown identical pictures (it votes tie)."""
 
 from __future__ import annotations
 
@@ -29,15 +40,20 @@ import asyncio
 import io
 import math
 import random
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
+from urllib.parse import urlparse
 
 import numpy as np
 from PIL import Image
 
 from hps.diffusion import toy_corpus
 from sandbox.emulator import DiscordEmulator
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session, sessionmaker
 
 NUMBER_EMOJIS = [f"{digit}\ufe0f\u20e3" for digit in range(1, 10)]
 TILE = toy_corpus.IMAGE_SIZE  # the toy generator's pictures: 32x32
@@ -168,6 +184,7 @@ class Community:
         if self.guild_id is None:
             self.guild_id = self.emulator.guild_id
         self.rng = random.Random(self.seed)
+        self.ballot_rng = random.Random(f"{self.seed}-ballots")  # the members' duel votes
         self.prompts = toy_prompts()
         if self.painter is None:
             self.painter = toy_painter()
@@ -244,6 +261,18 @@ class Community:
         prompt, candidates = self.draw(images)
         return self.pick_round(prompt, candidates)
 
+    async def vote_in_duel(
+        self,
+        message: dict[str, Any],
+        taste: DuelTaste,
+        voters: Sequence[Member] | None = None,
+    ) -> list[Ballot]:
+        """The members (or ``voters``) look at a posted duel and click A, B, tie or both bad
+        as ``taste`` says, each once (see :func:`cast_votes`); their ballots with the bot's
+        answers."""
+        chosen = list(self.members if voters is None else voters)
+        return await cast_votes(self.emulator, message, chosen, taste, self.ballot_rng)
+
     async def post_generation(self, channel: str, adapter: str) -> dict[str, Any]:
         """A member asks a generator for a prompt and picks the image they like best."""
         played = await asyncio.to_thread(self.play_round)  # the generator runs off the loop
@@ -307,3 +336,208 @@ class Community:
             reply_to=grid,
         )
         return grid
+
+
+# -- arena duels: members vote A, B, tie or both bad under the bot's blind duels ---------------
+DUEL_VOTES = ("a", "b", "tie", "both_bad")
+TIE_MARGIN = 0.005  # figure sizes closer than this (a share of the picture) look the same
+
+
+@dataclass(frozen=True)
+class PostedDuel:
+    """A duel as a member sees it in the channel: the message, the duel id its buttons carry
+    (``hps:duel:<id>:<vote>``), and the two pictures, A and B."""
+
+    message: dict[str, Any]
+    duel_id: int
+    image_a: Image.Image
+    image_b: Image.Image
+
+
+def duel_id_of(message: dict[str, Any]) -> int | None:
+    """The duel id in a message's vote buttons; None for a message without them (any other
+    message, or a revealed duel: the reveal removes the buttons)."""
+    from bot.arena import CUSTOM_ID
+
+    for row in message.get("components") or []:
+        for button in row.get("components") or []:
+            match = CUSTOM_ID.fullmatch(str(button.get("custom_id", "")))
+            if match:
+                return int(match["duel_id"])
+    return None
+
+
+def duel_messages(emulator: DiscordEmulator, channel: str) -> list[dict[str, Any]]:
+    """The open duels posted in ``channel`` (messages with vote buttons), oldest first."""
+    messages = emulator.messages[emulator.channels[channel]]
+    return [messages[key] for key in sorted(messages) if duel_id_of(messages[key]) is not None]
+
+
+def attachment_image(emulator: DiscordEmulator, attachment: dict[str, Any]) -> Image.Image:
+    """The picture behind an attachment, as a client downloads it from the emulator's CDN
+    (``/cdn/attachments/<key>/<filename>``)."""
+    key = urlparse(str(attachment["url"])).path.split("/")[-2]
+    data, _content_type = emulator.files[key]
+    with Image.open(io.BytesIO(data)) as image:
+        return image.convert("RGB")
+
+
+def see_duel(emulator: DiscordEmulator, message: dict[str, Any]) -> PostedDuel:
+    """What a member sees of a posted duel: its pictures ``A.png`` and ``B.png``."""
+    duel_id = duel_id_of(message)
+    if duel_id is None:
+        raise ValueError(f"message {message.get('id')} is not an open duel")
+    files = {a["filename"]: a for a in message.get("attachments", [])}
+    return PostedDuel(
+        message,
+        duel_id,
+        attachment_image(emulator, files["A.png"]),
+        attachment_image(emulator, files["B.png"]),
+    )
+
+
+class DuelTaste(Protocol):
+    """How a member votes in a duel: ``"a"``, ``"b"``, ``"tie"`` or ``"both_bad"``."""
+
+    def vote(self, member: Member, duel: PostedDuel, rng: random.Random) -> str: ...
+
+
+@dataclass(frozen=True)
+class ContentTaste:
+    """A blind vote on the pictures: each member judges both with their own hidden utility
+    (:meth:`Member.utility`: the figure's size, liked big or small) and picks the one they like
+    more with the probability of a two-way softmax (the member's ``choosiness``); pictures that
+    look the same (sizes within ``tie_margin``) are a tie, two pictures without a figure are
+    both bad. The member never learns which model drew which side."""
+
+    tie_margin: float = TIE_MARGIN
+
+    def vote(self, member: Member, duel: PostedDuel, rng: random.Random) -> str:
+        """The member's vote on the two pictures."""
+        a, b = measure(duel.image_a), measure(duel.image_b)
+        if a.figure_size == 0.0 and b.figure_size == 0.0:
+            return "both_bad"
+        if abs(a.figure_size - b.figure_size) < self.tie_margin:
+            return "tie"
+        gap = member.utility(a) - member.utility(b)
+        p_a = 1.0 / (1.0 + math.exp(-member.choosiness * gap))
+        return "a" if rng.random() < p_a else "b"
+
+
+@dataclass(frozen=True)
+class ConfigurationTaste:
+    """A community that likes one model configuration: each vote goes to the side drawn by
+    ``favoured`` (a model version id; None: the base generator) with probability ``p``, else
+    to the other side. Which side that is comes from the duel's row in the database: the
+    simulation's ground truth, which no real member has (the message is blinded). With
+    ``p = 0.5``, or a duel without ``favoured``, the vote is a coin flip: a community that
+    cannot tell the configurations apart. One draw of the member's stream per vote."""
+
+    sessions: sessionmaker[Session]
+    favoured: int | None
+    p: float = 0.8
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.p <= 1.0:
+            raise ValueError(f"p must be a probability, not {self.p}")
+
+    def sides(self, duel_id: int) -> tuple[int | None, int | None]:
+        """The configurations of sides A and B (the ground truth)."""
+        from db.models import Duel
+
+        with self.sessions() as session:
+            duel = session.get(Duel, duel_id)
+            if duel is None:
+                raise ValueError(f"no duel {duel_id}")
+            return duel.version_a_id, duel.version_b_id
+
+    def vote(self, member: Member, duel: PostedDuel, rng: random.Random) -> str:
+        """A for the favoured side with probability ``p``."""
+        side_a, side_b = self.sides(duel.duel_id)
+        draw = rng.random()
+        if self.favoured not in (side_a, side_b):
+            return "a" if draw < 0.5 else "b"
+        liked, other = ("a", "b") if side_a == self.favoured else ("b", "a")
+        return liked if draw < self.p else other
+
+
+@dataclass(frozen=True)
+class Ballot:
+    """One member's vote in a duel and the bot's private answer to the click."""
+
+    member: Member
+    duel_id: int
+    vote: str
+    answer: str
+
+
+def duel_button(message: dict[str, Any], vote: str) -> str:
+    """The custom_id of the button for ``vote`` on a posted duel."""
+    duel_id = duel_id_of(message)
+    for row in message.get("components") or []:
+        for button in row.get("components") or []:
+            custom_id = str(button.get("custom_id", ""))
+            if duel_id is not None and custom_id == f"hps:duel:{duel_id}:{vote}":
+                return custom_id
+    raise ValueError(f"no {vote!r} button on message {message.get('id')}")
+
+
+async def click_answer(
+    emulator: DiscordEmulator,
+    user_id: int,
+    message: dict[str, Any],
+    custom_id: str,
+    timeout: float = 60.0,
+) -> str:
+    """``user_id`` clicks a button and waits for the bot's answer (its last word on the
+    interaction). TimeoutError when none comes in ``timeout`` seconds."""
+    token = await emulator.click_button(user_id, message, custom_id)
+    record = emulator.interactions[token]
+    deadline = time.monotonic() + timeout
+    while not record.edits:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"no answer to the click on {custom_id} in {timeout:.0f} s")
+        await asyncio.sleep(0.02)
+    return record.edits[-1]
+
+
+NOT_OPEN_RETRY_S = 30.0  # how long a member keeps trying a duel the bot has not opened yet
+
+
+async def _click_until_open(
+    emulator: DiscordEmulator, member: Member, message: dict[str, Any], vote: str
+) -> str:
+    """Click ``vote``; while the bot answers that the duel is not open yet (it opens a duel
+    just after posting it), click again a moment later, as a person would."""
+    from bot.arena import ANSWERS
+    from db.arena import VoteOutcome
+
+    custom_id = duel_button(message, vote)
+    deadline = time.monotonic() + NOT_OPEN_RETRY_S
+    while True:
+        answer = await click_answer(emulator, member.user_id, message, custom_id)
+        if answer != ANSWERS[VoteOutcome.not_open] or time.monotonic() > deadline:
+            return answer
+        await asyncio.sleep(0.1)
+
+
+async def cast_votes(
+    emulator: DiscordEmulator,
+    message: dict[str, Any],
+    voters: Sequence[Member],
+    taste: DuelTaste,
+    rng: random.Random,
+) -> list[Ballot]:
+    """Each of ``voters`` looks at the posted duel, makes up their mind by ``taste`` (one
+    after the other, from ``rng``), then clicks that button and reads the bot's answer."""
+
+    def decide() -> tuple[int, list[str]]:
+        duel = see_duel(emulator, message)
+        return duel.duel_id, [taste.vote(member, duel, rng) for member in voters]
+
+    duel_id, votes = await asyncio.to_thread(decide)
+    ballots = []
+    for member, vote in zip(voters, votes, strict=True):
+        answer = await _click_until_open(emulator, member, message, vote)
+        ballots.append(Ballot(member, duel_id, vote, answer))
+    return ballots

@@ -1,0 +1,268 @@
+"""Issue 15's community test: simulated members with a hidden taste between two model
+configurations vote in blind duels through the real stack (``/hps arena`` on the emulator ->
+the bot -> a worker process on Redis generating both sides with the tiny Stable Diffusion ->
+outbox -> the duel posted with its buttons -> members click A/B/tie/both bad -> the vote that
+reaches the duel's limit closes it -> the reveal), and the leaderboard made from the guild's
+closed duels (``db.arena.rating_votes`` -> ``hps.arena.ratings``, and the ``hps leaderboard``
+command) ranks what they like first.
+
+The two configurations are LoRAs on the tiny pipeline whose pictures are alike, so the members'
+taste is :class:`~sandbox.community.ConfigurationTaste`: it favours one configuration with a
+probability and reads which side it is on from the database (the simulation's ground truth).
+Its votes come from the community's seeded stream, one draw per vote whatever the sides and the
+order of the clicks, so the number of votes for each configuration, and so the win rate and its
+interval, are the same on every run (the sides, drawn by the product, only mirror them).
+
+What is asserted (``DUELS`` = 6 duels x ``MEMBERS`` = 24 votes = 144 votes):
+- a community that likes the candidate (p = 0.8): the candidate's head-to-head win rate has a
+  95% Wilson interval whose low end is above 0.5, it is ranked first, and the two configurations'
+  95% bootstrap rating intervals do not overlap;
+- a community that cannot tell them apart (p = 0.5): the win-rate interval contains 0.5 and
+  the rating intervals overlap.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy.orm import Session, sessionmaker
+
+from hps.arena.ratings import RatingOptions, Votes, leaderboard, win_rate_interval
+from sandbox.community import (
+    Ballot,
+    Community,
+    ConfigurationTaste,
+    duel_id_of,
+)
+from sandbox.emulator import DiscordEmulator
+from tests.bot.conftest import bot_settings, running_bot
+from tests.worker.harness import flush_broker, start_worker, worker_env
+
+ROOT = Path(__file__).resolve().parents[2]
+# Each duel costs the worker two pictures (25 denoising steps each, several seconds on a busy
+# CPU): the votes come from a larger community rather than from more duels.
+DUELS = 6
+MEMBERS = 24  # every member votes once per duel; the last vote closes it
+CHANNEL = "general"
+BOOTSTRAP_ROUNDS = 1000
+
+
+@pytest.fixture
+async def arena(
+    pg_url: str, pg_factory: sessionmaker[Session], tmp_path: Path
+) -> AsyncIterator[dict[str, Any]]:
+    """The emulator, the bot (members may ask for many duels at once) and a worker with the
+    tiny Stable Diffusion on the test database and Redis broker."""
+    from bot.client import HpsBot
+
+    flush_broker()
+    (tmp_path / "models").mkdir()
+    worker = start_worker(worker_env(pg_url, tmp_path), tmp_path / "worker.log", name="arena")
+    emulator = await DiscordEmulator().start()
+    settings = bot_settings(
+        emulator, pg_url, tmp_path, user_jobs_per_minute=100, user_max_open_jobs=20
+    )
+    try:
+        async with running_bot(HpsBot(settings)):
+            yield {"emulator": emulator, "factory": pg_factory, "data": tmp_path}
+    finally:
+        await emulator.stop()
+        worker.stop()
+
+
+def _register_loras(
+    factory: sessionmaker[Session], models_dir: Path, guild_id: int
+) -> tuple[int, int]:
+    """An active LoRA and a newer candidate LoRA of the guild (``/hps arena`` pits the
+    candidate against the active one); their ids (candidate, active)."""
+    from db.models import ModelKind
+    from db.registry import promote_model_version, register_model_version
+    from db.scope import Scope
+    from hps.diffusion.pipelines import add_lora, build_tiny_pipeline, save_lora
+
+    pipe = build_tiny_pipeline(seed=0)
+    add_lora(pipe)
+    ids = {}
+    with factory() as session, session.begin():
+        for name in ("active-lora", "candidate-lora"):
+            save_lora(pipe, models_dir / "lora" / name)
+            ids[name] = register_model_version(
+                session,
+                kind=ModelKind.lora,
+                name=name,
+                checkpoint_key=f"lora/{name}",
+                architecture="tiny-sd",
+                guild_id=guild_id,
+            ).id
+        promote_model_version(session, ids["active-lora"], Scope.guild(guild_id))
+    return ids["candidate-lora"], ids["active-lora"]
+
+
+def _arena_command(prompt: str, votes: int) -> list[dict[str, Any]]:
+    options = [
+        {"name": "prompt", "type": 3, "value": prompt},
+        {"name": "votes", "type": 4, "value": votes},
+    ]
+    return [{"name": "arena", "type": 1, "options": options}]
+
+
+async def _eventually(check: Any, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"waited {timeout:.0f} s for {what}")
+        await asyncio.sleep(0.05)
+
+
+async def play_duels(emulator: DiscordEmulator, community: Community, taste: Any) -> list[Ballot]:
+    """Members ask for ``DUELS`` duels (in turn); every member votes in each posted duel by
+    ``taste`` as soon as it appears (duels side by side). Returns every ballot."""
+    channel = emulator.messages[emulator.channels[CHANNEL]]
+    for index in range(DUELS):
+        member = community.members[index % MEMBERS]
+        options = _arena_command(f"a red circle, take {index}", MEMBERS)
+        await emulator.inject_slash_command(member.user_id, CHANNEL, "hps", options)
+    seen: set[int] = set()
+    voting: list[asyncio.Task[list[Ballot]]] = []
+    deadline = time.monotonic() + 150
+    while len(seen) < DUELS:
+        for message in list(channel.values()):
+            duel_id = duel_id_of(message)
+            if duel_id is not None and duel_id not in seen:
+                seen.add(duel_id)
+                voting.append(asyncio.create_task(community.vote_in_duel(message, taste)))
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{len(seen)} of {DUELS} duels were posted")
+        await asyncio.sleep(0.05)
+    return [ballot for ballots in await asyncio.gather(*voting) for ballot in ballots]
+
+
+def _head_to_head_and_board(
+    factory: sessionmaker[Session], guild_id: int, candidate: int, active: int
+) -> tuple[Any, Any, Any]:
+    """The guild's closed duels: the candidate's head-to-head win rate (Wilson 95%) against
+    the active LoRA, and the leaderboard (Davidson, 95% bootstrap intervals), both from
+    :func:`db.arena.rating_votes`; and the rated votes."""
+    from db.arena import configuration_names, rating_votes
+    from db.scope import Scope
+    from hps.arena.ratings import head_to_head
+
+    with factory() as session:
+        votes = rating_votes(session, Scope.guild(guild_id))
+        names = configuration_names(session, votes.models)
+    ids = votes.models
+    index = {model_id: position for position, model_id in enumerate(ids)}
+    rated = Votes.create(
+        [names[model_id] for model_id in ids],
+        [index[model_id] for model_id in votes.model_a],
+        [index[model_id] for model_id in votes.model_b],
+        list(votes.outcome),
+    )
+    record = head_to_head(rated, names[candidate], names[active])
+    rate = win_rate_interval(*record.scored())
+    board = leaderboard(rated, RatingOptions(rounds=BOOTSTRAP_ROUNDS, seed=0))
+    return rate, board, votes
+
+
+async def _wait_closed(factory: sessionmaker[Session], expected: int) -> None:
+    from sqlalchemy import func, select
+
+    from db.models import Duel, DuelStatus
+
+    def closed() -> int:
+        with factory() as session:
+            query = select(func.count()).select_from(Duel).where(Duel.status == DuelStatus.closed)
+            return int(session.scalar(query) or 0)
+
+    deadline = time.monotonic() + 30
+    while (count := await asyncio.to_thread(closed)) < expected:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{count} of {expected} duels closed")
+        await asyncio.sleep(0.1)
+
+
+async def _play(
+    arena: dict[str, Any], p: float
+) -> tuple[Any, Any, Any, list[Ballot], dict[str, int]]:
+    emulator: DiscordEmulator = arena["emulator"]
+    factory = arena["factory"]
+    community = Community(emulator, seed=3, size=MEMBERS, painter=_no_painter)
+    candidate, active = await asyncio.to_thread(
+        _register_loras, factory, arena["data"] / "models", emulator.guild_id
+    )
+    taste = ConfigurationTaste(factory, favoured=candidate, p=p)
+    ballots = await play_duels(emulator, community, taste)
+    await _wait_closed(factory, DUELS)
+    rate, board, votes = _head_to_head_and_board(factory, emulator.guild_id, candidate, active)
+    return rate, board, votes, ballots, {"candidate": candidate, "active": active}
+
+
+def _no_painter(prompt: str, seeds: list[int]) -> list[Any]:
+    raise AssertionError("the arena test's community posts no generations")
+
+
+def _counted(ballots: list[Ballot]) -> None:
+    """Every click was counted: recorded, and the last one of each duel closed it."""
+    assert len(ballots) == DUELS * MEMBERS
+    assert all(b.answer.startswith("Vote recorded:") for b in ballots), {b.answer for b in ballots}
+
+
+@pytest.mark.slow
+async def test_members_who_like_the_candidate_rank_it_first(
+    arena: dict[str, Any], tmp_path: Path
+) -> None:
+    rate, board, votes, ballots, ids = await _play(arena, p=0.8)
+    _counted(ballots)
+    assert len(votes) == DUELS * MEMBERS and votes.both_bad == 0
+    # Deterministic (the community's seeded votes): 113 of 144 votes for the candidate,
+    # win rate 0.785, Wilson 95% [0.711, 0.844].
+    assert (rate.votes, round(rate.rate * rate.votes)) == (DUELS * MEMBERS, 113)
+    assert rate.low > 0.5, rate  # the 95% Wilson interval of its win rate excludes 0.5
+    first, second = board.models
+    assert first.name == f"candidate-lora (#{ids['candidate']})", board.to_dict()
+    assert (first.rank_low, first.rank_high) == (1, 1)
+    assert first.low > second.high, board.to_dict()  # the 95% rating intervals do not overlap
+
+    # The same from the command line: ``hps leaderboard --guild`` on the product's database.
+    guild_id = arena["emulator"].guild_id
+    shown = _cli_leaderboard(guild_id, tmp_path)
+    assert [m["name"] for m in shown["models"]] == [first.name, second.name]
+    assert shown["votes"] == DUELS * MEMBERS
+    assert shown["models"][0]["interval"][0] > shown["models"][1]["interval"][1]
+
+
+@pytest.mark.slow
+async def test_a_community_that_cannot_tell_them_apart(arena: dict[str, Any]) -> None:
+    rate, board, _votes, ballots, _ids = await _play(arena, p=0.5)
+    _counted(ballots)
+    # Deterministic: 72 of 144 votes each way, win rate 0.5, Wilson 95% [0.419, 0.581].
+    assert (rate.votes, round(rate.rate * rate.votes)) == (DUELS * MEMBERS, 72)
+    assert rate.low < 0.5 < rate.high, rate  # the win rate's interval includes 0.5
+    first, second = board.models
+    assert first.low < second.high and second.low < first.high, board.to_dict()  # overlap
+
+
+def _cli_leaderboard(guild_id: int, data: Path) -> dict[str, Any]:
+    from tests.conftest import TEST_DATABASE_URL
+
+    environment = {k: v for k, v in os.environ.items() if k != "DISCORD_TOKEN"}
+    environment.update(
+        DATABASE_URL=TEST_DATABASE_URL, HPS_DATA_DIR=str(data / "cli"), PYTHONPATH=str(ROOT)
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "cli.main", "leaderboard", "--guild", str(guild_id),
+         "--rounds", str(BOOTSTRAP_ROUNDS)],
+        env=environment, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    result: dict[str, Any] = json.loads(done.stdout)
+    return result
