@@ -154,6 +154,7 @@ class TrainParams(JobParams):
     seed: int | None = None
     margin: float | None = None  # None: the configured promotion margin
     force: bool = False
+    duel_votes: bool = True  # include closed arena duels' votes as two-image sets
 
     def trainer_overrides(self) -> dict[str, Any]:
         """The ``TrainConfig`` fields this job sets (the others keep their defaults)."""

@@ -47,21 +47,32 @@ def take_snapshot(
     salt: str,
     cutoff: datetime,
     cache_dir: Path,
+    duel_votes: bool = True,
 ) -> Snapshot:
     """Every choice of ``scope`` usable for training (consent applied) made up to ``cutoff``,
     by split, plus a description to record with the trained model (scope, counts, cutoff,
-    salt and a digest of the choice ids)."""
+    salt and a digest of the choice ids). With ``duel_votes`` the arena's closed duels' votes
+    for a side are two-image sets as well (:func:`db.datasets.iter_choice_sets`)."""
     snapshot = Snapshot()
     digest = hashlib.sha256()
+    votes = 0
 
     def collect(session: Session) -> None:
-        for choice in iter_choice_sets(session, scope=scope, salt=salt, cutoff=cutoff):
+        nonlocal votes
+        sets = iter_choice_sets(
+            session, scope=scope, salt=salt, cutoff=cutoff, duel_votes=duel_votes
+        )
+        for choice in sets:
             paths = tuple(local_image_path(store, sha, cache_dir) for sha in choice.image_sha256s)
             target = one_hot(choice.chosen_index, len(paths))
             getattr(snapshot, choice.split).append(
                 PreferenceSet(choice.prompt, paths, target, split=choice.split)
             )
-            digest.update(f"{choice.choice_id}:{choice.chosen_index};".encode())
+            # A pick keeps its bare id (digests of pick-only snapshots stay as they were);
+            # a duel vote's id is another table's, so it is named by its source.
+            ident = choice.choice_id if choice.source == "choice" else choice.key
+            votes += choice.source == "duel_vote"
+            digest.update(f"{ident}:{choice.chosen_index};".encode())
 
     run_transaction(factory, collect)
     snapshot.description = {
@@ -71,6 +82,8 @@ def take_snapshot(
         "train_sets": len(snapshot.train),
         "validation_sets": len(snapshot.validation),
         "test_sets": len(snapshot.test),
+        "duel_votes": duel_votes,
+        "duel_vote_sets": votes,
         "choices_digest": digest.hexdigest(),
     }
     return snapshot

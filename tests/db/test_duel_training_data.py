@@ -286,6 +286,18 @@ def test_a_tiny_training_run_consumes_duel_votes(
     assert len(every) == votes == 48  # two voters per duel; the ties left out
     assert all(len(s.images) == 2 and Path(str(s.images[0])).is_file() for s in every)
     assert snapshot.train and all(s.split == "train" for s in snapshot.train)
+    assert snapshot.description["duel_vote_sets"] == 48
+    without = take_snapshot(
+        pg_factory,
+        LocalImageStore(tmp_path / "images"),
+        scope=Scope.guild(GUILD_A),
+        salt=SALT,
+        cutoff=closed_at,
+        cache_dir=tmp_path / "cache",
+        duel_votes=False,
+    )
+    assert not (without.train + without.validation + without.test)
+    assert without.description["duel_votes"] is False
     result = train(
         "tiny",
         None,

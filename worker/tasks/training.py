@@ -80,6 +80,7 @@ def take_training_snapshot(
         salt=rt.settings.split_salt,
         cutoff=cutoff,
         cache_dir=run_dir / "image-cache",
+        duel_votes=context.params.duel_votes,
     )
     if len(snapshot.train) < MIN_TRAIN_SETS or len(snapshot.test) < MIN_TEST_SETS:
         raise JobFailure(
