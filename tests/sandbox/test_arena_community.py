@@ -1,24 +1,30 @@
 """Issue 15's community test: simulated members with a hidden taste between two model
-configurations vote in blind duels through the real stack (``/hps arena`` on the emulator ->
-the bot -> a worker process on Redis generating both sides with the tiny Stable Diffusion ->
-outbox -> the duel posted with its buttons -> members click A/B/tie/both bad -> the vote that
-reaches the duel's limit closes it -> the reveal), and the leaderboard made from the guild's
-closed duels (``db.arena.rating_votes`` -> ``hps.arena.ratings``, and the ``hps leaderboard``
-command) ranks what they like first.
+configurations vote in blind duels through the real stack, and the leaderboard and the human
+gate judge their votes.
 
-The two configurations are LoRAs on the tiny pipeline whose pictures are alike, so the members'
-taste is :class:`~sandbox.community.ConfigurationTaste`: it favours one configuration with a
-probability and reads which side it is on from the database (the simulation's ground truth).
-Its votes come from the community's seeded stream, one draw per vote whatever the sides and the
-order of the clicks, so the number of votes for each configuration, and so the win rate and its
-interval, are the same on every run (the sides, drawn by the product, only mirror them).
+A guild has an active LoRA and a newer candidate; its human gate is on, and the candidate's
+gate run schedules ``DUELS`` duels (``db.arena_gate.start_gate_run``, as the adapt job does).
+The bot's delivery rounds queue each duel's job, a worker process (Redis broker, the tiny Stable
+Diffusion) generates both sides with one seed, the bot posts the duel with its buttons and opens
+it, every member clicks A/B/tie/both bad through the emulator, the vote that reaches the duel's
+limit closes it (reveal, and the gate's judgement in the same transaction). Then the leaderboard
+of the guild's closed duels (``db.arena.rating_votes`` -> ``hps.arena.ratings``, and the
+``hps leaderboard`` command) and the gate's decision are read.
 
-What is asserted (``DUELS`` = 6 duels x ``MEMBERS`` = 24 votes = 144 votes):
+The two LoRAs draw alike pictures, so the members' taste is
+:class:`~sandbox.community.ConfigurationTaste`: it favours the candidate with a probability and
+reads which side it is on from the database (the simulation's ground truth). Its votes come
+from the community's seeded stream, one draw per vote whatever the sides and the order of the
+clicks, so the number of votes for each configuration, and so the win rate and its interval,
+are the same on every run (the sides, drawn by the product, only mirror them).
+
+What is asserted (``DUELS`` = 6 duels x ``MEMBERS`` = 24 votes = 144 votes; the gate needs all
+144, so it decides when the last duel closes):
 - a community that likes the candidate (p = 0.8): the candidate's head-to-head win rate has a
-  95% Wilson interval whose low end is above 0.5, it is ranked first, and the two configurations'
-  95% bootstrap rating intervals do not overlap;
-- a community that cannot tell them apart (p = 0.5): the win-rate interval contains 0.5 and
-  the rating intervals overlap.
+  95% Wilson interval whose low end is above 0.5, it is ranked first, the two configurations'
+  95% bootstrap rating intervals do not overlap, and the gate passes and promotes it;
+- a community that cannot tell them apart (p = 0.5): the win-rate interval contains 0.5, the
+  rating intervals overlap, and the gate refuses (the candidate stays a candidate).
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -107,33 +114,43 @@ def _register_loras(
     return ids["candidate-lora"], ids["active-lora"]
 
 
-def _arena_command(prompt: str, votes: int) -> list[dict[str, Any]]:
-    options = [
-        {"name": "prompt", "type": 3, "value": prompt},
-        {"name": "votes", "type": 4, "value": votes},
-    ]
-    return [{"name": "arena", "type": 1, "options": options}]
+def _start_gate(
+    factory: sessionmaker[Session], guild_id: int, channel_id: int, candidate: int
+) -> int:
+    """The guild's human gate on (every duel's votes needed: the decision comes when the last
+    duel closes) and the candidate's run: ``DUELS`` duels scheduled in ``channel_id`` (as the
+    adapt job starts it); the run's id."""
+    from db.arena_gate import set_arena_settings, start_gate_run
 
-
-async def _eventually(check: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"waited {timeout:.0f} s for {what}")
-        await asyncio.sleep(0.05)
+    with factory() as session, session.begin():
+        set_arena_settings(
+            session,
+            guild_id,
+            gate_enabled=True,
+            min_votes=DUELS * MEMBERS,
+            duels_per_candidate=DUELS,
+            votes_per_duel=MEMBERS,
+            arena_channel_id=channel_id,
+        )
+        run = start_gate_run(
+            session,
+            guild_id=guild_id,
+            candidate_id=candidate,
+            channel_id=channel_id,
+            generator="hps-sd",
+            fallback_prompts=[f"a red circle, take {index}" for index in range(DUELS)],
+        )
+        assert run is not None
+        return run.id
 
 
 async def play_duels(emulator: DiscordEmulator, community: Community, taste: Any) -> list[Ballot]:
-    """Members ask for ``DUELS`` duels (in turn); every member votes in each posted duel by
-    ``taste`` as soon as it appears (duels side by side). Returns every ballot."""
+    """Every member votes by ``taste`` in each duel the bot posts in the channel, as soon as
+    it appears (duels side by side), until ``DUELS`` were posted. Returns every ballot."""
     channel = emulator.messages[emulator.channels[CHANNEL]]
-    for index in range(DUELS):
-        member = community.members[index % MEMBERS]
-        options = _arena_command(f"a red circle, take {index}", MEMBERS)
-        await emulator.inject_slash_command(member.user_id, CHANNEL, "hps", options)
     seen: set[int] = set()
     voting: list[asyncio.Task[list[Ballot]]] = []
-    deadline = time.monotonic() + 150
+    deadline = time.monotonic() + 240
     while len(seen) < DUELS:
         for message in list(channel.values()):
             duel_id = duel_id_of(message)
@@ -190,20 +207,51 @@ async def _wait_closed(factory: sessionmaker[Session], expected: int) -> None:
         await asyncio.sleep(0.1)
 
 
-async def _play(
-    arena: dict[str, Any], p: float
-) -> tuple[Any, Any, Any, list[Ballot], dict[str, int]]:
+@dataclass
+class Played:
+    """What a community's arena round left: the candidate's win rate and interval, the
+    leaderboard, the rated votes, the ballots, the LoRAs' ids and the gate run's outcome."""
+
+    rate: Any
+    board: Any
+    votes: Any
+    ballots: list[Ballot]
+    candidate: int
+    active: int
+    gate_status: str = ""
+    gate_decision: dict[str, Any] = field(default_factory=dict)
+    candidate_status: str = ""
+
+
+async def _play(arena: dict[str, Any], p: float) -> Played:
+    """An active LoRA and a candidate, the candidate's gated run of ``DUELS`` duels, and a
+    community whose members vote in each with ``ConfigurationTaste(candidate, p)``."""
     emulator: DiscordEmulator = arena["emulator"]
     factory = arena["factory"]
+    guild_id = emulator.guild_id
     community = Community(emulator, seed=3, size=MEMBERS, painter=_no_painter)
     candidate, active = await asyncio.to_thread(
-        _register_loras, factory, arena["data"] / "models", emulator.guild_id
+        _register_loras, factory, arena["data"] / "models", guild_id
     )
-    taste = ConfigurationTaste(factory, favoured=candidate, p=p)
-    ballots = await play_duels(emulator, community, taste)
+    run_id = await asyncio.to_thread(
+        _start_gate, factory, guild_id, emulator.channels[CHANNEL], candidate
+    )
+    ballots = await play_duels(emulator, community, ConfigurationTaste(factory, candidate, p))
     await _wait_closed(factory, DUELS)
-    rate, board, votes = _head_to_head_and_board(factory, emulator.guild_id, candidate, active)
-    return rate, board, votes, ballots, {"candidate": candidate, "active": active}
+    rate, board, votes = _head_to_head_and_board(factory, guild_id, candidate, active)
+    played = Played(rate, board, votes, ballots, candidate, active)
+    _read_gate(factory, run_id, played)
+    return played
+
+
+def _read_gate(factory: sessionmaker[Session], run_id: int, played: Played) -> None:
+    from db.models import GateRun, ModelVersion
+
+    with factory() as session:
+        run = session.get_one(GateRun, run_id)
+        played.gate_status = run.status.value
+        played.gate_decision = dict(run.decision or {})
+        played.candidate_status = session.get_one(ModelVersion, played.candidate).status.value
 
 
 def _no_painter(prompt: str, seeds: list[int]) -> list[Any]:
@@ -217,20 +265,26 @@ def _counted(ballots: list[Ballot]) -> None:
 
 
 @pytest.mark.slow
-async def test_members_who_like_the_candidate_rank_it_first(
+async def test_members_who_like_the_candidate_rank_it_first_and_the_gate_promotes_it(
     arena: dict[str, Any], tmp_path: Path
 ) -> None:
-    rate, board, votes, ballots, ids = await _play(arena, p=0.8)
-    _counted(ballots)
-    assert len(votes) == DUELS * MEMBERS and votes.both_bad == 0
+    played = await _play(arena, p=0.8)
+    _counted(played.ballots)
+    rate, board = played.rate, played.board
+    assert len(played.votes) == DUELS * MEMBERS and played.votes.both_bad == 0
     # Deterministic (the community's seeded votes): 113 of 144 votes for the candidate,
     # win rate 0.785, Wilson 95% [0.711, 0.844].
     assert (rate.votes, round(rate.rate * rate.votes)) == (DUELS * MEMBERS, 113)
     assert rate.low > 0.5, rate  # the 95% Wilson interval of its win rate excludes 0.5
     first, second = board.models
-    assert first.name == f"candidate-lora (#{ids['candidate']})", board.to_dict()
+    assert first.name == f"candidate-lora (#{played.candidate})", board.to_dict()
     assert (first.rank_low, first.rank_high) == (1, 1)
     assert first.low > second.high, board.to_dict()  # the 95% rating intervals do not overlap
+    # The human gate judged the same votes: passed, and the candidate is now active.
+    assert played.gate_status == "passed", played.gate_decision
+    assert played.gate_decision["votes"] == DUELS * MEMBERS
+    assert played.gate_decision["interval"] == [round(rate.low, 4), round(rate.high, 4)]
+    assert played.candidate_status == "active"
 
     # The same from the command line: ``hps leaderboard --guild`` on the product's database.
     guild_id = arena["emulator"].guild_id
@@ -241,14 +295,21 @@ async def test_members_who_like_the_candidate_rank_it_first(
 
 
 @pytest.mark.slow
-async def test_a_community_that_cannot_tell_them_apart(arena: dict[str, Any]) -> None:
-    rate, board, _votes, ballots, _ids = await _play(arena, p=0.5)
-    _counted(ballots)
+async def test_a_community_that_cannot_tell_them_apart_gets_the_candidate_refused(
+    arena: dict[str, Any],
+) -> None:
+    played = await _play(arena, p=0.5)
+    _counted(played.ballots)
+    rate, board = played.rate, played.board
     # Deterministic: 72 of 144 votes each way, win rate 0.5, Wilson 95% [0.419, 0.581].
     assert (rate.votes, round(rate.rate * rate.votes)) == (DUELS * MEMBERS, 72)
     assert rate.low < 0.5 < rate.high, rate  # the win rate's interval includes 0.5
     first, second = board.models
     assert first.low < second.high and second.low < first.high, board.to_dict()  # overlap
+    # Every duel closed without a pass: the gate refused, the candidate stays a candidate.
+    assert played.gate_status == "refused", played.gate_decision
+    assert played.gate_decision["votes"] == DUELS * MEMBERS
+    assert played.candidate_status == "candidate"
 
 
 def _cli_leaderboard(guild_id: int, data: Path) -> dict[str, Any]:
