@@ -8,10 +8,12 @@ cannot tell them apart (50/50) get it refused, and ``/hps admin promote`` refuse
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
+import pytest
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from sandbox.emulator import DiscordEmulator
@@ -19,6 +21,16 @@ from tests.bot.helpers import admin_call, eventually
 
 ARENA = "generations"
 TIMEOUT_S = 240
+
+
+@pytest.fixture(autouse=True)
+def _clean_settings(pg_factory: sessionmaker[Session]) -> Iterator[None]:
+    # tests/conftest.py's TRUNCATE list predates arena_settings.
+    yield
+    from db.models import ArenaSettings
+
+    with pg_factory() as session, session.begin():
+        session.execute(delete(ArenaSettings))
 
 
 def _lora(factory: sessionmaker[Session], models_dir: Path, guild_id: int, name: str) -> int:
@@ -185,6 +197,8 @@ async def test_members_who_prefer_the_candidate_get_it_promoted(
 async def test_members_who_cannot_tell_refuse_and_promote_is_refused(
     live: dict[str, Any], pg_factory: sessionmaker[Session], tmp_path: Path
 ) -> None:
+    from db.arena_gate import get_arena_settings
+
     emulator, admin, candidate, active = await _setup(live, pg_factory, tmp_path, votes=4, duels=2)
     messages = await _duel_messages(emulator, 2)
     await _vote_all(emulator, pg_factory, messages, candidate, wins_per_duel=1, votes=2)
@@ -205,4 +219,20 @@ async def test_members_who_cannot_tell_refuse_and_promote_is_refused(
     )
     answer = await _private_answer(emulator, token)
     assert "arena run is refused" in answer and "win rate 0.50" in answer
+    assert _status(pg_factory, candidate) == "candidate"
+
+    # Another guild's admin: their settings are their own, A's candidate is not theirs.
+    guild_b = await emulator.add_guild("B", ("b-general",))
+    admin_b = emulator.add_user("b-mod", admin=True, guild_id=guild_b)
+    token = await emulator.inject_slash_command(
+        admin_b, "b-general", "hps", _gate_options(gate=False)
+    )
+    assert (await _private_answer(emulator, token)).startswith("Human gate off")
+    token = await emulator.inject_slash_command(
+        admin_b, "b-general", "hps", admin_call("promote", version_id=candidate)
+    )
+    assert "no model version" in await _private_answer(emulator, token)
+    with pg_factory() as session:
+        assert get_arena_settings(session, emulator.guild_id).gate_enabled
+        assert not get_arena_settings(session, guild_b).gate_enabled
     assert _status(pg_factory, candidate) == "candidate"
