@@ -541,3 +541,35 @@ async def cast_votes(
         answer = await _click_until_open(emulator, member, message, vote)
         ballots.append(Ballot(member, duel_id, vote, answer))
     return ballots
+
+
+async def vote_in_posted_duels(
+    community: Community,
+    channel: str,
+    taste: DuelTaste,
+    count: int,
+    timeout: float = 300.0,
+) -> list[Ballot]:
+    """Every member of ``community`` votes by ``taste`` in each duel the bot posts in
+    ``channel`` (duels side by side, each as soon as it appears) until ``count`` duels were
+    posted; every ballot, once all are answered. TimeoutError when fewer than ``count`` are
+    posted within ``timeout`` seconds."""
+    messages = community.emulator.messages[community.emulator.channels[channel]]
+    seen: set[int] = set()
+    voting: list[asyncio.Task[list[Ballot]]] = []
+    deadline = time.monotonic() + timeout
+    try:
+        while len(seen) < count:
+            for message in list(messages.values()):
+                duel_id = duel_id_of(message)
+                if duel_id is not None and duel_id not in seen:
+                    seen.add(duel_id)
+                    voting.append(asyncio.create_task(community.vote_in_duel(message, taste)))
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{len(seen)} of {count} duels were posted in {timeout:.0f} s")
+            await asyncio.sleep(0.05)
+        done = await asyncio.gather(*voting)
+    finally:
+        for task in voting:
+            task.cancel()
+    return [ballot for ballots in done for ballot in ballots]

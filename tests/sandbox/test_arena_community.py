@@ -48,7 +48,7 @@ from sandbox.community import (
     Ballot,
     Community,
     ConfigurationTaste,
-    duel_id_of,
+    vote_in_posted_duels,
 )
 from sandbox.emulator import DiscordEmulator
 from tests.bot.conftest import bot_settings, running_bot
@@ -144,25 +144,6 @@ def _start_gate(
         return run.id
 
 
-async def play_duels(emulator: DiscordEmulator, community: Community, taste: Any) -> list[Ballot]:
-    """Every member votes by ``taste`` in each duel the bot posts in the channel, as soon as
-    it appears (duels side by side), until ``DUELS`` were posted. Returns every ballot."""
-    channel = emulator.messages[emulator.channels[CHANNEL]]
-    seen: set[int] = set()
-    voting: list[asyncio.Task[list[Ballot]]] = []
-    deadline = time.monotonic() + 240
-    while len(seen) < DUELS:
-        for message in list(channel.values()):
-            duel_id = duel_id_of(message)
-            if duel_id is not None and duel_id not in seen:
-                seen.add(duel_id)
-                voting.append(asyncio.create_task(community.vote_in_duel(message, taste)))
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{len(seen)} of {DUELS} duels were posted")
-        await asyncio.sleep(0.05)
-    return [ballot for ballots in await asyncio.gather(*voting) for ballot in ballots]
-
-
 def _head_to_head_and_board(
     factory: sessionmaker[Session], guild_id: int, candidate: int, active: int
 ) -> tuple[Any, Any, Any]:
@@ -236,7 +217,8 @@ async def _play(arena: dict[str, Any], p: float) -> Played:
     run_id = await asyncio.to_thread(
         _start_gate, factory, guild_id, emulator.channels[CHANNEL], candidate
     )
-    ballots = await play_duels(emulator, community, ConfigurationTaste(factory, candidate, p))
+    taste = ConfigurationTaste(factory, candidate, p)
+    ballots = await vote_in_posted_duels(community, CHANNEL, taste, DUELS, timeout=240)
     await _wait_closed(factory, DUELS)
     rate, board, votes = _head_to_head_and_board(factory, guild_id, candidate, active)
     played = Played(rate, board, votes, ballots, candidate, active)
