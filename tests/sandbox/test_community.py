@@ -1,18 +1,32 @@
 """The simulated communities' hidden tastes on the toy generator's pictures: measured from the
-pixels, learnable from the picks, and opposite in the two guilds of the demo."""
+pixels, learnable from the picks, and opposite in the two guilds of the demo; and how members
+vote in arena duels (blind on the pictures, or for a configuration by the ground truth)."""
 
 from __future__ import annotations
 
 import math
 import random
 from functools import cache
+from typing import Any
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from hps.diffusion import toy_corpus
-from sandbox.community import Candidate, Community, Member, Round, measure, toy_painter
+from sandbox.community import (
+    Candidate,
+    Community,
+    ConfigurationTaste,
+    ContentTaste,
+    Member,
+    PostedDuel,
+    Round,
+    duel_button,
+    duel_id_of,
+    measure,
+    toy_painter,
+)
 from sandbox.emulator import DiscordEmulator
 
 ROUNDS = 300  # shared pictures: 1,200 toy images (about a minute on one core)
@@ -128,3 +142,72 @@ async def test_two_guilds_of_opposite_tastes_each_need_their_own_model() -> None
         accuracy = {name: top1(weight, test[own]) for name, weight in models.items()}
         assert accuracy[own] > 0.35, accuracy  # chance: 0.25 (four pictures)
         assert accuracy[own] > accuracy[other] + 0.2, accuracy
+
+
+# -- arena duels: how members vote --------------------------------------------------------------
+def _duel(image_a: Image.Image, image_b: Image.Image, duel_id: int = 7) -> PostedDuel:
+    buttons = [
+        {"type": 2, "custom_id": f"hps:duel:{duel_id}:{vote}"}
+        for vote in ("a", "b", "tie", "both_bad")
+    ]
+    message = {"id": "1", "components": [{"type": 1, "components": buttons}]}
+    return PostedDuel(message, duel_id, image_a, image_b)
+
+
+def test_a_blind_vote_reads_the_pictures_with_the_members_taste() -> None:
+    rng = random.Random(0)
+    fan, contrarian = Member(1, "a"), Member(2, "b", likes_big=False)
+    big, small = scene_image("red", "large"), scene_image("blue", "small")
+    taste = ContentTaste()
+    votes = [taste.vote(fan, _duel(big, small), rng) for _ in range(200)]
+    assert votes.count("a") > 170 and set(votes) <= {"a", "b"}
+    assert sum(taste.vote(fan, _duel(small, big), rng) == "b" for _ in range(200)) > 170
+    assert sum(taste.vote(contrarian, _duel(big, small), rng) == "b" for _ in range(200)) > 170
+    # The same picture twice looks the same: a tie; two pictures without a figure: both bad.
+    assert taste.vote(fan, _duel(big, big.copy()), rng) == "tie"
+    blank = Image.new("RGB", (32, 32), (245, 245, 245))
+    assert taste.vote(fan, _duel(blank, blank.copy()), rng) == "both_bad"
+
+
+def test_the_buttons_of_a_posted_duel() -> None:
+    duel = _duel(Image.new("RGB", (4, 4)), Image.new("RGB", (4, 4)), duel_id=42)
+    assert duel_id_of(duel.message) == 42
+    assert duel_button(duel.message, "both_bad") == "hps:duel:42:both_bad"
+    assert duel_id_of({"components": []}) is None  # a revealed duel has no buttons
+    with pytest.raises(ValueError, match="no 'tie' button"):
+        duel_button({"id": "2", "components": []}, "tie")
+
+
+def test_a_taste_for_a_configuration_reads_the_sides_from_the_database(
+    sqlite_factory: Any,
+) -> None:
+    from db.arena import create_duel
+    from db.models import ModelKind
+    from db.registry import register_model_version
+
+    with sqlite_factory() as session, session.begin():
+        liked = register_model_version(
+            session, kind=ModelKind.lora, name="liked", checkpoint_key="lora/liked",
+            architecture="tiny-sd", guild_id=5,
+        ).id  # fmt: skip
+        duels = [
+            create_duel(
+                session, guild_id=5, channel_id=1, prompt="a red circle", generator="toy",
+                configurations=(liked, None), open_seconds=60, rng=random.Random(seed),
+            ).id
+            for seed in range(6)
+        ]  # fmt: skip
+    picture = Image.new("RGB", (4, 4))
+    member, rng = Member(1, "a"), random.Random(0)
+    always = ConfigurationTaste(sqlite_factory, favoured=liked, p=1.0)
+    for duel_id in duels:
+        side_a, _side_b = always.sides(duel_id)
+        expected = "a" if side_a == liked else "b"
+        assert always.vote(member, _duel(picture, picture, duel_id), rng) == expected
+    assert {always.sides(d)[0] for d in duels} == {liked, None}  # both sides occur
+    # Indifferent (p = 0.5): one draw per vote, a coin flip, whatever the sides.
+    coin = ConfigurationTaste(sqlite_factory, favoured=liked, p=0.5)
+    votes = [coin.vote(member, _duel(picture, picture, d), rng) for d in duels * 50]
+    assert 120 < votes.count("a") < 180
+    with pytest.raises(ValueError, match="p must be a probability"):
+        ConfigurationTaste(sqlite_factory, favoured=liked, p=1.5)
