@@ -12,7 +12,7 @@
   ``config.json`` and ``model.safetensors``, or that file. Read by :func:`load_hf_checkpoint`
   for the ``hf-clip`` architectures only; ``pytorch_model.bin`` (a pickle) is refused. The
   folder's ``config.json`` (:func:`read_hf_config`) must agree with the registered
-  architecture (:func:`hps.hf_clip.check_hf_config`).
+  architecture (:func:`hps.architectures.hf.check_hf_config`).
 
 A training output folder (what ``hps train --out DIR`` writes) stands for the checkpoint in
 it: :func:`resolve_checkpoint` finds the file, and every loader calls it.

@@ -111,7 +111,7 @@ def load_model(
 
 def _check_hf_folder(path: Path, architecture: Architecture) -> None:
     """Refuse a Hugging Face checkpoint whose ``config.json`` is not ``architecture``'s."""
-    from hps.hf_clip import check_hf_config
+    from hps.architectures.hf import check_hf_config
 
     found = read_hf_config(path)
     if found is None:
@@ -133,7 +133,7 @@ def _scale_metadata(
     if not metadata:
         metadata = {"format": "random-init"}
     if architecture.is_hf and "score_scale" not in metadata:
-        from hps.hf_clip import score_scale_of
+        from hps.architectures.hf import score_scale_of
 
         metadata = {**metadata, "score_scale": score_scale_of(model)}
     return metadata

@@ -3,7 +3,8 @@ untrained model.
 
 Two families: ``open_clip`` (the default: open_clip's config layout plus the activation and
 the default preprocessing) and ``hf-clip`` (a Hugging Face ``transformers`` ``CLIPConfig``,
-e.g. PickScore v1; scored through :mod:`hps.hf_clip` with the ``transformers`` tokenizer and
+e.g. PickScore v1; its model in :mod:`hps.architectures.hf`, scored through
+:mod:`hps.hf_clip` with the ``transformers`` tokenizer and
 image processor, ``image_backend`` naming which of its processors: ``pil`` or
 ``torchvision``)."""
 
@@ -113,9 +114,10 @@ def get_architecture(name: str) -> Architecture:
 
 def build_model(architecture: Architecture) -> Any:
     """A freshly initialised CLIP of this architecture (fp32, CPU, eval mode): open_clip's,
-    or for the ``hf-clip`` family a ``transformers`` one (:func:`hps.hf_clip.build_hf_clip`)."""
+    or for the ``hf-clip`` family a ``transformers`` one
+    (:func:`hps.architectures.hf.build_hf_clip`)."""
     if architecture.is_hf:
-        from hps.hf_clip import build_hf_clip
+        from hps.architectures.hf import build_hf_clip
 
         return build_hf_clip(architecture.model_cfg)
     from open_clip.model import CLIP, CLIPTextCfg, CLIPVisionCfg
