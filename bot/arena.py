@@ -36,6 +36,7 @@ from db.arena_gate import (
     close_failed_duels,
     duels_awaiting_job,
     settle_after_close,
+    settle_emptied_runs,
     stale_duel_jobs,
 )
 from db.engine import run_transaction_async
@@ -162,10 +163,12 @@ def after_close(session: Session, closed: ClosedDuel) -> None:
 
 def sweep_due_duels(session: Session) -> int:
     """Close the duels past their deadline (and scheduled ones whose job failed), queue
-    their reveals and judge their gate runs; how many closed."""
+    their reveals and judge their gate runs (and the runs whose duels are all gone); how
+    many closed."""
     closed = close_due_duels(session) + close_failed_duels(session)
     for duel in closed:
         after_close(session, duel)
+    settle_emptied_runs(session)
     return len(closed)
 
 

@@ -19,9 +19,10 @@ A duel's life (:class:`db.models.DuelStatus`):
 
 Reading votes (:func:`tally`, :func:`head_to_head`, :func:`rating_votes`,
 :func:`iter_export_duel_votes`) applies guild scope (:mod:`db.scope`) and consent
-(:func:`duel_vote_consents`: the voter and the duel's requester have not opted out, the same
-rule as for choices: the prompt is the requester's words). Forgetting a user deletes their
-votes and the duels they requested (foreign keys ``ON DELETE CASCADE``).
+(:func:`db.datasets.duel_vote_consents`: the voter, the duel's requester and a scheduled duel's
+prompt author have not opted out, the same rule as for choices: the prompt is their words).
+Forgetting a user deletes their votes, the duels they requested and the scheduled duels on
+their prompts (foreign keys ``ON DELETE CASCADE``).
 
 Every function takes a Session inside the caller's transaction and never commits.
 """
@@ -40,8 +41,7 @@ from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
-from db.consent import user_consents
-from db.datasets import DEFAULT_FRACTIONS, Split, split_for_prompt
+from db.datasets import DEFAULT_FRACTIONS, Split, duel_vote_consents, split_for_prompt
 from db.errors import ConsentRequired, DomainError, UserOptedOut
 from db.ingest import ensure_user_may_be_stored, upsert_prompt
 from db.models import (
@@ -448,12 +448,6 @@ def _close_where(
 
 
 # --- reading votes --------------------------------------------------------------------------
-
-
-def duel_vote_consents() -> ColumnElement[bool]:
-    """The consent predicate of duel votes (the query joins ``Duel``): the voter has not
-    opted out, nor has the duel's requester (if any)."""
-    return user_consents(DuelVote.user_id) & user_consents(Duel.requested_by)
 
 
 def _counts(query: Any) -> dict[tuple[Any, ...], int]:

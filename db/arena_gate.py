@@ -82,6 +82,9 @@ LIMITS = {
     "duel_open_seconds": (60, MAX_OPEN_SECONDS),
 }
 RESEND_AFTER = timedelta(minutes=15)
+# Generations read per wanted prompt when looking for distinct recent prompts (reposts of
+# one prompt take several rows).
+RECENT_ROWS_PER_PROMPT = 20
 
 
 class InvalidArenaSettings(DomainError):
@@ -244,19 +247,25 @@ def decide_gate(
 
 def gate_prompts(
     session: Session, guild_id: int, count: int, fallback: Sequence[str] = ()
-) -> list[str]:
-    """``count`` prompts for a run's duels: the guild's most recently used distinct prompts
+) -> list[tuple[str, int | None]]:
+    """``count`` prompts for a run's duels, each with its author (the requester of its latest
+    generation; None for a held-out prompt): the guild's most recently used distinct prompts
     (consent applied; never another guild's), then ``fallback`` (the adapt job's held-out
     prompts), repeated in turn when there are fewer; empty when there are none at all."""
-    recent = session.scalars(
-        select(Prompt.text)
+    rows = session.execute(
+        select(Prompt.text, Generation.requester_id)
         .join(Generation, Generation.prompt_id == Prompt.id)
         .where(Scope.guild(guild_id).generations())
-        .group_by(Prompt.id, Prompt.text)
-        .order_by(func.max(Generation.created_at).desc(), Prompt.id.desc())
-        .limit(count)
+        .order_by(Generation.created_at.desc(), Generation.id.desc())
+        .limit(count * RECENT_ROWS_PER_PROMPT)
     ).all()
-    prompts = list(dict.fromkeys([*recent, *(p for p in fallback if p.strip())]))[:count]
+    authors: dict[str, int | None] = {}
+    for text, requester in rows:
+        authors.setdefault(text, requester)
+    for text in fallback:
+        if text.strip():
+            authors.setdefault(text, None)
+    prompts = list(authors.items())[:count]
     return [prompts[i % len(prompts)] for i in range(count)] if prompts else []
 
 
@@ -298,7 +307,7 @@ def start_gate_run(
     session.add(run)
     session.flush()
     prompts = gate_prompts(session, guild_id, settings.duels_per_candidate, fallback_prompts)
-    for prompt in prompts:
+    for prompt, author in prompts:
         duel = create_duel(
             session,
             guild_id=guild_id,
@@ -311,6 +320,7 @@ def start_gate_run(
             rng=rng,
         )
         duel.gate_run_id = run.id
+        duel.prompt_author_id = author
     session.flush()
     if not prompts:
         _decide(session, run, settings, _no_prompts(session, run))
@@ -385,6 +395,25 @@ def evaluate_gate_run(session: Session, run_id: int) -> GateRunStatus | None:
     if not decision["passed"] and _open_duels(session, run.id):
         return None
     return _decide(session, run, get_arena_settings(session, run.guild_id), decision)
+
+
+def settle_emptied_runs(session: Session, limit: int = 20) -> list[GateRunStatus]:
+    """Judge running runs none of whose duels is still pending or open: their duels may have
+    been deleted with a forgotten prompt author (nothing closed them, so nobody judged the
+    run). Called on the bot's timed rounds; each run is decided once (row lock)."""
+    unfinished = (
+        select(Duel.id)
+        .where(Duel.gate_run_id == GateRun.id, Duel.status != DuelStatus.closed)
+        .exists()
+    )
+    run_ids = session.scalars(
+        select(GateRun.id)
+        .where(GateRun.status == GateRunStatus.running, ~unfinished)
+        .order_by(GateRun.id)
+        .limit(limit)
+    ).all()
+    settled = [evaluate_gate_run(session, int(run_id)) for run_id in run_ids]
+    return [status for status in settled if status is not None]
 
 
 def _open_duels(session: Session, run_id: int) -> int:

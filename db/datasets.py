@@ -168,11 +168,14 @@ def _iter_generation_choices(
 
 
 def duel_vote_consents() -> ColumnElement[bool]:
-    """Consent of a duel vote (the query joins ``DuelVote`` and ``Duel``): neither the voter
-    nor the duel's requester (whose words the prompt is) opted out. The same rule as
-    :func:`db.arena.duel_vote_consents`, which cannot be imported here (db.arena imports this
-    module)."""
-    return user_consents(DuelVote.user_id) & user_consents(Duel.requested_by)
+    """Consent of a duel vote (the query joins ``DuelVote`` and ``Duel``): neither the voter,
+    nor the duel's requester, nor the author of a scheduled duel's prompt opted out (the
+    prompt is the requester's or the author's words)."""
+    return (
+        user_consents(DuelVote.user_id)
+        & user_consents(Duel.requested_by)
+        & user_consents(Duel.prompt_author_id)
+    )
 
 
 def iter_duel_choice_sets(

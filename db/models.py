@@ -437,7 +437,8 @@ class Duel(Base):
     in says nothing). Images are set once generated (sha256 and storage key of the blob);
     ``message_id`` once posted. ``requested_by`` is None for duels the arena scheduled itself
     (the human gate: ``gate_run_id``); a requester who is forgotten takes their duels with
-    them."""
+    them. A scheduled duel's prompt is a member's (``prompt_author_id``): their consent is
+    needed to use its votes, and forgetting them takes the duel with them too."""
 
     __tablename__ = "duels"
     __table_args__ = (
@@ -487,6 +488,10 @@ class Duel(Base):
     )
     # The duel job queued for a scheduled duel (set with the job's row, so it is queued once).
     job_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("jobs.id", ondelete="SET NULL"))
+    # Whose words a scheduled duel's prompt is (the requester of its latest generation).
+    prompt_author_id: Mapped[int | None] = mapped_column(
+        ForeignKey("discord_users.id", ondelete="CASCADE"), index=True
+    )
 
 
 class DuelVote(Base):

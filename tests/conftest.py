@@ -21,7 +21,7 @@ TEST_DATABASE_URL = os.environ.get(
 )
 TABLES = (
     "scores, choices, images, generations, prompts, outbox, jobs, model_versions, "
-    "harvest_channels, guild_configs, discord_users"
+    "harvest_channels, guild_configs, discord_users, arena_settings, gate_runs"
 )
 
 

@@ -485,7 +485,10 @@ class HpsCommands(commands.Cog):
 
         try:
             name = await run_transaction_async(self.services.async_factory, promote)
-        except (ModelNotFound, PromotionGated) as exc:
+        except ModelNotFound as exc:
+            await say_privately(interaction, str(exc))
+            return
+        except PromotionGated as exc:
             await say_privately(interaction, fit_content(f"Not promoted: {exc}"))
             return
         where = "for every server without its own" if scope.is_pooled else "in this server"

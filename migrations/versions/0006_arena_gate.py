@@ -10,6 +10,7 @@ gate_runs: one per gated LoRA candidate (unique): the compared version (NULL: th
 generator), status running | passed | refused, the decision (JSON), the channel it posts to.
 duels.gate_run_id: the run that scheduled a duel (deleting the run deletes its duels);
 duels.job_id: the duel job queued for a scheduled duel (SET NULL when the job row goes).
+duels.prompt_author_id: whose prompt a scheduled duel draws (forgetting them deletes it).
 """
 
 from collections.abc import Sequence
@@ -89,7 +90,16 @@ def upgrade() -> None:
     with op.batch_alter_table("duels", schema=None) as batch_op:
         batch_op.add_column(sa.Column("gate_run_id", SURROGATE_KEY, nullable=True))
         batch_op.add_column(sa.Column("job_id", sa.Uuid(), nullable=True))
+        batch_op.add_column(sa.Column("prompt_author_id", sa.BigInteger(), nullable=True))
         batch_op.create_index(batch_op.f("ix_duels_gate_run_id"), ["gate_run_id"])
+        batch_op.create_index(batch_op.f("ix_duels_prompt_author_id"), ["prompt_author_id"])
+        batch_op.create_foreign_key(
+            batch_op.f("fk_duels_prompt_author_id_discord_users"),
+            "discord_users",
+            ["prompt_author_id"],
+            ["id"],
+            ondelete="CASCADE",
+        )
         batch_op.create_foreign_key(
             batch_op.f("fk_duels_gate_run_id_gate_runs"),
             "gate_runs",
@@ -104,6 +114,11 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     with op.batch_alter_table("duels", schema=None) as batch_op:
+        batch_op.drop_constraint(
+            batch_op.f("fk_duels_prompt_author_id_discord_users"), type_="foreignkey"
+        )
+        batch_op.drop_index(batch_op.f("ix_duels_prompt_author_id"))
+        batch_op.drop_column("prompt_author_id")
         batch_op.drop_constraint(batch_op.f("fk_duels_job_id_jobs"), type_="foreignkey")
         batch_op.drop_constraint(batch_op.f("fk_duels_gate_run_id_gate_runs"), type_="foreignkey")
         batch_op.drop_index(batch_op.f("ix_duels_gate_run_id"))

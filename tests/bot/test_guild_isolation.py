@@ -535,6 +535,12 @@ TABLE: dict[str, list[Case]] = {
         Case(lambda w: {"mode": "pooled"}, "This server's data is now pooled", ADMINS_ONLY),
         Case(lambda w: {"mode": "private"}, "This server's data is now private", ADMINS_ONLY),
     ],
+    # A's own arena settings (the gate stays off: A's adapt job below must not start a run);
+    # B's channel cannot be named (discord.py cannot resolve another server's channel).
+    "hps admin arena": [
+        Case(lambda w: {"min_votes": 5, "duels": 2}, "Human gate off: ", ADMINS_ONLY),
+        Case(lambda w: {"channel": str(w.channel_id(w.b.general))}, UNRESOLVABLE, ADMINS_ONLY),
+    ],
     "hps admin stats": [Case(lambda w: {}, JOB, ADMINS_ONLY, check=_check_stats)],
     "hps admin train": [Case(lambda w: {"force": True}, JOB, ADMINS_ONLY)],
     "hps admin adapt": [

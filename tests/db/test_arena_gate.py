@@ -22,9 +22,11 @@ from db.arena import (
     Tally,
     close_due_duels,
     generator_name,
+    iter_export_duel_votes,
     open_duel,
     record_vote,
     set_duel_images,
+    tally,
 )
 from db.arena_gate import (
     GateSettings,
@@ -40,9 +42,11 @@ from db.arena_gate import (
     get_arena_settings,
     set_arena_settings,
     settle_after_close,
+    settle_emptied_runs,
     stale_duel_jobs,
     start_gate_run,
 )
+from db.datasets import iter_duel_choice_sets
 from db.ingest import record_generation
 from db.jobs import create_job, fail_job
 from db.models import (
@@ -290,14 +294,18 @@ def test_a_run_schedules_duels_on_its_guilds_consenting_prompts(
             assert {duel.version_a_id, duel.version_b_id} == {candidate, compared}
             assert (duel.guild_id, duel.channel_id, duel.max_votes) == (GUILD_A, CHANNEL_B, 7)
         prompts = gate_prompts(session, GUILD_A, 5, ["a held-out lighthouse"])
-    # The guild's own (newest first), then the held-out ones, in turn; never B's or mallory's.
+    # The guild's own (newest first, with their author), then the held-out ones (nobody's),
+    # in turn; never B's or mallory's.
     assert prompts == [
-        "a blue boat",
-        "a red barn",
-        "a held-out lighthouse",
-        "a blue boat",
-        "a red barn",
+        ("a blue boat", 42),
+        ("a red barn", 42),
+        ("a held-out lighthouse", None),
+        ("a blue boat", 42),
+        ("a red barn", 42),
     ]
+    with factory() as session:
+        authors = session.scalars(select(Duel.prompt_author_id).where(Duel.gate_run_id == run_id))
+        assert sorted(authors, key=str) == [42, 42, 42, None, None]  # two held-out prompts
 
 
 def test_a_run_without_any_prompt_is_refused_at_once(factory: sessionmaker[Session]) -> None:
@@ -483,19 +491,49 @@ def test_each_scheduled_duel_gets_one_job_and_failed_ones_close(
 def test_forgetting_and_deleting_models_keep_working(factory: sessionmaker[Session]) -> None:
     with factory() as session, session.begin():
         record_generation(session, make_generation(prompt="alice's owl", guild_id=GUILD_A))
-    _gated(factory, min_votes=4, duels_per_candidate=1, votes_per_duel=10)
+    _gated(factory, min_votes=4, duels_per_candidate=2, votes_per_duel=10)
     candidate, _compared, run_id = _start(factory)
-    [duel_id] = _post_all(factory, run_id)
+    owl, held_out = _post_all(factory, run_id)
     voter = next(_voters)
-    _vote(factory, duel_id, "a", voter)
+    _vote(factory, owl, "a", voter)
     with factory() as session, session.begin():
         forget_user(session, voter)
-        forget_user(session, 42)  # the prompt's requester
+        assert session.get(Duel, held_out) is not None
+        forget_user(session, 42)  # the owl's author: the duel on her words goes with her
     with factory() as session, session.begin():
-        assert session.get(Duel, duel_id) is not None  # scheduled: nobody's request
+        assert session.get(Duel, owl) is None and session.get(Duel, held_out) is not None
+        close_due_duels(session, now=T0 + timedelta(days=2))  # the held-out duel: no votes
+        assert settle_emptied_runs(session) == [GateRunStatus.refused]  # nobody closed it
+        assert settle_emptied_runs(session) == []
+    [posted] = _decisions(factory)
+    assert posted.payload["status"] == "refused" and posted.payload["decision"]["votes"] == 0
+    with factory() as session, session.begin():
         session.delete(session.get(ModelVersion, candidate))
     with factory() as session:
-        assert session.get(GateRun, run_id) is None and session.get(Duel, duel_id) is None
+        assert session.get(GateRun, run_id) is None and session.get(Duel, held_out) is None
+
+
+def test_an_opted_out_prompt_author_takes_the_votes_out_of_data(
+    factory: sessionmaker[Session],
+) -> None:
+    with factory() as session, session.begin():
+        record_generation(session, make_generation(prompt="alice's owl", guild_id=GUILD_A))
+    _gated(factory, min_votes=50, duels_per_candidate=1, votes_per_duel=2)
+    candidate, _compared, run_id = _start(factory)
+    [owl] = _post_all(factory, run_id)
+    _votes(factory, owl, candidate, wins=2, losses=0)
+
+    def used(session: Session) -> tuple[int, int, int]:
+        exported = list(iter_export_duel_votes(session, scope=Scope.guild(GUILD_A), split_salt="s"))
+        sets = list(iter_duel_choice_sets(session, scope=Scope.guild(GUILD_A), salt="s"))
+        return len(exported), len(sets), tally(session, owl).total
+
+    with factory() as session:
+        assert used(session) == (2, 2, 2)
+    with factory() as session, session.begin():
+        opt_out(session, 42)
+    with factory() as session:
+        assert used(session) == (0, 0, 0)
 
 
 def test_generator_names_never_show_a_path() -> None:
