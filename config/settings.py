@@ -65,6 +65,12 @@ class Settings(BaseSettings):
     )
     max_image_bytes: int = Field(default=25 * 1024 * 1024, gt=0, le=1024 * 1024 * 1024)
     max_image_pixels: int = Field(default=40_000_000, gt=0, le=1_000_000_000)
+    model_inputs: str = Field(
+        default="pad:224",
+        pattern=r"^\s*((pad|crop):\d{1,4}\s*(,\s*(pad|crop):\d{1,4}\s*)*)?$",
+        description="Model inputs stored beside each image at intake (decode once): "
+        "comma-separated pad:SIZE / crop:SIZE (the active architecture's); empty = none",
+    )
     download_timeout_s: float = Field(default=30.0, gt=0, le=600)
     split_salt: str = Field(default="hps-split-v1", min_length=1)
     models_dir: Path | None = Field(default=None, description="Model files; default data/models")
