@@ -118,6 +118,15 @@ class HpsScorer:
             score_scale=self.score_scale,
         )
 
+    @property
+    def model_input(self) -> tuple[PreprocessMode, int] | None:
+        """(geometry, size) of the stored model input this scorer can read instead of the
+        original image (``media.model_inputs``: its own geometry maps that input to the same
+        pixels), or None for an ``hf-clip`` architecture, whose processor's geometry differs."""
+        if self.architecture.is_hf:
+            return None
+        return self.preprocess, self.architecture.image_size
+
     def pixels(self, source: ImageSource) -> torch.Tensor:
         """Load and shape one image: a (3, S, S) uint8 tensor on the CPU."""
         if self.architecture.is_hf:

@@ -17,13 +17,19 @@ from __future__ import annotations
 
 import hashlib
 import io
+import logging
 import struct
 import warnings
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 import imagehash
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from media.model_inputs import (
+    ModelInputSpec,
+    make_model_input,
+)
 from media.store import ImageStore
 
 ALLOWED_FORMATS = frozenset({"PNG", "JPEG", "WEBP", "GIF"})
@@ -32,6 +38,7 @@ STORED_FORMAT = "PNG"
 PNG_COMPRESS_LEVEL = 1
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 EXIF_ORIENTATION = 0x0112
+log = logging.getLogger(__name__)
 
 
 class ImageRejected(ValueError):
@@ -75,6 +82,9 @@ class IntakeResult:
     phash: str
     source_format: str
     frames: int
+    # The image shaped for each requested model resolution (media.model_inputs), made from the
+    # pixels decoded here so that scoring and training need not decode the original again.
+    model_inputs: dict[ModelInputSpec, bytes] = field(default_factory=dict)
 
     def open(self) -> Image.Image:
         """Decode the canonical bytes again (RGB)."""
@@ -82,9 +92,15 @@ class IntakeResult:
 
 
 def intake_image(
-    raw: bytes, *, max_bytes: int, max_pixels: int, compute_phash: bool = True
+    raw: bytes,
+    *,
+    max_bytes: int,
+    max_pixels: int,
+    compute_phash: bool = True,
+    model_inputs: Sequence[ModelInputSpec] = (),
 ) -> IntakeResult:
-    """Check, decode and normalise ``raw``; return canonical RGB PNG bytes with hashes.
+    """Check, decode and normalise ``raw``; return canonical RGB PNG bytes with hashes, and
+    the image shaped for each of ``model_inputs`` (see :mod:`media.model_inputs`).
 
     Raises an :class:`ImageRejected` subclass for empty, oversize, non-image, unsupported,
     corrupt or over-pixel-limit input. Animated images keep their first frame; EXIF orientation
@@ -97,6 +113,7 @@ def intake_image(
         frames=decoded.frames,
         compute_phash=compute_phash,
         png_bytes=decoded.rebuilt_png,
+        model_inputs=model_inputs,
     )
 
 
@@ -193,9 +210,11 @@ def encode_canonical(
     frames: int = 1,
     compute_phash: bool = True,
     png_bytes: bytes | None = None,
+    model_inputs: Sequence[ModelInputSpec] = (),
 ) -> IntakeResult:
-    """Encode an RGB image as the platform's canonical PNG and compute its identities.
-    ``png_bytes``, when given, must already be that PNG (see :func:`rebuild_rgb8_png`)."""
+    """Encode an RGB image as the platform's canonical PNG and compute its identities and its
+    ``model_inputs``. ``png_bytes``, when given, must already be that PNG (see
+    :func:`rebuild_rgb8_png`)."""
     if image.mode != "RGB":
         image = _to_rgb(image)
     if png_bytes is None:
@@ -211,6 +230,7 @@ def encode_canonical(
         phash=str(imagehash.phash(image)) if compute_phash else "",
         source_format=source_format,
         frames=frames,
+        model_inputs={spec: make_model_input(image, spec) for spec in dict.fromkeys(model_inputs)},
     )
 
 
@@ -284,10 +304,29 @@ def split_grid(image: Image.Image, rows: int = 2, cols: int = 2) -> list[Image.I
     ]
 
 
-def intake_and_store(
-    raw: bytes, store: ImageStore, *, max_bytes: int, max_pixels: int
-) -> IntakeResult:
-    """Intake untrusted bytes and store the canonical image; nothing is stored on refusal."""
-    result = intake_image(raw, max_bytes=max_bytes, max_pixels=max_pixels)
+def store_result(result: IntakeResult, store: ImageStore) -> None:
+    """Store an intake result: the canonical blob, then its model inputs (best effort)."""
     store.put(result.data, result.sha256)
+    for spec, data in result.model_inputs.items():
+        try:
+            store.put_input(result.sha256, spec.mode, spec.size, data)
+        except Exception:  # a cache: scoring derives a missing input again
+            log.warning("could not store model input %s %s:%d", result.sha256, *spec)
+
+
+def intake_and_store(
+    raw: bytes,
+    store: ImageStore,
+    *,
+    max_bytes: int,
+    max_pixels: int,
+    model_inputs: Sequence[ModelInputSpec] = (),
+) -> IntakeResult:
+    """Intake untrusted bytes and store the canonical image with its ``model_inputs``
+    (callers pass ``media.model_inputs.parse_model_inputs(settings.model_inputs)``; without,
+    scoring derives them on first use); nothing is stored on refusal."""
+    result = intake_image(
+        raw, max_bytes=max_bytes, max_pixels=max_pixels, model_inputs=model_inputs
+    )
+    store_result(result, store)
     return result

@@ -4,6 +4,7 @@ prompt, with their images as local files."""
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -15,6 +16,7 @@ from db.datasets import iter_choice_sets
 from db.engine import run_transaction
 from db.scope import Scope
 from hps.training.manifests import PreferenceSet, one_hot
+from media.model_inputs import ModelInputSpec, model_input_of
 from media.store import ImageStore, LocalImageStore
 
 
@@ -26,15 +28,35 @@ class Snapshot:
     description: dict[str, Any] = field(default_factory=dict)
 
 
-def local_image_path(store: ImageStore, sha256: str, cache_dir: Path) -> str:
-    """A filesystem path of the blob (downloaded into ``cache_dir`` for remote stores)."""
+def local_image_path(
+    store: ImageStore,
+    sha256: str,
+    cache_dir: Path,
+    model_input: tuple[str, int] | None = None,
+) -> str:
+    """A filesystem path of the blob (downloaded into ``cache_dir`` for remote stores). With
+    ``model_input`` = (geometry, size) of the model to train, the path of the blob's stored
+    model input instead (``media.model_inputs``: derived and stored first when missing or
+    damaged), which the trainer's geometry maps to the same pixels as the original."""
+    if model_input is not None:
+        spec = ModelInputSpec(*model_input)
+        data = model_input_of(store, sha256, spec)
+        if data is not None:
+            path = store.input_path(sha256, *spec) if isinstance(store, LocalImageStore) else None
+            if path is not None and path.is_file():
+                return str(path)
+            return _cached(cache_dir / f"{sha256}.{spec.mode}-{spec.size}.png", lambda: data)
     if isinstance(store, LocalImageStore):
         return str(store.path_for(sha256))
-    target = cache_dir / f"{sha256}.png"
+    return _cached(cache_dir / f"{sha256}.png", lambda: store.get(sha256))
+
+
+def _cached(target: Path, read: Callable[[], bytes]) -> str:
+    """``target`` after writing ``read()`` there atomically unless it exists."""
     if not target.exists():
-        cache_dir.mkdir(parents=True, exist_ok=True)
+        target.parent.mkdir(parents=True, exist_ok=True)
         partial = target.with_suffix(".part")
-        partial.write_bytes(store.get(sha256))
+        partial.write_bytes(read())
         partial.replace(target)
     return str(target)
 
@@ -48,11 +70,14 @@ def take_snapshot(
     cutoff: datetime,
     cache_dir: Path,
     duel_votes: bool = True,
+    model_input: tuple[str, int] | None = None,
 ) -> Snapshot:
     """Every choice of ``scope`` usable for training (consent applied) made up to ``cutoff``,
     by split, plus a description to record with the trained model (scope, counts, cutoff,
     salt and a digest of the choice ids). With ``duel_votes`` the arena's closed duels' votes
-    for a side are two-image sets as well (:func:`db.datasets.iter_choice_sets`)."""
+    for a side are two-image sets as well (:func:`db.datasets.iter_choice_sets`). With
+    ``model_input`` = (geometry, size) of the model to train, the sets' paths are the images'
+    stored model inputs (:func:`local_image_path`): the trainer decodes 224 px, not 512 px."""
     snapshot = Snapshot()
     digest = hashlib.sha256()
     votes = 0
@@ -63,7 +88,9 @@ def take_snapshot(
             session, scope=scope, salt=salt, cutoff=cutoff, duel_votes=duel_votes
         )
         for choice in sets:
-            paths = tuple(local_image_path(store, sha, cache_dir) for sha in choice.image_sha256s)
+            paths = tuple(
+                local_image_path(store, sha, cache_dir, model_input) for sha in choice.image_sha256s
+            )
             target = one_hot(choice.chosen_index, len(paths))
             getattr(snapshot, choice.split).append(
                 PreferenceSet(choice.prompt, paths, target, split=choice.split)

@@ -29,6 +29,7 @@ from jobqueue.contracts import (
     ScoreUnscoredResult,
     ScoringParams,
 )
+from media.model_inputs import ModelInputSpec, ensure_model_input
 from media.store import BlobNotFound
 from worker.errors import JobFailure
 from worker.lifecycle import JobContext, JobOutcome
@@ -53,13 +54,25 @@ def scoring_model(context: JobContext[Any]) -> tuple[ModelVersionRef, HpsScorer]
     return ModelVersionRef(id=ref.id, name=ref.name), context.runtime.models.scorer(ref)
 
 
+def scorer_source(context: JobContext[Any], scorer: HpsScorer, sha256: str) -> bytes:
+    """What the scorer reads for a stored image: its stored model input for the scorer's
+    geometry and size (derived from the original and stored when missing or damaged: decode
+    once), or the original blob where the scorer has no such input. BlobNotFound when the
+    image is gone."""
+    store = context.runtime.store
+    spec = scorer.model_input
+    if spec is None:
+        return store.get(sha256)
+    return ensure_model_input(store, sha256, ModelInputSpec(*spec))
+
+
 def score_uploaded(context: JobContext[ScoreParams]) -> JobOutcome:
     """Score images a user uploaded (stored by sha256) against their prompt."""
     prompt, shas = context.params.prompt, context.params.images
     if not prompt or not shas:
         raise JobFailure("a score job needs a prompt and at least one image")
     model, scorer = scoring_model(context)
-    blobs = [context.runtime.store.get(sha) for sha in shas]
+    blobs = [scorer_source(context, scorer, sha) for sha in shas]
     scores = scorer.score(prompt, blobs)
     ranks = context.transaction(
         lambda session: percentiles(session, model.id, scores, context.scope)
@@ -94,7 +107,8 @@ def rank_generation(context: JobContext[RankParams]) -> JobOutcome:
     if not exists or not images:
         raise JobFailure(f"generation {generation_id} no longer exists (was it deleted?)")
     model, scorer = scoring_model(context)
-    scores = scorer.score(images[0].prompt, [context.runtime.store.get(i.sha256) for i in images])
+    sources = [scorer_source(context, scorer, i.sha256) for i in images]
+    scores = scorer.score(images[0].prompt, sources)
     context.transaction(
         lambda session: store_scores(
             session, model.id, {i.image_id: s for i, s in zip(images, scores, strict=True)}
@@ -155,7 +169,7 @@ def _score_batch(
     present, blobs = [], []
     for image in batch:
         try:
-            blobs.append(context.runtime.store.get(image.sha256))
+            blobs.append(scorer_source(context, scorer, image.sha256))
             present.append(image)
         except BlobNotFound:  # deleted since it was listed: nothing to score
             pass
