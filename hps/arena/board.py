@@ -1,9 +1,11 @@
 """One guild's arena leaderboard from its rating votes, as ``hps leaderboard`` prints it and the
 ``leaderboard`` job stores it: the one place both build it, so they agree for the same data.
 
-Votes come as the database reads them (``db.arena.RatingVotes``): model ids per side (the base
-generator as one more id), outcomes, and a count of both-bad votes left out; ``names`` gives
-each id's display name. Nothing here reads the database or knows Discord.
+Votes come as the database reads them (``db.leaderboards.guild_rating_votes``): model ids per
+side (the base generator as one more id, and a negative id for each named external
+configuration of harvested picks between generators, ``sdxl`` say), outcomes, and a count of
+both-bad votes left out; ``names`` gives each id's display name. Nothing here reads the
+database or knows Discord.
 """
 
 from __future__ import annotations
@@ -55,6 +57,13 @@ class GuildVotes:
     def __len__(self) -> int:
         return len(self.outcome)
 
+    @property
+    def harvested(self) -> int:
+        """How many of the votes are harvested picks between generators (negative ids)."""
+        first = np.asarray(self.model_a, dtype=np.int64)
+        second = np.asarray(self.model_b, dtype=np.int64)
+        return int(np.count_nonzero((first < 0) | (second < 0)))
+
 
 def rate_guild(votes: GuildVotes, options: RatingOptions) -> Leaderboard | None:
     """Bradley–Terry ratings of the configurations in ``votes`` (None without a rated vote)."""
@@ -76,7 +85,11 @@ def rate_guild(votes: GuildVotes, options: RatingOptions) -> Leaderboard | None:
 
 def leaderboard_report(votes: GuildVotes, board: Leaderboard) -> dict[str, Any]:
     """The JSON of a guild's leaderboard (``hps leaderboard`` prints it, the job stores it)."""
-    report: dict[str, Any] = {"guild": votes.guild_id, "both_bad_votes": votes.both_bad}
+    report: dict[str, Any] = {
+        "guild": votes.guild_id,
+        "both_bad_votes": votes.both_bad,
+        "harvested_pick_votes": votes.harvested,
+    }
     report.update(board.to_dict())
     return report
 
@@ -101,5 +114,8 @@ def leaderboard_post(votes: GuildVotes, board: Leaderboard | None) -> tuple[str,
     if board is None:
         return no_votes_sentence(votes), None
     counted = f"{votes.both_bad} both-bad votes counted, not rated." if votes.both_bad else ""
+    harvested = votes.harvested
+    picks = f"{harvested} rated votes are harvested picks." if harvested else ""
     table = leaderboard_text(board, limit=POST_TABLE_CHARS)
-    return "\n".join(part for part in (table, counted) if part), leaderboard_png(board)
+    text = "\n".join(part for part in (table, counted, picks) if part)
+    return text, leaderboard_png(board)

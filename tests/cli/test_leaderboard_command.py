@@ -11,10 +11,14 @@ import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from bot.harvesting.adapters import multi_attachment
+from bot.harvesting.adapters.base import AttachmentRef, GeneratorMessage, ParsedGeneration
 from db.arena import DuelImage, close_duel, create_duel, open_duel, record_vote, set_duel_images
 from db.engine import make_engine, make_session_factory
-from db.models import ModelKind
+from db.ingest import ChoiceIn, GenerationIn, record_choice, record_generation
+from db.models import ChoiceMethod, ModelKind
 from db.registry import register_model_version
+from tests.factories import next_message_id, stored_images
 
 ROOT = Path(__file__).resolve().parents[2]
 CLEARED = ("DATABASE_URL", "BROKER_URL", "STORAGE_URL", "DISCORD_TOKEN")
@@ -91,3 +95,63 @@ def test_leaderboard_rates_a_guilds_closed_duels(tmp_path: Path) -> None:
     assert liked["interval"][0] > disliked["interval"][1]
     assert liked["rank"] == 1 and liked["wins"] > liked["losses"]
     assert (tmp_path / "board.png").read_bytes().startswith(b"\x89PNG")
+
+
+def harvest(data: Path) -> None:
+    """Generator messages the multi-attachment adapter reads, stored as harvesting stores them,
+    with number-emoji picks: in GUILD six sdxl-vs-sd-1.5 messages (labels from filenames and
+    alt text; users 1-4 pick sdxl, user 5 sd-1.5) and one ``Models: sdxl, flux`` message (user
+    1 picks flux); in OTHER_GUILD one message between other models."""
+    engine = make_engine(f"sqlite:///{data / 'hps.sqlite3'}")
+    factory = make_session_factory(engine)
+    adapter = multi_attachment.ADAPTER
+    seeds = iter(range(100, 10_000))
+
+    def message(guild: int, content: str, attachments: list[AttachmentRef], picks: dict) -> None:
+        parsed = adapter.read(GeneratorMessage(next_message_id(), content, attachments, True))
+        assert isinstance(parsed, ParsedGeneration) and parsed.params.get("image_models")
+        with factory() as session, session.begin():
+            recorded = record_generation(
+                session,
+                GenerationIn(
+                    source_message_id=next_message_id(), channel_id=1, guild_id=guild,
+                    prompt=parsed.prompt, generator="discord-bot:77",
+                    images=stored_images(None, [next(seeds) for _ in attachments]),
+                    requester_id=parsed.requester_id, params=parsed.params,
+                ),
+            )  # fmt: skip
+            for user, emoji in picks.items():
+                choice = ChoiceIn(
+                    user, adapter.reaction_position(emoji), ChoiceMethod.reaction,
+                    generation_id=recorded.generation_id,
+                )  # fmt: skip
+                record_choice(session, choice)
+
+    def png(name: str, description: str | None = None) -> AttachmentRef:
+        return AttachmentRef(f"https://cdn/{name}", name, 10, "image/png", description)
+
+    one, two = "1\ufe0f\u20e3", "2\ufe0f\u20e3"
+    sdxl_first = {1: one, 2: one, 3: one, 4: one, 5: two}
+    for _ in range(6):
+        pair = [png("model-sdxl_0.png"), png("1.png", "model: SD-1.5")]
+        message(GUILD, "**a red fox** - <@10>", pair, sdxl_first)
+    message(GUILD, "**a cat** - <@10>\nModels: sdxl, flux", [png("0.png"), png("1.png")], {1: two})
+    theirs = [png("model-theirs_0.png"), png("model-sdxl_1.png")]
+    message(OTHER_GUILD, "**a dog** - <@10>", theirs, {1: one})
+    engine.dispose()
+
+
+def test_leaderboard_rates_harvested_picks_between_labelled_generators(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    prepared = hps("run", "--check", data=data)
+    assert prepared.returncode == 0, prepared.stderr
+    harvest(data)
+    result = hps("leaderboard", "--guild", str(GUILD), "--rounds", "50", data=data)
+    assert result.returncode == 0, result.stderr
+    board = json.loads(result.stdout)
+    tallies = {m["name"]: (m["wins"], m["ties"], m["losses"]) for m in board["models"]}
+    assert tallies == {"sdxl": (24, 0, 7), "sd-1.5": (6, 0, 24), "flux": (1, 0, 0)}
+    assert board["votes"] == 31 and board["harvested_pick_votes"] == 31
+    assert board["both_bad_votes"] == 0 and "theirs" not in result.stdout
+    rating = {m["name"]: m["rating"] for m in board["models"]}
+    assert rating["sdxl"] > rating["sd-1.5"]

@@ -21,6 +21,7 @@ class AttachmentRef:
     filename: str
     size: int
     content_type: str | None
+    description: str | None = None  # the alt text, where the generator set one
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,11 @@
 """Midjourney-style generator: a 2x2 grid image per prompt (split into its four images), then,
 when the requester picks, an upscale message ``**<prompt>** - Image #N <@user>`` that replies to
-the grid. The upscale is the choice (image N of the grid, by that user)."""
+the grid. The upscale is the choice (image N of the grid, by that user).
+
+The model version a grid was made with is a parameter of its prompt (``--v 6.1``,
+``--niji 6``): stored as ``params["model"]`` (``midjourney v6.1``), absent when the prompt
+names none (unknown). All four images of a grid are one version, so a pick within a grid is no
+evidence between versions (see :mod:`db.harvest_ratings`)."""
 
 from __future__ import annotations
 
@@ -17,6 +22,7 @@ from bot.harvesting.adapters.base import (
     requester_from,
     split_generator_text,
 )
+from bot.harvesting.model_labels import midjourney_model
 from db.models import ChoiceMethod
 
 NAME = "midjourney"
@@ -31,7 +37,8 @@ def parse_grid(
     interaction_user_id: int | None = None,
 ) -> ParsedGeneration | None:
     """A generation for a grid message (one image, a bold prompt), else None. The requester
-    is the user whose command it answers, else the mention after the prompt."""
+    is the user whose command it answers, else the mention after the prompt; the model
+    version, where the prompt names one, is ``params["model"]``."""
     images = [a for a in attachments if is_image(a)]
     prompt, suffix = split_generator_text(content)
     if not author_is_bot or len(images) != 1 or UPSCALE.search(suffix):
@@ -39,9 +46,11 @@ def parse_grid(
     if not prompt:
         return None
     requester = requester_from(content, interaction_user_id=interaction_user_id)
-    return ParsedGeneration(
-        prompt, requester, images, split_grid=True, params={"layout": "2x2 grid"}
-    )
+    params = {"layout": "2x2 grid"}
+    model = midjourney_model(prompt)
+    if model is not None:
+        params["model"] = model
+    return ParsedGeneration(prompt, requester, images, split_grid=True, params=params)
 
 
 def parse_upscale(

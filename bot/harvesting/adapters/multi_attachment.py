@@ -1,7 +1,14 @@
 """Generic adapter: a generator bot posts several image attachments for one prompt and the
-requester picks one by reacting with a number emoji (1️⃣ = the first image)."""
+requester picks one by reacting with a number emoji (1️⃣ = the first image).
+
+Where the generator says which model made each image (alt text ``model: sdxl``, filenames
+``model-sdxl_0.png``, or a ``Models: sdxl, sd-1.5`` line after the bold prompt: see
+:mod:`bot.harvesting.model_labels`), the labels are stored as ``params["image_models"]`` (one
+per image, None where unknown), and picks between different models feed the arena's ratings."""
 
 from __future__ import annotations
+
+from typing import Any
 
 from bot.harvesting.adapters.base import (
     Adapter,
@@ -10,9 +17,10 @@ from bot.harvesting.adapters.base import (
     ParsedChoice,
     ParsedGeneration,
     is_image,
-    prompt_from,
     requester_from,
+    split_generator_text,
 )
+from bot.harvesting.model_labels import image_models
 
 NAME = "multi_attachment"
 NUMBER_EMOJIS = {f"{digit}\ufe0f\u20e3": digit - 1 for digit in range(1, 10)} | {"\U0001f51f": 9}
@@ -27,17 +35,22 @@ def parse_message(
     replied_user_id: int | None = None,
 ) -> ParsedGeneration | None:
     """A generation if this is a generator bot's message with at least two images. The
-    requester: see :func:`bot.harvesting.adapters.base.requester_from`."""
+    requester: see :func:`bot.harvesting.adapters.base.requester_from`; the images' model
+    labels, where the generator gives them, in ``params["image_models"]``."""
     images = [a for a in attachments if is_image(a)]
     if not author_is_bot or len(images) < 2:
         return None
-    prompt = prompt_from(content)
+    prompt, suffix = split_generator_text(content)
     if not prompt:
         return None
     requester = requester_from(
         content, interaction_user_id=interaction_user_id, replied_user_id=replied_user_id
     )
-    return ParsedGeneration(prompt, requester, images)
+    labels = image_models(
+        [image.filename for image in images], [image.description for image in images], suffix
+    )
+    params: dict[str, Any] = {"image_models": labels} if labels is not None else {}
+    return ParsedGeneration(prompt, requester, images, params=params)
 
 
 def position_of(emoji: str) -> int | None:
