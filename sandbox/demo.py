@@ -15,15 +15,21 @@ own model. Then the paper's loop closes in the first guild: its admin runs ``/hp
 from the guild's harvested image sets (a LoRA trained on what the guild's model prefers,
 judged on held-out prompts: base vs adapted mean HPS with intervals, the win rate, a
 side-by-side grid posted to the channel and kept as ``adaptation_grid.png`` in the demo's
-folder), promotes the LoRA, and a harvested prompt is regenerated with it. It prints progress
-and a summary. Nothing leaves 127.0.0.1 and nothing is downloaded: the global base model is a
-tiny, randomly initialised CLIP."""
+folder), promotes the LoRA, and a harvested prompt is regenerated with it. A short arena round
+follows: members ask ``/hps arena`` on prompts the guild never harvested (so the LoRA never
+trained on them), the bot posts blind duels of the adapted LoRA against the base generator, and
+every member votes by their hidden taste on the two pictures (:class:`ContentTaste`: blind);
+the leaderboard of the closed duels (Bradley-Terry with ties, bootstrap intervals) is printed
+and its chart kept as ``arena_leaderboard.png``. It prints progress and a summary. Nothing
+leaves 127.0.0.1 and nothing is downloaded: the global base model is a tiny, randomly
+initialised CLIP."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import os
+import random
 import shutil
 import sys
 import time
@@ -38,7 +44,16 @@ from tqdm import tqdm
 
 from config import Settings, load_settings
 from db.engine import make_engine, make_session_factory
-from sandbox.community import GENERATOR, Community, Painter, png, toy_painter, toy_prompts
+from sandbox.community import (
+    GENERATOR,
+    Community,
+    ContentTaste,
+    Painter,
+    png,
+    toy_painter,
+    toy_prompts,
+    vote_in_posted_duels,
+)
 from sandbox.emulator import DiscordEmulator, InteractionRecord
 
 REPLY_TIMEOUT_S = 600.0
@@ -47,6 +62,9 @@ BASE_MODEL = "demo-base"
 GUILDS = (("Generation Lab", "big", ""), ("Miniatures", "small", "mini-"))
 TRAIN_EPOCHS = 15  # each guild's HPS training: ~100 choices, a tiny CLIP
 GRID_FILE = "adaptation_grid.png"  # the adaptation's side-by-side grid, in the demo's folder
+LEADERBOARD_FILE = "arena_leaderboard.png"  # the arena round's leaderboard chart
+ARENA_DUELS = 8  # duels of the arena round (each voted by every member of the first guild)
+ARENA_BOOTSTRAP_ROUNDS = 1000
 
 
 @dataclass(frozen=True)
@@ -102,6 +120,39 @@ class AdaptationResult:
 
 
 @dataclass
+class ArenaResult:
+    """The arena round in the first guild: blind duels of the adapted LoRA against the base
+    generator on prompts the guild never harvested, voted by its members' taste."""
+
+    guild: str
+    duels: int = 0
+    votes: int = 0  # counted votes, both bad included
+    adapted: str = ""  # the adapted LoRA's name on the leaderboard
+    wins: int = 0  # votes for the adapted LoRA's picture
+    losses: int = 0  # votes for the base generator's
+    ties: int = 0
+    both_bad: int = 0
+    win_rate: float = 0.0  # ties half
+    interval: tuple[float, float] = (0.0, 0.0)  # Wilson 95%
+    leaderboard: list[dict[str, Any]] = field(default_factory=list)  # rows, best first
+    table: str = ""
+    chart: Path | None = None
+
+    def line(self) -> str:
+        low, high = self.interval
+        ratings = " > ".join(
+            f"{row['name']} {row['rating']:.0f} [{row['interval'][0]:.0f}, "
+            f"{row['interval'][1]:.0f}]"
+            for row in self.leaderboard
+        )
+        return (
+            f"{self.guild}: {self.duels} blind duels, {self.votes} votes: adapted "
+            f"{self.wins}, base {self.losses}, tie {self.ties}, both bad {self.both_bad}; "
+            f"adapted win rate {self.win_rate:.0%} [{low:.0%}, {high:.0%}]; ratings {ratings}"
+        )
+
+
+@dataclass
 class GuildResult:
     """One guild's part of the demo: its training and what ``/hps score`` said there."""
 
@@ -136,6 +187,7 @@ class DemoSummary:
     others_after_first_training: dict[str, str] = field(default_factory=dict)
     adaptation: AdaptationResult | None = None
     regenerate_reply: str = ""
+    arena: ArenaResult | None = None
     files_posted: int = 0
     seconds: dict[str, float] = field(default_factory=dict)
 
@@ -165,6 +217,8 @@ class DemoSummary:
             f"adapt:     {self.adaptation.line()}" if self.adaptation else "adapt:     not run",
             f"grid:      {self.adaptation.grid}" if self.adaptation else "grid:      none",
             f"regenerate with the adapted LoRA: {self.regenerate_reply}",
+            f"arena:     {self.arena.line()}" if self.arena else "arena:     not run",
+            f"chart:     {self.arena.chart}" if self.arena else "chart:     none",
             f"posted {self.files_posted} files to the channels; time: {timing}",
         ]
 
@@ -275,6 +329,19 @@ async def wait_for(check: Callable[[], bool], timeout: float, what: str) -> None
         if time.monotonic() > deadline:
             raise TimeoutError(f"the demo waited {timeout:.0f} s for {what}")
         await asyncio.sleep(0.1)
+
+
+async def wait_for_async(
+    count: Callable[[], Any], expected: int, timeout: float, what: str
+) -> None:
+    """Wait until the awaitable ``count()`` returns at least ``expected``."""
+    deadline = time.monotonic() + timeout
+    while (found := await count()) < expected:
+        if time.monotonic() > deadline:
+            raise TimeoutError(
+                f"the demo waited {timeout:.0f} s for {what} ({found} of {expected})"
+            )
+        await asyncio.sleep(0.2)
 
 
 def has_followup(record: InteractionRecord) -> bool:
@@ -483,6 +550,98 @@ class Demo:
         self.summary.regenerate_reply = answer(record)
         self.summary.files_posted += sum(len(f.get("attachments", [])) for f in record.followups)
         self.summary.seconds["regenerate"] = time.monotonic() - started
+
+        started = time.monotonic()
+        await self._arena(emulator, first, self.summary.guilds[0])
+        self.summary.seconds["arena"] = time.monotonic() - started
+
+    def arena_prompts(self, community: Community) -> list[str]:
+        """:data:`ARENA_DUELS` prompts the community never harvested (the adaptation never
+        trained on them), drawn with the demo's seed."""
+        harvested = {str(posted["prompt"]) for posted in community.posted}
+        fresh = [prompt for prompt in toy_prompts() if prompt not in harvested]
+        rng = random.Random(self.seed)
+        return rng.sample(fresh, min(ARENA_DUELS, len(fresh)))
+
+    async def _arena(
+        self, emulator: DiscordEmulator, community: Community, guild: GuildResult
+    ) -> None:
+        """Members ask for blind duels (the adapted LoRA is active: it meets the base
+        generator) and vote in them by their taste on the pictures; the leaderboard of the
+        closed duels is printed and charted."""
+        prompts = self.arena_prompts(community)
+        channel = community.channel("general")
+        self.say(f"members of {guild.name}: /hps arena on {len(prompts)} prompts never harvested")
+        voters = len(community.members)
+        for index, prompt in enumerate(prompts):
+            member = community.members[index % voters]
+            await self._command(
+                emulator, member.user_id, channel, slash("arena", prompt=prompt, votes=voters)
+            )
+        ballots = await vote_in_posted_duels(community, channel, ContentTaste(), len(prompts))
+        self.say(f"members of {guild.name}: {len(ballots)} votes in {len(prompts)} duels")
+        await wait_for_async(
+            partial(asyncio.to_thread, self._closed_duels, guild.guild_id),
+            len(prompts),
+            60,
+            "the arena's duels to close",
+        )
+        result = await asyncio.to_thread(self._leaderboard, guild)
+        result.chart = self.data_dir / LEADERBOARD_FILE
+        self.say(f"bot: arena leaderboard of {guild.name}\n{result.table}")
+        self.summary.arena = result
+
+    def _closed_duels(self, guild_id: int) -> int:
+        from sqlalchemy import func, select
+
+        from db.models import Duel, DuelStatus
+
+        with self._sessions() as session:
+            query = (
+                select(func.count())
+                .select_from(Duel)
+                .where(Duel.guild_id == guild_id, Duel.status == DuelStatus.closed)
+            )
+            return int(session.scalar(query) or 0)
+
+    def _leaderboard(self, guild: GuildResult) -> ArenaResult:
+        """The guild's closed duels rated (``hps leaderboard``'s fit), the adapted LoRA's
+        head-to-head record against the base generator, the chart written."""
+        from db.arena import BASE_MODEL_ID, configuration_names, rating_votes
+        from db.scope import Scope
+        from hps.arena.chart import leaderboard_png, leaderboard_text
+        from hps.arena.ratings import (
+            RatingOptions,
+            Votes,
+            head_to_head,
+            leaderboard,
+            win_rate_interval,
+        )
+
+        with self._sessions() as session:
+            votes = rating_votes(session, Scope.guild(guild.guild_id))
+            names = configuration_names(session, votes.models)
+        duels = self._closed_duels(guild.guild_id)  # a session of its own, after (SQLite)
+        ids = votes.models
+        index = {model_id: position for position, model_id in enumerate(ids)}
+        rated = Votes.create(
+            [names[model_id] for model_id in ids],
+            [index[model_id] for model_id in votes.model_a],
+            [index[model_id] for model_id in votes.model_b],
+            list(votes.outcome),
+        )
+        board = leaderboard(rated, RatingOptions(rounds=ARENA_BOOTSTRAP_ROUNDS, seed=self.seed))
+        (self.data_dir / LEADERBOARD_FILE).write_bytes(leaderboard_png(board))
+        [adapted] = [names[model_id] for model_id in ids if model_id != BASE_MODEL_ID]
+        record = head_to_head(rated, adapted, names[BASE_MODEL_ID])
+        rate = win_rate_interval(record.wins, record.ties, record.losses)
+        return ArenaResult(
+            guild.name, duels=duels, votes=len(votes) + votes.both_bad, adapted=adapted,
+            wins=record.wins, losses=record.losses, ties=record.ties, both_bad=votes.both_bad,
+            win_rate=rate.rate, interval=(rate.low, rate.high),
+            leaderboard=[row.to_dict() for row in board.models],
+            table=leaderboard_text(board),
+        )  # fmt: skip
 
     async def _score(
         self, emulator: DiscordEmulator, community: Community, guild: GuildResult

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from sandbox.demo import BASE_MODEL, GRID_FILE, run_demo
+from sandbox.demo import ARENA_DUELS, BASE_MODEL, GRID_FILE, LEADERBOARD_FILE, run_demo
 
 MIN_WIN_RATE = 0.65
 
@@ -77,4 +77,23 @@ def test_offline_demo_two_guilds_each_beat_the_global_model_on_their_own_prompts
     assert lines[at + 2] == "  training:  " + big.line()
     assert lines[at + 3] == "  training:  " + small.line()
     assert "  adapt:     " + adaptation.line() in lines
+    # The arena round: blind duels of the adapted LoRA against the base generator on prompts
+    # the guild never harvested, every member voting by their taste on the pictures; the
+    # leaderboard of the closed duels is printed and charted.
+    arena = summary.arena
+    assert arena is not None and arena.guild == big.name
+    assert arena.duels == ARENA_DUELS
+    members = 6
+    assert arena.votes == ARENA_DUELS * members  # every member's vote counted
+    assert arena.wins + arena.losses + arena.ties + arena.both_bad == arena.votes
+    assert arena.adapted == f"{adaptation.name} (#{adaptation.version_id})"
+    assert {row["name"] for row in arena.leaderboard} == {arena.adapted, "base"}
+    assert sum(row["votes"] for row in arena.leaderboard) == 2 * (arena.votes - arena.both_bad)
+    assert "  arena:     " + arena.line() in lines
+    assert any(line.startswith("bot: arena leaderboard of") for line in lines)
+    assert arena.chart == tmp_path / "demo" / LEADERBOARD_FILE
+    with Image.open(arena.chart) as chart:
+        assert chart.format == "PNG" and chart.width > 200
+    # Most members like big figures and the adapted LoRA draws them: it wins more than half.
+    assert arena.win_rate > 0.5, arena.line()
     assert (tmp_path / "demo" / "hps.sqlite3").is_file()
