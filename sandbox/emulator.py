@@ -28,6 +28,7 @@ import copy
 import itertools
 import json
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -46,6 +47,8 @@ from sandbox.discord_rules import (
     shard_refusal,
 )
 
+# An attachment: (filename, bytes, MIME type), optionally with its description (alt text).
+AttachmentSpec = tuple[str, bytes, str] | tuple[str, bytes, str, str]
 DISCORD_EPOCH_MS = 1420070400000
 API_PREFIX = "/api/v10"
 HEARTBEAT_INTERVAL_MS = 41250
@@ -382,7 +385,7 @@ class DiscordEmulator:
         channel: str,
         name: str,
         options: list[dict[str, Any]] | None = None,
-        attachments: list[tuple[str, bytes, str]] | None = None,
+        attachments: Sequence[AttachmentSpec] | None = None,
     ) -> str:
         """A user runs ``/name`` with ``options`` (ready-made Discord option dicts; an
         attachment option's value is the index into ``attachments``). Returns the token.
@@ -624,7 +627,7 @@ class DiscordEmulator:
         channel: str,
         author_id: int,
         content: str = "",
-        attachments: list[tuple[str, bytes, str]] | None = None,
+        attachments: Sequence[AttachmentSpec] | None = None,
         *,
         reply_to: dict[str, Any] | None = None,
         components: list[Any] | None = None,
@@ -667,24 +670,27 @@ class DiscordEmulator:
 
     # -- data ----------------------------------------------------------------------------
     def _store_attachments(
-        self, channel_id: int, attachments: list[tuple[str, bytes, str]]
+        self, channel_id: int, attachments: Sequence[AttachmentSpec]
     ) -> list[dict[str, Any]]:
+        """Attachments ``(filename, bytes, MIME type[, description])``; the description is
+        the alt text, sent by Discord only when set."""
         stored = []
-        for filename, data, content_type in attachments:
+        for filename, data, content_type, *rest in attachments:
             attachment_id = snowflake(self._ids)
             key = f"{channel_id}-{attachment_id}"
             self.files[key] = (data, content_type)
             url = f"{self.base_url}/cdn/attachments/{key}/{filename}"
-            stored.append(
-                {
-                    "id": str(attachment_id),
-                    "filename": filename,
-                    "size": len(data),
-                    "url": url,
-                    "proxy_url": url,
-                    "content_type": content_type,
-                }
-            )
+            attachment = {
+                "id": str(attachment_id),
+                "filename": filename,
+                "size": len(data),
+                "url": url,
+                "proxy_url": url,
+                "content_type": content_type,
+            }
+            if rest and rest[0]:
+                attachment["description"] = str(rest[0])
+            stored.append(attachment)
         return stored
 
     def _store_message(
@@ -692,7 +698,7 @@ class DiscordEmulator:
         channel_id: int,
         author: dict[str, Any],
         content: str,
-        attachments: list[tuple[str, bytes, str]],
+        attachments: Sequence[AttachmentSpec],
         components: list[Any] | None = None,
     ) -> dict[str, Any]:
         message_id = snowflake(self._ids)
@@ -967,7 +973,7 @@ class DiscordEmulator:
         self,
         channel_id: int,
         data: dict[str, Any],
-        files: list[tuple[str, bytes, str]],
+        files: Sequence[AttachmentSpec],
         *,
         via: str,
     ) -> dict[str, Any]:

@@ -28,7 +28,8 @@ def generator_message(message: discord.Message) -> GeneratorMessage:
         message_id=message.id,
         content=message.content,
         attachments=[
-            AttachmentRef(a.url, a.filename, a.size, a.content_type) for a in message.attachments
+            AttachmentRef(a.url, a.filename, a.size, a.content_type, a.description)
+            for a in message.attachments
         ],
         author_is_bot=message.author.bot,
         interaction_user_id=interaction_user(message),

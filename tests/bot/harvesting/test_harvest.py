@@ -405,3 +405,35 @@ async def test_results_go_to_the_channel_once_the_interaction_token_expired(
     assert emulator.calls_to("POST", "/webhooks/") == []  # the expired token was not used
     await asyncio.sleep(1.0)
     assert len(posted()) == 1  # exactly once
+
+
+async def test_model_labels_in_alt_text_reach_the_ratings(
+    world: dict[str, Any], pg_factory: sessionmaker[Session]
+) -> None:
+    """A generator's message naming each image's model in its alt text (Discord's attachment
+    ``description``): alice's pick is a win of the picked model over the other one."""
+    from db.leaderboards import guild_rating_votes
+
+    emulator: DiscordEmulator = world["emulator"]
+    colors = [(255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0)]
+    models = ["sdxl", "sdxl", "sd-1.5", "sd-1.5"]
+    message = await emulator.inject_message(
+        "generations",
+        world["generator"],
+        f"**a red fox in the snow** - <@{world['alice']}>",
+        [
+            (f"{i}.png", png(c), "image/png", f"model: {m}")
+            for i, (c, m) in enumerate(zip(colors, models, strict=True))
+        ],
+    )
+    await eventually(lambda: count(pg_factory, Generation) == 1)
+    with pg_factory() as session:
+        generation = session.scalars(select(Generation)).one()
+        assert generation.params["image_models"] == models
+    await emulator.inject_reaction(world["alice"], message, "3\ufe0f\u20e3")  # an sd-1.5 image
+    await eventually(lambda: count(pg_factory, Choice) == 1)
+    with pg_factory() as session:
+        votes, names = guild_rating_votes(session, emulator.guild_id)
+    assert len(votes) == 1 and sorted(names[m] for m in votes.models) == ["sd-1.5", "sdxl"]
+    winner = votes.model_a[0] if votes.outcome[0] == 1.0 else votes.model_b[0]
+    assert names[winner] == "sd-1.5"
