@@ -20,6 +20,7 @@ from discord.ext import commands
 
 from bot import metrics
 from bot.arena import DuelButton
+from bot.arena_channel import ArenaChannelCog
 from bot.checks import answer_refusal
 from bot.cogs.commands import HpsCommands
 from bot.delivery import OutboxDelivery
@@ -85,6 +86,7 @@ class HpsBot(commands.AutoShardedBot):
         harvester.intake_pool = self.intake_pool = await start_intake_pool()
         await self.add_cog(HarvestCog(self, harvester))
         await self.add_cog(HpsCommands(self, self.services))
+        await self.add_cog(ArenaChannelCog(self, self.services))
         self.add_dynamic_items(PickButton, DuelButton)  # buttons keep working across restarts
         await self.tree.sync()
         self._delivery_task = asyncio.create_task(self.delivery.run(), name="outbox-delivery")

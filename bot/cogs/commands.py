@@ -543,6 +543,8 @@ class HpsCommands(commands.Cog):
         except InvalidArenaSettings as exc:
             await say_privately(interaction, f"Not changed: {exc}")
             return
+        # The arena channel's listener (bot.arena_channel) drops its cached channel.
+        self.bot.dispatch("arena_settings_changed", interaction.guild_id)
         await say_privately(interaction, settings.describe())
 
     @admin.command(name="models", description="This server's model versions")
