@@ -7,6 +7,8 @@ Rows (random weights: timing only):
 - bare: ``encode_image`` + ``encode_text`` on pixels already decoded and shaped, same batch,
   one distinct prompt per image (so prompt de-duplication cannot help the product);
 - product: ``HpsScorer.score`` from PNG bytes (512 px), decoding in threads included;
+- product from stored model inputs: the same call on the images' stored model inputs
+  (``media.model_inputs``: decoded once at intake, longest side at the model resolution);
 - naive: in the style of the public ``hpsv2.score``: one image at a time, prompt re-tokenised
   per image, checkpoint reloaded from disk per call (run on fewer images, reported per image);
 - on CPU, the same product call in fp32 vs bf16 weights, with score agreement.
@@ -30,6 +32,7 @@ from hps.device import resolve_device, resolve_dtype
 from hps.factory import load_model
 from hps.preprocess import load_image, normalize, to_uint8_tensor
 from hps.scoring import HpsScorer
+from media.model_inputs import ModelInputSpec, make_model_input
 
 
 def timed(function: Callable[[], Any], repeat: int = 1) -> float:
@@ -122,6 +125,13 @@ def main() -> None:
     rows["product HpsScorer.score (from PNG bytes)"] = args.images / timed(
         lambda: scorer.score(prompts, pngs, batch_size=args.batch), repeat=2
     )
+    if scorer.model_input is not None:  # hf-clip architectures keep their own geometry
+        spec = ModelInputSpec(*scorer.model_input)
+        inputs = [make_model_input(load_image(p), spec) for p in pngs]
+        scorer.score(prompts[:warm], inputs[:warm], batch_size=args.batch)
+        rows["product HpsScorer.score (from stored model inputs)"] = args.images / timed(
+            lambda: scorer.score(prompts, inputs, batch_size=args.batch), repeat=2
+        )
     pixels_only = rows["bare encode_image+encode_text (pre-decoded)"]
     result: dict[str, Any] = {
         "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
