@@ -61,7 +61,7 @@ def make_sets(count: int) -> list[PreferenceSet]:
 def as_model_inputs(sets: list[PreferenceSet], size: int) -> list[PreferenceSet]:
     """The same sets with each image replaced by its stored model input (pad, ``size``)."""
     spec = ModelInputSpec("pad", size)
-    made: dict[bytes, bytes] = {}
+    made: dict[Any, bytes] = {}  # the bench's sets hold PNG bytes
     for s in sets:
         for img in s.images:
             if img not in made:

@@ -96,9 +96,9 @@ def test_input_key_and_spec_parsing() -> None:
     sha = "ab" * 32
     assert input_key(sha, "pad", 224) == f"inputs/ab/ab/{sha}/pad-224.png"
     assert input_key(sha, "crop", 336) == f"inputs/ab/ab/{sha}/crop-336.png"
-    for bad in [("pad", 0), ("stretch", 224)]:
+    for mode, size in [("pad", 0), ("stretch", 224)]:
         with pytest.raises(ValueError):
-            input_key(sha, *bad)
+            input_key(sha, mode, size)
     with pytest.raises(ValueError):
         input_key("AB" * 32, "pad", 224)
     assert parse_model_inputs(" pad:224, crop:336,pad:224 ") == (
@@ -106,9 +106,9 @@ def test_input_key_and_spec_parsing() -> None:
         ModelInputSpec("crop", 336),
     )
     assert parse_model_inputs("") == ()
-    for bad in ["pad", "pad:0", "stretch:224", "pad:224;crop:224"]:
+    for text in ["pad", "pad:0", "stretch:224", "pad:224;crop:224"]:
         with pytest.raises(ValueError):
-            parse_model_inputs(bad)
+            parse_model_inputs(text)
 
 
 def free_port() -> int:
