@@ -63,8 +63,10 @@ class HpsBot(commands.AutoShardedBot):
             sharding["shard_ids"] = list(settings.shard_ids)
         # Nothing the bot posts pings anyone unless that post allows it explicitly (results
         # allow their requester's mention only: bot.formatting.only_pings).
+        # Slash commands only: no prefix commands, so no built-in "@bot help" reply either.
         super().__init__(
             command_prefix=commands.when_mentioned,
+            help_command=None,
             intents=intents,
             allowed_mentions=discord.AllowedMentions.none(),
             **sharding,
