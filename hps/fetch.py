@@ -11,11 +11,22 @@ The policy:
   target, no ``.partial``);
 - the sha256 of what was kept is recorded beside it, ``<target>.sha256`` in ``sha256sum``
   format: ``hps registry add`` registers it and every later load verifies the file against it.
+
+Catalogue entries (:mod:`hps.catalogue`) are fetched from the Hugging Face Hub by
+:func:`fetch_entry` through ``huggingface_hub`` (resumable, cached; ``HF_ENDPOINT``,
+``HF_TOKEN`` and ``HF_HUB_OFFLINE`` are read by the library, the token is never logged): every
+weight file is hashed, checked against the catalogue's sha256 or else the Hub's own LFS sha256
+(the cached blob's name), and recorded beside it; a mismatch evicts the file from the cache and
+raises :class:`ChecksumMismatch`. :func:`write_record` notes what was fetched in
+``MODELS_DIR/catalogue/NAME.json`` (what ``SD_PIPELINE=NAME`` resolves through).
 """
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
+import json
+import re
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Collection
@@ -24,7 +35,14 @@ from http.client import HTTPMessage
 from pathlib import Path
 from typing import IO, Any
 
-from hps.checkpoints import ChecksumMismatch, normalize_sha256, write_sidecar
+from hps.catalogue import CatalogueEntry, is_weight_file
+from hps.checkpoints import (
+    ChecksumMismatch,
+    normalize_sha256,
+    sha256_of_file,
+    sidecar_path,
+    write_sidecar,
+)
 
 DEFAULT_MAX_REDIRECTS = 5
 DEFAULT_MAX_BYTES = 16 * 1024**3  # ViT-H/14 in fp32 is about 4 GiB
@@ -33,37 +51,6 @@ CHUNK = 1 << 20
 
 class DownloadRefused(ValueError):
     """The download breaks the policy (scheme, redirects, size); nothing was kept."""
-
-
-@dataclass(frozen=True)
-class PublishedCheckpoint:
-    name: str
-    architecture: str
-    url: str
-    sha256: str | None
-    description: str
-
-
-# sha256 left None where the publisher gives none; pass --sha256 to pin a download.
-PUBLISHED = {
-    c.name: c
-    for c in (
-        PublishedCheckpoint(
-            "hps-v2",
-            "hps-v2",
-            "https://huggingface.co/xswu/HPSv2/resolve/main/HPS_v2_compressed.pt",
-            None,
-            "HPS v2 (ViT-H/14, fp16 compressed)",
-        ),
-        PublishedCheckpoint(
-            "hps-v2.1",
-            "hps-v2",
-            "https://huggingface.co/xswu/HPSv2/resolve/main/HPS_v2.1_compressed.pt",
-            None,
-            "HPS v2.1 (ViT-H/14, fp16 compressed)",
-        ),
-    )
-}
 
 
 @dataclass(frozen=True)
@@ -197,3 +184,155 @@ def fetch(
         raise
     sidecar = write_sidecar(target, actual)
     return Fetched(target, actual, done, sidecar, final_url)
+
+
+# --- catalogue entries, from the Hugging Face Hub ------------------------------------------------
+
+RECORDS_FOLDER = "catalogue"  # MODELS_DIR/catalogue/NAME.json: what was fetched, and where
+_SHA256_NAME = re.compile(r"[0-9a-f]{64}")
+
+
+class NotFetched(LookupError):
+    """A catalogue name was used before ``hps models fetch NAME``."""
+
+
+@dataclass(frozen=True)
+class FetchedFile:
+    """One weight file of a fetched entry."""
+
+    name: str  # path inside the repository
+    path: Path  # where it is (the cache's snapshot folder)
+    sha256: str
+    size: int
+    checked_against: str  # "catalogue", "hub lfs sha256" or "nothing"
+
+
+@dataclass(frozen=True)
+class FetchedEntry:
+    """What :func:`fetch_entry` made available."""
+
+    entry: CatalogueEntry
+    commit: str
+    folder: Path
+    files: tuple[FetchedFile, ...]
+
+    def weight(self, name: str) -> FetchedFile:
+        """The fetched weight file ``name`` (KeyError if the entry has none of that name)."""
+        for file in self.files:
+            if file.name == name:
+                return file
+        raise KeyError(f"{self.entry.name}: no weight file {name!r} was fetched")
+
+
+def fetch_entry(entry: CatalogueEntry, cache_dir: Path) -> FetchedEntry:
+    """Download ``entry``'s files into the Hugging Face cache at ``cache_dir`` (or take them
+    from it: offline once fetched), then hash and check every weight file and write its
+    ``.sha256`` sidecar. Raises DownloadRefused (not on the Hub), ChecksumMismatch (the file
+    is evicted from the cache) or huggingface_hub's errors (network, not found)."""
+    if entry.repo is None:
+        raise DownloadRefused(f"{entry.name} cannot be fetched from the Hub: {entry.note}")
+    from huggingface_hub import snapshot_download
+
+    folder = Path(
+        snapshot_download(
+            entry.repo,
+            revision=entry.revision,
+            cache_dir=str(cache_dir),
+            allow_patterns=list(entry.files),
+        )
+    )
+    fetched = tuple(_check_weight(entry, folder, name) for name in _weight_names(entry, folder))
+    if entry.checkpoint and not (folder / entry.checkpoint).is_file():
+        raise FileNotFoundError(f"{entry.name}: {entry.repo} has no {entry.checkpoint}")
+    if not fetched:
+        raise FileNotFoundError(f"{entry.name}: no weight file matched {list(entry.files)}")
+    return FetchedEntry(entry, folder.name, folder, fetched)
+
+
+def _weight_names(entry: CatalogueEntry, folder: Path) -> list[str]:
+    """The weight files of ``folder`` that ``entry`` asked for (a snapshot folder may hold
+    another entry's files of the same repository and commit)."""
+    names = (p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
+    return sorted(
+        name
+        for name in names
+        if is_weight_file(name) and any(fnmatch.fnmatch(name, pattern) for pattern in entry.files)
+    )
+
+
+def _check_weight(entry: CatalogueEntry, folder: Path, name: str) -> FetchedFile:
+    path = folder / name
+    actual = sha256_of_file(path)
+    expected, source = _expected_sha256(entry, path, name)
+    if expected is not None and actual != expected:
+        _evict(path)
+        raise ChecksumMismatch(f"{entry.repo}/{name}", actual, expected)
+    write_sidecar(path, actual)
+    return FetchedFile(name, path, actual, path.stat().st_size, source)
+
+
+def _expected_sha256(entry: CatalogueEntry, path: Path, name: str) -> tuple[str | None, str]:
+    if name in entry.sha256:
+        return normalize_sha256(entry.sha256[name]), "catalogue"
+    # The cache names a blob after its ETag, which for an LFS file is the Hub's sha256.
+    blob = path.resolve().name
+    if path.is_symlink() and _SHA256_NAME.fullmatch(blob):
+        return blob, "hub lfs sha256"
+    return None, "nothing"
+
+
+def _evict(path: Path) -> None:
+    """Remove a refused file from the cache: its blob, the snapshot's link and any sidecar."""
+    blob = path.resolve()
+    for doomed in (path, sidecar_path(path), blob):
+        doomed.unlink(missing_ok=True)
+
+
+def _relative(path: Path, models_dir: Path) -> str:
+    return str(path.relative_to(models_dir)) if path.is_relative_to(models_dir) else str(path)
+
+
+def record_path(models_dir: Path, name: str) -> Path:
+    """Where the record of catalogue entry ``name`` lives."""
+    return models_dir / RECORDS_FOLDER / f"{name}.json"
+
+
+def write_record(models_dir: Path, fetched: FetchedEntry) -> Path:
+    """Note in ``MODELS_DIR/catalogue/NAME.json`` what was fetched (commit, folder, the sha256
+    of each weight file), atomically; return its path."""
+    entry = fetched.entry
+    document = {
+        "name": entry.name,
+        "kind": entry.kind,
+        "repo": entry.repo,
+        "revision": entry.revision,
+        "pinned": entry.pinned,
+        "commit": fetched.commit,
+        "folder": _relative(fetched.folder, models_dir),
+        "architecture": entry.architecture,
+        "checkpoint": entry.checkpoint,
+        "pipeline_class": entry.pipeline_class,
+        "variant": entry.variant,
+        "files": {f.name: {"sha256": f.sha256, "bytes": f.size} for f in fetched.files},
+    }
+    path = record_path(models_dir, entry.name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(json.dumps(document, indent=2) + "\n")
+    partial.replace(path)
+    return path
+
+
+def read_record(models_dir: Path, name: str) -> dict[str, Any]:
+    """The record of a fetched catalogue entry, its folder made absolute; NotFetched when
+    there is none (the message says what to run)."""
+    path = record_path(models_dir, name)
+    try:
+        document = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise NotFetched(
+            f"{name} is not fetched yet (no {path}): run hps models fetch {name}"
+        ) from None
+    folder = Path(document["folder"])
+    document["folder"] = folder if folder.is_absolute() else models_dir / folder
+    return dict(document)

@@ -22,7 +22,8 @@ def register(subcommands: argparse._SubParsersAction) -> None:
     adapt.add_argument(
         "--pipeline",
         required=True,
-        help="diffusers folder, checkpoint, 'tiny' (random weights) or 'toy' (small pretrained)",
+        help="diffusers folder, checkpoint, a catalogue name fetched with `hps models fetch` "
+        "(sd-1.5, sdxl), 'tiny' (random weights) or 'toy' (small pretrained)",
     )
     adapt.add_argument("--arch", help="HPS architecture")
     adapt.add_argument("--checkpoint", help="HPS weights (a file, or an hps train --out folder)")
@@ -140,6 +141,18 @@ def training_data(
     return (read_prompts(args.prompts) if generating else []), harvested, eval_prompts
 
 
+def catalogue_models_dir(pipeline: str) -> Path | None:
+    """MODELS_DIR when ``pipeline`` is a catalogue name (it resolves to what ``hps models
+    fetch`` recorded there), else None (the settings are not read)."""
+    from hps.catalogue import load_catalogue
+
+    if pipeline not in load_catalogue():
+        return None
+    from config import get_settings
+
+    return get_settings().models_dir
+
+
 def cmd_adapt(args: argparse.Namespace) -> int:
     """Run the adaptation recipe with a progress bar; print the LoRA's metadata."""
     from tqdm import tqdm
@@ -154,7 +167,9 @@ def cmd_adapt(args: argparse.Namespace) -> int:
     config = adapt_config(args)
     train_prompts, harvested, eval_prompts = training_data(args, config.min_images)
     device = resolve_device(args.device)
-    pipe = open_pipeline(args.pipeline, device, seed=args.seed)
+    pipe = open_pipeline(
+        args.pipeline, device, seed=args.seed, models_dir=catalogue_models_dir(args.pipeline)
+    )
     scorer = build_scorer(args.arch, args.checkpoint, device=str(device))
     with tqdm(total=100, unit="%", desc="adapting") as bar:
 

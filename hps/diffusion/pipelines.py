@@ -2,11 +2,15 @@
 generation, and LoRA versions loaded, switched and unloaded by name.
 
 Nothing here downloads: a diffusers folder or a single-file checkpoint on disk is loaded with
-``local_files_only``; a hub id must be fetched explicitly beforehand.
+``local_files_only``; a hub id must be fetched explicitly beforehand. A catalogue name
+(``sd-1.5``, ``sdxl``: :mod:`hps.catalogue`) resolves to the folder ``hps models fetch NAME``
+recorded under the models directory (``models_dir``, else ``$MODELS_DIR``), its weight files
+verified against the sha256 recorded then.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -89,9 +93,17 @@ def build_sd15_sized_pipeline(seed: int = 0) -> Any:
 
 
 def load_pipeline(
-    source: str | Path, *, device: str = "cpu", dtype: torch.dtype | None = None
+    source: str | Path,
+    *,
+    device: str = "cpu",
+    dtype: torch.dtype | None = None,
+    variant: str | None = None,
+    pipeline_class: str | None = None,
 ) -> Any:
-    """A pipeline from a local diffusers folder or a single-file checkpoint (never the hub)."""
+    """A pipeline from a local diffusers folder or a single-file checkpoint (never the hub);
+    ``variant`` picks a folder's weight files (``fp16``: ``*.fp16.safetensors``) and
+    ``pipeline_class`` the diffusers class (default ``StableDiffusionPipeline``)."""
+    import diffusers
     from diffusers import StableDiffusionPipeline
 
     path = Path(source)
@@ -100,9 +112,12 @@ def load_pipeline(
         kwargs["torch_dtype"] = dtype
     try:
         if path.is_dir():
-            pipe: Any = StableDiffusionPipeline.from_pretrained(
-                path, local_files_only=True, **kwargs
-            )
+            cls = getattr(diffusers, pipeline_class or "StableDiffusionPipeline")
+            if cls is not StableDiffusionPipeline:
+                kwargs = {k: v for k, v in kwargs.items() if k == "torch_dtype"}
+            if variant is not None:  # a catalogue folder: its safetensors only, never a pickle
+                kwargs.update(variant=variant, use_safetensors=True)
+            pipe: Any = cls.from_pretrained(path, local_files_only=True, **kwargs)
         elif path.is_file():
             pipe = StableDiffusionPipeline.from_single_file(
                 str(path), local_files_only=True, **kwargs
@@ -120,16 +135,50 @@ def load_pipeline(
     return pipe.to(device)
 
 
+def catalogue_pipeline(name: str, models_dir: Path | None = None) -> dict[str, Any] | None:
+    """The fetched record of catalogue pipeline ``name`` (None when ``name`` names none), its
+    weight files verified against their recorded sha256; PipelineError when it is not fetched
+    yet ("run hps models fetch NAME"), or a file is missing or changed."""
+    from hps.catalogue import load_catalogue
+    from hps.checkpoints import sha256_of_file
+    from hps.fetch import NotFetched, read_record
+
+    entry = load_catalogue().get(name)
+    if entry is None or entry.kind != "pipeline":
+        return None
+    root = models_dir or (Path(os.environ["MODELS_DIR"]) if os.environ.get("MODELS_DIR") else None)
+    if root is None:
+        raise PipelineError(f"{name}: a catalogue pipeline, but no models directory (MODELS_DIR)")
+    try:
+        record = read_record(root, name)
+    except NotFetched as exc:
+        raise PipelineError(str(exc)) from None
+    for file, facts in record["files"].items():
+        path = record["folder"] / file
+        if not path.is_file():
+            raise PipelineError(f"{name}: {path} is missing: run hps models fetch {name}")
+        if sha256_of_file(path) != facts["sha256"]:
+            raise PipelineError(f"{name}: {path} changed since it was fetched (sha256 differs)")
+    return record
+
+
 TINY_PIPELINE = "tiny"  # the source name of the pipeline built in code
 TOY_PIPELINE = "toy"  # the small pretrained one (hps.diffusion.toy), built once and cached
 
 
-def open_pipeline(source: str | Path, device: str | torch.device = "auto", *, seed: int = 0) -> Any:
+def open_pipeline(
+    source: str | Path,
+    device: str | torch.device = "auto",
+    *,
+    seed: int = 0,
+    models_dir: Path | None = None,
+) -> Any:
     """The pipeline ``source`` names, on ``device``: ``tiny`` is built in code (random weights,
     ``seed``; for tests and development), ``toy`` is the small pretrained generator of
     :mod:`hps.diffusion.toy` (float32; built into its cache folder on first use, a few
-    minutes), anything else is a local diffusers folder or checkpoint (:func:`load_pipeline`),
-    in float16 on CUDA and float32 elsewhere."""
+    minutes), a catalogue name (``sd-1.5``) is the folder ``hps models fetch`` recorded under
+    ``models_dir`` (:func:`catalogue_pipeline`), anything else is a local diffusers folder or
+    checkpoint (:func:`load_pipeline`), in float16 on CUDA and float32 elsewhere."""
     from hps.device import resolve_device
 
     target = device if isinstance(device, torch.device) else resolve_device(device)
@@ -140,6 +189,15 @@ def open_pipeline(source: str | Path, device: str | torch.device = "auto", *, se
 
         return open_toy_pipeline(target)
     dtype = torch.float16 if target.type == "cuda" else None
+    record = catalogue_pipeline(str(source), models_dir)
+    if record is not None:
+        return load_pipeline(
+            record["folder"],
+            device=str(target),
+            dtype=dtype,
+            variant=record.get("variant"),
+            pipeline_class=record.get("pipeline_class"),
+        )
     return load_pipeline(source, device=str(target), dtype=dtype)
 
 
