@@ -245,6 +245,8 @@ def test_fetch_registers_verifies_and_activates(
 
     guild = fetcher.fetch("pickscore-tiny", "--activate", "--guild", "42")["model_version"]
     assert (guild["guild_id"], guild["status"], guild["name"]) == (42, "active", "pickscore-tiny")
+    # A Hugging Face folder: config.json lies beside the registered model.safetensors link.
+    load_model("pickscore-tiny", fetcher.models_dir / guild["checkpoint_key"])
     with pg_factory() as session:
         active_global = get_active_model(session, ModelKind.hps)
         active_guild = get_active_model(session, ModelKind.hps, 42)
