@@ -126,6 +126,39 @@ def bare_loop(
     return batch / statistics.median(times[1:])
 
 
+def measure(
+    args: argparse.Namespace, device: torch.device, sets: list[PreferenceSet]
+) -> dict[str, Any]:
+    """bare, product and product-from-inputs, ``args.rounds`` times in turn: the median rate of
+    each, and the median of each round's ratio (neighbours in time, so a busy host skews a
+    round's rows alike)."""
+    config = TrainConfig(
+        batch_size=args.batch,
+        steps=args.steps,
+        device=str(device),
+        checkpoint_every=10**9,
+        grad_checkpointing=args.grad_checkpointing,
+    )
+    inputs = (
+        None if args.no_inputs else as_model_inputs(sets, get_architecture(args.arch).image_size)
+    )
+    rows: dict[str, list[float]] = {}
+    for _ in range(args.rounds):
+        bare = bare_loop(args.arch, sets, args.batch, args.steps, device, args.grad_checkpointing)
+        rows.setdefault("bare_sets_per_s", []).append(bare)
+        rows.setdefault("bare_peak_mb", []).append(peak_memory_mb(device))
+        product, peak = product_run(args.arch, sets, config)
+        rows.setdefault("product_sets_per_s", []).append(product)
+        rows.setdefault("product_peak_mb", []).append(peak)
+        rows.setdefault("product_vs_bare", []).append(product / bare)
+        if inputs is not None:
+            stored, peak = product_run(args.arch, inputs, config)
+            rows.setdefault("product_from_inputs_sets_per_s", []).append(stored)
+            rows.setdefault("inputs_peak_mb", []).append(peak)
+            rows.setdefault("product_from_inputs_vs_bare", []).append(stored / bare)
+    return {name: statistics.median(values) for name, values in rows.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description="training throughput")
     parser.add_argument("--arch", default="small")
@@ -135,6 +168,7 @@ def main() -> None:
     parser.add_argument("--grad-checkpointing", action="store_true")
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--no-inputs", action="store_true", help="skip the stored-inputs row")
+    parser.add_argument("--rounds", type=int, default=1, help="repeat all rows; report medians")
     args = parser.parse_args()
     device = resolve_device(args.device)
     sets = make_sets(args.batch * args.steps)
@@ -145,26 +179,8 @@ def main() -> None:
         "batch_sets": args.batch,
         "images_per_step": args.batch * SET_SIZE,
     }
-    bare = bare_loop(args.arch, sets, args.batch, args.steps, device, args.grad_checkpointing)
-    result["bare_sets_per_s"] = bare
-    result["bare_peak_mb"] = peak_memory_mb(device)
-    config = TrainConfig(
-        batch_size=args.batch,
-        steps=args.steps,
-        device=str(device),
-        checkpoint_every=10**9,
-        grad_checkpointing=args.grad_checkpointing,
-    )
-    product, result["product_peak_mb"] = product_run(args.arch, sets, config)
-    result["product_sets_per_s"] = product
-    result["product_vs_bare"] = product / bare
-    if not args.no_inputs:
-        size = get_architecture(args.arch).image_size
-        stored, result["inputs_peak_mb"] = product_run(
-            args.arch, as_model_inputs(sets, size), config
-        )
-        result["product_from_inputs_sets_per_s"] = stored
-        result["product_from_inputs_vs_bare"] = stored / bare
+    result.update(measure(args, device, sets))
+    bare, product = result["bare_sets_per_s"], result["product_sets_per_s"]
     if args.json:
         print(json.dumps(result, indent=2))
         return
@@ -180,7 +196,7 @@ def main() -> None:
             f"{'product from stored model inputs':45} "
             f"{result['product_from_inputs_sets_per_s']:>8.2f} {result['inputs_peak_mb']:>9.0f}"
         )
-    print(f"product / bare = {result['product_vs_bare']:.2f}")
+    print(f"product / bare = {result['product_vs_bare']:.2f} (median of {args.rounds} rounds)")
     if "product_from_inputs_vs_bare" in result:
         print(f"product from stored inputs / bare = {result['product_from_inputs_vs_bare']:.2f}")
 
