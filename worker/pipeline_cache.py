@@ -12,14 +12,15 @@ from worker.errors import JobFailure
 from worker.model_cache import ModelRef, file_changed
 
 
-def load_configured_pipeline(source: str, device: str) -> Any:
-    """The worker's SD_PIPELINE (``tiny``, ``toy`` or a local path, see
+def load_configured_pipeline(source: str, device: str, models_dir: Path | None = None) -> Any:
+    """The worker's SD_PIPELINE (``tiny``, ``toy``, a local path, or a catalogue name fetched
+    into ``models_dir`` by ``hps models fetch``, see
     :func:`hps.diffusion.pipelines.open_pipeline`); a job fails when none is configured."""
     from hps.diffusion.pipelines import open_pipeline
 
     if not source:
         raise JobFailure("no Stable Diffusion model configured: set SD_PIPELINE to its folder")
-    return open_pipeline(source, device)
+    return open_pipeline(source, device, models_dir=models_dir)
 
 
 def verify_lora(lora: ModelRef, folder: Path) -> None:
@@ -53,7 +54,7 @@ class PipelineCache:
         with self._lock:
             if self._pipe is None:
                 with model_load_timer("sd_pipeline"):
-                    self._pipe = load_configured_pipeline(self.source, self.device)
+                    self._pipe = load_configured_pipeline(self.source, self.device, self.models_dir)
             wanted = f"lora-{lora.id}" if lora else None
             if wanted != self._active:
                 if lora is None:

@@ -251,7 +251,7 @@ def _run(
     sets = load_sets(context, data.sets)
     if data.source == "harvested" and not sets:
         raise JobFailure("the harvested image sets' files are missing from the image store")
-    pipe = load_configured_pipeline(settings.sd_pipeline, settings.worker_device)
+    pipe = load_configured_pipeline(settings.sd_pipeline, settings.worker_device, models_dir)
 
     def progress(fraction: float, message: str) -> bool:
         try:
