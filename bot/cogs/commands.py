@@ -68,6 +68,7 @@ from jobqueue.contracts import (
 )
 from jobqueue.submit import EnqueueError, JobOrigin, enqueue_job, record_job
 from media.intake import ImageRejected, intake_and_store
+from media.model_inputs import parse_model_inputs
 
 log = logging.getLogger(__name__)
 INTERACTION_TOKEN_LIFETIME = timedelta(minutes=15)
@@ -163,6 +164,7 @@ class HpsCommands(commands.Cog):
                 self.services.store,
                 max_bytes=settings.max_image_bytes,
                 max_pixels=settings.max_image_pixels,
+                model_inputs=parse_model_inputs(settings.model_inputs),
             ),
         )
         return result.sha256

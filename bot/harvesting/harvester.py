@@ -37,6 +37,7 @@ from db.models import ChoiceMethod
 from db.privacy import delete_by_message_ids
 from media.image_set import intake_and_store_set
 from media.intake import ImageRejected
+from media.model_inputs import parse_model_inputs
 from media.store import ImageStore
 
 log = logging.getLogger(__name__)
@@ -109,6 +110,7 @@ class Harvester:
             max_pixels=settings.max_image_pixels,
             storage_url=settings.storage_url,
             s3_endpoint_url=settings.s3_endpoint_url,
+            model_inputs=parse_model_inputs(settings.model_inputs),
         )
         described = await asyncio.get_running_loop().run_in_executor(self.intake_pool, job)
         return [

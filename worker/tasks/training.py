@@ -67,10 +67,25 @@ def starting_point(context: JobContext[TrainParams]) -> StartingPoint:
     return StartingPoint(arch, params.base_checkpoint, None, active)
 
 
+def training_model_input(arch: str | None) -> tuple[str, int] | None:
+    """The stored model input (media.model_inputs) the trainer of ``arch`` reads instead of
+    decoding each original: its preprocess mode and resolution; None when the architecture
+    is only known from the checkpoint, or shapes images its own way (Hugging Face CLIP)."""
+    if arch is None:
+        return None
+    from hps.architectures import get_architecture
+
+    architecture = get_architecture(arch)
+    if architecture.family != "open_clip":
+        return None
+    return architecture.preprocess, architecture.image_size
+
+
 def take_training_snapshot(
-    context: JobContext[TrainParams], cutoff: datetime, run_dir: Path
+    context: JobContext[TrainParams], cutoff: datetime, run_dir: Path, arch: str | None = None
 ) -> Snapshot:
-    """The scope's choices up to ``cutoff``, split by prompt; JobFailure when too few."""
+    """The scope's choices up to ``cutoff``, split by prompt (images as ``arch``'s stored model
+    inputs where it has them); JobFailure when too few."""
     rt = context.runtime
     context.progress(0.01, "taking a snapshot of the choices", force=True)
     snapshot = take_snapshot(
@@ -81,6 +96,7 @@ def take_training_snapshot(
         cutoff=cutoff,
         cache_dir=run_dir / "image-cache",
         duel_votes=context.params.duel_votes,
+        model_input=training_model_input(arch),
     )
     if len(snapshot.train) < MIN_TRAIN_SETS or len(snapshot.test) < MIN_TEST_SETS:
         raise JobFailure(
@@ -96,8 +112,13 @@ def fine_tune(
     """Train the candidate (``hps.training.trainer.train``); JobCancelled when asked to stop."""
     from hps.training.trainer import TrainConfig, train
 
+    # The snapshot's images may be stored model inputs shaped for the architecture's
+    # preprocess mode: the trainer must shape them the same way (not a checkpoint's own).
+    model_input = training_model_input(start.arch)
     config = TrainConfig(
-        **context.params.trainer_overrides(), device=context.runtime.settings.worker_device
+        **context.params.trainer_overrides(),
+        device=context.runtime.settings.worker_device,
+        preprocess=model_input[0] if model_input else None,  # type: ignore[arg-type]
     )
 
     def on_step(step: int, total: int, loss: float) -> bool:
@@ -153,7 +174,7 @@ def train_candidate(context: JobContext[TrainParams]) -> JobOutcome:
     cutoff = context.params.cutoff or datetime.now(UTC)
     start = starting_point(context)
     run_dir = settings.models_dir / f"hps-{context.job_id}"
-    snapshot = take_training_snapshot(context, cutoff, run_dir)
+    snapshot = take_training_snapshot(context, cutoff, run_dir, start.arch)
     trained = fine_tune(context, start, snapshot, run_dir)
     candidate, baseline = evaluate_both(context, start, trained, snapshot)
     name = f"hps-{cutoff:%Y%m%d-%H%M%S}-{str(context.job_id)[:8]}"

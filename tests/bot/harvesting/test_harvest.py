@@ -104,8 +104,11 @@ async def test_bad_attachments_and_opted_out_users_store_nothing(
     await asyncio.sleep(0.5)
     with pg_factory() as session:
         assert [g.prompt.text for g in session.scalars(select(Generation))] == ["fine"]
-    stored = [p for p in world["store"].root.rglob("*.png")]
+    stored = [p for p in world["store"].root.rglob("*.png") if "inputs" not in p.parts]
     assert len(stored) == 2  # only the good generation's two images
+    # ... each with its model input (MODEL_INPUTS, default pad:224), made at intake
+    inputs = [p for p in world["store"].root.rglob("inputs/**/*.png")]
+    assert sorted(p.name for p in inputs) == ["pad-224.png", "pad-224.png"]
 
 
 def test_urls_outside_the_allowlist_are_refused() -> None:
@@ -369,8 +372,10 @@ async def test_a_purge_deletes_the_data_of_every_purged_message(
     await eventually(lambda: count(pg_factory, Generation) == 1)
     with pg_factory() as session:
         assert session.scalars(select(Generation)).one().prompt.text == "purged 2"
-    # The blobs go after the rows' transaction has committed: the survivor's images only.
-    await eventually(lambda: len(list(world["store"].root.rglob("*.png"))) == 3)
+    # The blobs (and their model inputs) go after the rows' transaction has committed: the
+    # survivor's images only.
+    await eventually(lambda: len(list(world["store"].root.rglob("*.png"))) == 6)
+    assert len(list(world["store"].root.rglob("inputs/**/*.png"))) == 3
 
 
 async def test_results_go_to_the_channel_once_the_interaction_token_expired(
