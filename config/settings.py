@@ -74,6 +74,11 @@ class Settings(BaseSettings):
     download_timeout_s: float = Field(default=30.0, gt=0, le=600)
     split_salt: str = Field(default="hps-split-v1", min_length=1)
     models_dir: Path | None = Field(default=None, description="Model files; default data/models")
+    train_base: str = Field(
+        default="",
+        description="What a scope's first HPS model is trained from when it has none: a "
+        "fetched catalogue base (openai-vit-l-14, laion-vit-h-14) or a checkpoint file",
+    )
     task_visibility_timeout_s: int | None = Field(
         default=None, gt=0, description="Broker redelivery timeout; default above the longest task"
     )

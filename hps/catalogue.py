@@ -44,7 +44,7 @@ class CatalogueEntry:
     revision: str
     files: tuple[str, ...]  # exact names or glob patterns (snapshot_download allow_patterns)
     architecture: str | None = None  # hps: the scorer architecture; base: what it is a base for
-    checkpoint: str | None = None  # hps: the file registered as the model version
+    checkpoint: str | None = None  # hps: the file registered; base: the file training starts from
     pipeline_class: str | None = None  # pipeline: the diffusers class
     variant: str | None = None  # pipeline: diffusers variant of the weight files ("fp16")
     size_bytes: int | None = None  # None where not known here
@@ -126,11 +126,13 @@ ENTRIES: tuple[CatalogueEntry, ...] = (
     CatalogueEntry(
         name="openai-vit-l-14",
         kind="base",
-        description="OpenAI CLIP ViT-L/14 (Hugging Face format): the base of HPS v1's recipe",
-        repo="openai/clip-vit-large-patch14",
+        description="OpenAI CLIP ViT-L/14 (open_clip safetensors, as open_clip itself fetches "
+        "it): the base of HPS v1's recipe (hps train --base openai-vit-l-14)",
+        repo="timm/vit_large_patch14_clip_224.openai",
         revision="main",
-        files=("config.json", "model.safetensors"),
+        files=("open_clip_model.safetensors",),
         architecture="hps-v1",
+        checkpoint="open_clip_model.safetensors",
         note=UNPINNED,
     ),
     CatalogueEntry(
@@ -141,6 +143,7 @@ ENTRIES: tuple[CatalogueEntry, ...] = (
         revision="main",
         files=("open_clip_model.safetensors",),
         architecture="hps-v2",
+        checkpoint="open_clip_model.safetensors",
         note=UNPINNED + "; the safetensors variant (open_clip_pytorch_model.bin is a pickle)",
     ),
     CatalogueEntry(

@@ -203,6 +203,9 @@ def _load_torch(path: Path) -> dict[str, torch.Tensor]:
     return state
 
 
+HF_CLIP_PREFIXES = ("text_model.", "vision_model.")  # transformers' CLIPModel
+
+
 def _load_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     from safetensors import safe_open
 
@@ -213,10 +216,16 @@ def _load_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, An
     except Exception as exc:
         raise CheckpointError(f"{path}: unreadable safetensors checkpoint ({exc})") from None
     if METADATA_KEY not in header:
-        raise CheckpointError(
-            f"{path}: safetensors file without HPS metadata (a Hugging Face CLIP such as "
-            "PickScore? pass --arch pickscore)"
-        )
+        if any(key.startswith(HF_CLIP_PREFIXES) for key in state):
+            raise CheckpointError(
+                f"{path}: safetensors file without HPS metadata (a Hugging Face CLIP such as "
+                "PickScore? pass --arch pickscore)"
+            )
+        # An open_clip model's weights as open_clip publishes them (a pretrained base): the
+        # architecture comes from --arch or the tensors' shapes.
+        return {k: v for k, v in state.items() if k not in IGNORED_KEYS}, {
+            "format": "open_clip-safetensors"
+        }
     try:
         metadata = json.loads(header[METADATA_KEY])
     except json.JSONDecodeError as exc:

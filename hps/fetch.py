@@ -41,6 +41,7 @@ from hps.checkpoints import (
     normalize_sha256,
     sha256_of_file,
     sidecar_path,
+    verify_sha256,
     write_sidecar,
 )
 
@@ -336,3 +337,21 @@ def read_record(models_dir: Path, name: str) -> dict[str, Any]:
     folder = Path(document["folder"])
     document["folder"] = folder if folder.is_absolute() else models_dir / folder
     return dict(document)
+
+
+def fetched_checkpoint(models_dir: Path, name: str) -> tuple[Path, str, str | None]:
+    """``(file, sha256, architecture)`` of fetched catalogue entry ``name``'s checkpoint (its
+    ``checkpoint`` file, else its only weight file), verified against the recorded sha256:
+    what ``hps train --base NAME`` and the train job start from, offline. NotFetched when it
+    was not fetched ("run hps models fetch NAME"), ChecksumMismatch when the file changed."""
+    record = read_record(models_dir, name)
+    files: dict[str, Any] = record["files"]
+    chosen = record.get("checkpoint") or (next(iter(files)) if len(files) == 1 else None)
+    if chosen is None or chosen not in files:
+        raise NotFetched(f"{name}: no single checkpoint file among {sorted(files)}")
+    path = Path(record["folder"]) / chosen
+    if not path.is_file():
+        raise NotFetched(f"{name}: {path} is missing: run hps models fetch {name}")
+    expected = str(files[chosen]["sha256"])
+    verify_sha256(path, expected)
+    return path, expected, record.get("architecture")

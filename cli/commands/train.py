@@ -24,10 +24,16 @@ def register(subcommands: argparse._SubParsersAction) -> None:
     """Add ``hps train`` to the ``hps`` parser."""
     train = subcommands.add_parser("train", help="fine-tune an HPS model on preference data")
     train.add_argument("--arch", help="architecture (see `hps models list`)")
-    train.add_argument(
+    start = train.add_mutually_exclusive_group()
+    start.add_argument(
         "--checkpoint",
         help="starting weights: a checkpoint file or an `hps train --out` folder "
         "(default: random init)",
+    )
+    start.add_argument(
+        "--base",
+        help="start from a fetched catalogue entry (`hps models fetch NAME` first; offline "
+        "after that), e.g. openai-vit-l-14 for the paper's recipe; --arch defaults to its",
     )
     source = train.add_mutually_exclusive_group(required=True)
     source.add_argument("--data", help="training manifest")
@@ -169,12 +175,27 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
     )
 
 
+def _resolve_base(args: argparse.Namespace) -> str:
+    """``--base NAME``: the fetched entry's checkpoint (sha256 verified) becomes
+    ``--checkpoint`` and its architecture the default ``--arch``; returns its sha256."""
+    from config import get_settings
+    from hps.fetch import fetched_checkpoint
+
+    models_dir = get_settings().models_dir
+    assert models_dir is not None  # Settings fills it in
+    path, sha256, architecture = fetched_checkpoint(models_dir, args.base)
+    args.checkpoint = str(path)
+    args.arch = args.arch or architecture
+    return sha256
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     """Train; rank 0 prints where the checkpoint, metrics and curve are."""
     from hps.checkpoints import resolve_checkpoint
     from hps.training.manifests import load_manifest
     from hps.training.trainer import train
 
+    base_sha256 = _resolve_base(args) if args.base else None
     require_model(args)
     if not args.from_db and (args.guild is not None or args.cutoff or args.no_duel_votes):
         raise ValueError("--guild, --cutoff and --no-duel-votes go with --from-db")
@@ -182,6 +203,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     val_sets = load_manifest(args.val_data, args.image_root) if args.val_data else held_out or None
     # The file itself, not its folder: the new model records (and hashes) what it started from.
     start = resolve_checkpoint(args.checkpoint) if args.checkpoint else None
+    if base_sha256 is not None:
+        trained_on = {**(trained_on or {}), "base": args.base, "base_sha256": base_sha256}
     result = train(
         args.arch,
         start,

@@ -25,6 +25,7 @@ from db.models import ModelKind, ModelVersion
 from db.registry import get_active_model
 from hps.architectures import build_model, get_architecture
 from hps.catalogue import CATALOGUE, COMMIT_SHA
+from hps.checkpoints import load_checkpoint
 from hps.diffusion.pipelines import PipelineError, build_tiny_pipeline, open_pipeline
 from hps.factory import load_model
 from tests.hf_server import HubServer
@@ -39,6 +40,7 @@ HPS_REPO, PICK_REPO, SD_REPO, LIAR_REPO = (
 )
 HPS_FILE = "HPS_tiny.pt"
 BIG_REPO, BIG_FILE = "test-org/big", "big.safetensors"
+BASE_REPO, BASE_FILE = "test-org/clip-tiny-base", "open_clip_model.safetensors"
 # More than huggingface_hub's 10 MiB read chunk: a cut halfway leaves whole chunks to resume from.
 BIG_BYTES = 24 * 1024 * 1024
 
@@ -49,6 +51,16 @@ def torch_checkpoint(seed: int) -> bytes:
     buffer = io.BytesIO()
     torch.save({"state_dict": build_model(get_architecture("tiny")).state_dict()}, buffer)
     return buffer.getvalue()
+
+
+def open_clip_safetensors(seed: int) -> bytes:
+    """A tiny open_clip CLIP's weights as open_clip publishes a base on the Hub (plain
+    safetensors, no metadata of ours)."""
+    from safetensors.torch import save
+
+    torch.manual_seed(seed)
+    state = build_model(get_architecture("tiny")).state_dict()
+    return save({name: tensor.contiguous() for name, tensor in state.items()})
 
 
 def folder_files(folder: Path) -> dict[str, bytes]:
@@ -98,6 +110,16 @@ def catalogue(pinned_commit: str) -> list[dict[str, Any]]:
             "files": ["weights.safetensors"],
         },
         {
+            "name": "clip-tiny-base",
+            "kind": "base",
+            "description": "a pretrained CLIP to train from",
+            "repo": BASE_REPO,
+            "revision": "main",
+            "files": [BASE_FILE],
+            "architecture": "tiny",
+            "checkpoint": BASE_FILE,
+        },
+        {
             "name": "big",
             "kind": "base",
             "description": "larger than a read chunk",
@@ -132,6 +154,7 @@ def content(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         "sd": folder_files(folder / "sd"),
         "sd_unet": {k: v.clone() for k, v in pipe.unet.state_dict().items()},
         "big": os.urandom(BIG_BYTES),
+        "base": open_clip_safetensors(5),
     }
 
 
@@ -143,6 +166,7 @@ def make_hub(folder: Path, content: dict[str, Any]) -> tuple[HubServer, str, Pat
     hub.add_commit(PICK_REPO, content["pick"])
     hub.add_commit(SD_REPO, content["sd"])
     hub.add_commit(BIG_REPO, {BIG_FILE: content["big"]})
+    hub.add_commit(BASE_REPO, {BASE_FILE: content["base"]})
     hub.add_commit(LIAR_REPO, {"weights.safetensors": b"\0" * 4096})
     hub.lie_about("weights.safetensors")
     catalogue_file = folder / "catalogue.json"
@@ -179,8 +203,11 @@ class Fetcher:
         self.env.pop("HF_HUB_OFFLINE", None)
 
     def run(self, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+        return self.hps("models", *args, **env)
+
+    def hps(self, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
         result = subprocess.run(
-            [sys.executable, "-m", "cli.main", "models", *args],
+            [sys.executable, "-m", "cli.main", *args],
             cwd=self.tmp,
             env={**self.env, **env},
             capture_output=True,
@@ -372,3 +399,43 @@ def test_the_models_service_command_line_parses() -> None:
 
     args = build_parser().parse_args(["models", "fetch-defaults"])
     assert args.handler.__name__ == "cmd_models_fetch_defaults"
+
+
+def test_training_starts_from_a_fetched_base_offline(
+    fetcher: Fetcher, content: dict[str, Any], tmp_path: Path
+) -> None:
+    """``hps train --base NAME``: the fetched CLIP's weights (sha256 verified) are where the
+    fine-tuning starts, with the hub gone and HF_HUB_OFFLINE=1; its arch is the default."""
+    from hps.training.manifests import load_manifest
+    from tests.hps.datasets import write_export_manifest, write_planted_sets
+
+    manifest = write_export_manifest(
+        tmp_path / "train.jsonl", write_planted_sets(tmp_path / "img", 6, seed=3)
+    )
+    assert load_manifest(manifest)
+    refused = fetcher.hps("train", "--base", "clip-tiny-base", "--data", str(manifest),
+                          "--out", str(tmp_path / "run0"), "--steps", "1")  # fmt: skip
+    assert refused.returncode == 2 and "run hps models fetch clip-tiny-base" in refused.stderr
+    fetched = fetcher.fetch("clip-tiny-base")
+    assert "model_version" not in fetched  # a base is not a scorer: nothing registered
+    offline = {"HF_HUB_OFFLINE": "1", "HF_ENDPOINT": "https://127.0.0.1:9"}
+    result = fetcher.hps("train", "--base", "clip-tiny-base", "--data", str(manifest),
+                         "--out", str(tmp_path / "run"), "--steps", "2", "--batch-size", "2",
+                         "--lr", "1e-3", "--device", "cpu", **offline)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["steps"] == 2
+    _, metadata = load_checkpoint(Path(report["checkpoint"]))
+    assert metadata["architecture"] == "tiny"
+    assert metadata["base"]["sha256"] == sha256(content["base"]), metadata["base"]
+    assert metadata["trained_on"]["base"] == "clip-tiny-base"
+    assert metadata["trained_on"]["base_sha256"] == sha256(content["base"])
+
+    # A changed file is refused (the sha256 recorded at fetch time), in one line.
+    record = json.loads((fetcher.models_dir / "catalogue" / "clip-tiny-base.json").read_text())
+    weights = fetcher.models_dir / record["folder"] / BASE_FILE
+    weights.unlink()  # the cache's link; the blob stays untouched
+    weights.write_bytes(content["base"][:-1] + b"\0")
+    changed = fetcher.hps("train", "--base", "clip-tiny-base", "--data", str(manifest),
+                          "--out", str(tmp_path / "run2"), "--steps", "1", **offline)  # fmt: skip
+    assert changed.returncode == 2 and "sha256" in changed.stderr.lower(), changed.stderr

@@ -37,34 +37,66 @@ TRAINING_SHARE = 0.85  # of the progress bar; evaluation takes the rest
 @dataclass(frozen=True)
 class StartingPoint:
     """What the candidate is fine-tuned from: the scope's active model (its file verified),
-    or a checkpoint the job names."""
+    or a checkpoint the job names, or a fetched catalogue base (``base``: its name)."""
 
     arch: str | None
     path: str | None
     sha256: str | None
     active: ModelRef | None
+    base: str | None = None
 
     @property
     def name(self) -> str:
-        """The baseline's name for reports: the model's, or the file's (never a path: it goes
-        into a public report)."""
-        return self.active.name if self.active else Path(str(self.path)).name
+        """The baseline's name for reports: the model's, the base's, or the file's (never a
+        path: it goes into a public report)."""
+        if self.active:
+            return self.active.name
+        return self.base or Path(str(self.path)).name
+
+
+NO_START = (
+    "no active HPS model to start from: give base_checkpoint (a file, or a fetched catalogue "
+    "base such as openai-vit-l-14) and arch, register a model, or set TRAIN_BASE"
+)
 
 
 def starting_point(context: JobContext[TrainParams]) -> StartingPoint:
-    """The model to start from; JobFailure when there is none."""
+    """The model to start from: the job's ``base_checkpoint``, else the scope's active model,
+    else the configured ``TRAIN_BASE`` (a server's first model); JobFailure when none."""
     params = context.params
     active = context.transaction(lambda session: model_ref(session, context.scope))
-    if active is None and not params.base_checkpoint:
-        raise JobFailure(
-            "no active HPS model to start from: give base_checkpoint and arch, or register one"
-        )
     arch = params.arch or (active.architecture if active else None)
     if active and not params.base_checkpoint:
         # The active model's file must still be the registered one (sha256) to start from it.
         path = str(context.runtime.models.verified_path(active))
         return StartingPoint(arch, path, active.checkpoint_sha256, active)
-    return StartingPoint(arch, params.base_checkpoint, None, active)
+    base = params.base_checkpoint or context.runtime.settings.train_base
+    if not base:
+        raise JobFailure(NO_START)
+    return catalogue_base(context, base, params.arch, active) or StartingPoint(
+        arch, base, None, active
+    )
+
+
+def catalogue_base(
+    context: JobContext[TrainParams], name: str, arch: str | None, active: ModelRef | None
+) -> StartingPoint | None:
+    """The fetched catalogue entry ``name`` as a starting point (its file verified against the
+    sha256 recorded at fetch time; offline); None when ``name`` is not a catalogue name (a
+    file path). JobFailure when it was not fetched or its file changed."""
+    from hps.catalogue import load_catalogue
+    from hps.checkpoints import CheckpointError
+    from hps.fetch import NotFetched, fetched_checkpoint
+
+    if name not in load_catalogue():
+        return None
+    models_dir = context.runtime.settings.models_dir
+    assert models_dir is not None  # Settings fills it in
+    try:
+        path, sha256, entry_arch = fetched_checkpoint(models_dir, name)
+    except (NotFetched, CheckpointError) as exc:
+        raise JobFailure(f"cannot start from {name}: {exc}") from None
+    return StartingPoint(arch or entry_arch, str(path), sha256, active, base=name)
 
 
 def training_model_input(arch: str | None) -> tuple[str, int] | None:
