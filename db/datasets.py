@@ -203,8 +203,9 @@ def iter_duel_choice_sets(
     changing; with ``cutoff``, duels closed after it, so a snapshot at a cutoff is
     reproducible), duels without two distinct images, other scopes' duels (guild scope as
     for choices: :meth:`db.scope.Scope.guild_condition`), and votes of users who opted out or
-    in duels whose requester did (:func:`duel_vote_consents`). Forgotten users' votes and
-    duels are deleted, so never appear. The split is the prompt's, as for choices."""
+    in duels whose requester or prompt author did (:func:`duel_vote_consents`). Forgotten
+    users' votes and duels are deleted, so never appear. The split is the prompt's, as for
+    choices."""
     query = (
         select(
             DuelVote.id,
