@@ -21,6 +21,7 @@ Reading votes (:func:`tally`, :func:`head_to_head`, :func:`rating_votes`,
 :func:`iter_export_duel_votes`) applies guild scope (:mod:`db.scope`) and consent
 (:func:`db.datasets.duel_vote_consents`: the voter, the duel's requester and a scheduled duel's
 prompt author have not opted out, the same rule as for choices: the prompt is their words).
+The exported votes are :func:`db.datasets.closed_duel_votes`, the query training sets use.
 Forgetting a user deletes their votes, the duels they requested and the scheduled duels on
 their prompts (foreign keys ``ON DELETE CASCADE``).
 
@@ -41,7 +42,13 @@ from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
-from db.datasets import DEFAULT_FRACTIONS, Split, duel_vote_consents, split_for_prompt
+from db.datasets import (
+    DEFAULT_FRACTIONS,
+    Split,
+    closed_duel_votes,
+    duel_vote_consents,
+    split_for_prompt,
+)
 from db.errors import ConsentRequired, DomainError, UserOptedOut
 from db.ingest import ensure_user_may_be_stored, upsert_prompt
 from db.models import (
@@ -50,7 +57,6 @@ from db.models import (
     DuelVote,
     DuelVoteKind,
     ModelVersion,
-    Prompt,
     utcnow,
 )
 from db.registry import get_usable_model_version
@@ -588,36 +594,26 @@ def configuration_name(generator: str, version_name: str | None) -> str:
     return generator if version_name is None else f"{generator}+{version_name}"
 
 
+EXPORT_VOTE_KINDS = (DuelVoteKind.a, DuelVoteKind.b, DuelVoteKind.tie)
+"""The votes exports carry: a side or a tie (both_bad carries no preference)."""
+
+
 def _exportable_votes(scope: Scope, cutoff: datetime | None) -> Any:
     version_a = ModelVersion.__table__.alias("version_a")
     version_b = ModelVersion.__table__.alias("version_b")
-    query = (
-        select(
-            DuelVote.id,
-            DuelVote.duel_id,
-            DuelVote.user_id,
-            DuelVote.vote,
-            DuelVote.updated_at,
+    return (
+        closed_duel_votes(
+            scope,
             Duel.prompt_id,
             Duel.generator,
-            Duel.image_a_sha256,
-            Duel.image_b_sha256,
             version_a.c.name.label("name_a"),
             version_b.c.name.label("name_b"),
-            Prompt.text,
-            Prompt.normalized_hash,
+            kinds=EXPORT_VOTE_KINDS,
+            voted_by=cutoff,
         )
-        .join(Duel, Duel.id == DuelVote.duel_id)
-        .join(Prompt, Prompt.id == Duel.prompt_id)
         .outerjoin(version_a, version_a.c.id == Duel.version_a_id)
         .outerjoin(version_b, version_b.c.id == Duel.version_b_id)
-        .where(scope.guild_condition(Duel.guild_id), duel_vote_consents())
-        .where(Duel.status == DuelStatus.closed, DuelVote.vote != DuelVoteKind.both_bad)
-        .where(Duel.image_a_sha256.is_not(None), Duel.image_b_sha256.is_not(None))
     )
-    if cutoff is not None:
-        query = query.where(DuelVote.updated_at <= cutoff)
-    return query
 
 
 def export_duel_votes_per_prompt(
@@ -641,9 +637,10 @@ def iter_export_duel_votes(
 ) -> Iterator[ExportDuelVote]:
     """Stream the exportable duel votes of ``scope``, ordered by duel then vote: votes for a
     side or a tie (both_bad carries no preference) in closed duels with both images, consent
-    applied, last changed at or before ``cutoff``. The split is the prompt's
-    (:func:`db.datasets.split_for_prompt`), as for choices, so a prompt's duels and choices
-    land in the same split."""
+    applied, last changed at or before ``cutoff`` (:func:`db.datasets.closed_duel_votes`,
+    the query training sets use too; here with ties, and the cutoff on the vote rather than
+    on the duel's closing). The split is the prompt's (:func:`db.datasets.split_for_prompt`),
+    as for choices, so a prompt's duels and choices land in the same split."""
     query = (
         _exportable_votes(scope, cutoff)
         .order_by(DuelVote.duel_id, DuelVote.id)

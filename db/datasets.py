@@ -13,12 +13,12 @@ the duel's prompt whose chosen image is that side's.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
-from sqlalchemy import Row, select
+from sqlalchemy import Row, Select, select
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -178,6 +178,60 @@ def duel_vote_consents() -> ColumnElement[bool]:
     )
 
 
+def closed_duel_votes(
+    scope: Scope,
+    *columns: Any,
+    kinds: Collection[DuelVoteKind],
+    closed_by: datetime | None = None,
+    voted_by: datetime | None = None,
+    storage_keys: bool = False,
+    distinct_images: bool = False,
+) -> Select[Any]:
+    """The query of duel votes that data may use (training sets, exports): one row per vote
+    in a **closed** duel of ``scope`` (guild scope: :meth:`db.scope.Scope.guild_condition`)
+    whose two images are stored, with consent (:func:`duel_vote_consents`: not of a voter,
+    a requester or a prompt author who opted out), of one of ``kinds``.
+
+    Each row has ``id``, ``duel_id``, ``user_id``, ``vote`` and ``updated_at`` of the vote,
+    the duel's ``image_a_sha256`` and ``image_b_sha256``, the prompt's ``text`` and
+    ``normalized_hash``, then ``columns`` (of the duel or the vote, or of tables the caller
+    joins on). Unordered: callers order and batch.
+
+    Where callers differ: ``closed_by`` keeps duels closed at or before it (a snapshot at a
+    cutoff is reproducible), ``voted_by`` votes last changed at or before it;
+    ``storage_keys`` also needs both images' storage keys (to load them), and
+    ``distinct_images`` two different images (the same image twice carries no preference).
+    """
+    query = (
+        select(
+            DuelVote.id,
+            DuelVote.duel_id,
+            DuelVote.user_id,
+            DuelVote.vote,
+            DuelVote.updated_at,
+            Duel.image_a_sha256,
+            Duel.image_b_sha256,
+            Prompt.text,
+            Prompt.normalized_hash,
+            *columns,
+        )
+        .join(Duel, Duel.id == DuelVote.duel_id)
+        .join(Prompt, Prompt.id == Duel.prompt_id)
+        .where(scope.guild_condition(Duel.guild_id), duel_vote_consents())
+        .where(Duel.status == DuelStatus.closed, DuelVote.vote.in_(list(kinds)))
+        .where(Duel.image_a_sha256.is_not(None), Duel.image_b_sha256.is_not(None))
+    )
+    if storage_keys:
+        query = query.where(Duel.image_a_key.is_not(None), Duel.image_b_key.is_not(None))
+    if distinct_images:
+        query = query.where(Duel.image_a_sha256 != Duel.image_b_sha256)
+    if closed_by is not None:
+        query = query.where(Duel.closed_at <= closed_by)
+    if voted_by is not None:
+        query = query.where(DuelVote.updated_at <= voted_by)
+    return query
+
+
 def iter_duel_choice_sets(
     session: Session,
     *,
@@ -203,35 +257,22 @@ def iter_duel_choice_sets(
     changing; with ``cutoff``, duels closed after it, so a snapshot at a cutoff is
     reproducible), duels without two distinct images, other scopes' duels (guild scope as
     for choices: :meth:`db.scope.Scope.guild_condition`), and votes of users who opted out or
-    in duels whose requester or prompt author did (:func:`duel_vote_consents`). Forgotten
-    users' votes and duels are deleted, so never appear. The split is the prompt's, as for
-    choices."""
+    in duels whose requester or prompt author did (:func:`duel_vote_consents`); the query is
+    :func:`closed_duel_votes`, as for exports. Forgotten users' votes and duels are deleted,
+    so never appear. The split is the prompt's, as for choices."""
     query = (
-        select(
-            DuelVote.id,
-            DuelVote.duel_id,
-            DuelVote.user_id,
-            DuelVote.vote,
-            DuelVote.updated_at,
-            Duel.image_a_sha256,
+        closed_duel_votes(
+            scope,
             Duel.image_a_key,
-            Duel.image_b_sha256,
             Duel.image_b_key,
-            Prompt.text,
-            Prompt.normalized_hash,
+            kinds=DUEL_SIDES.keys(),
+            closed_by=cutoff,
+            storage_keys=True,
+            distinct_images=True,
         )
-        .join(Duel, Duel.id == DuelVote.duel_id)
-        .join(Prompt, Prompt.id == Duel.prompt_id)
-        .where(scope.guild_condition(Duel.guild_id), duel_vote_consents())
-        .where(Duel.status == DuelStatus.closed, DuelVote.vote.in_(list(DUEL_SIDES)))
-        .where(Duel.image_a_sha256.is_not(None), Duel.image_b_sha256.is_not(None))
-        .where(Duel.image_a_key.is_not(None), Duel.image_b_key.is_not(None))
-        .where(Duel.image_a_sha256 != Duel.image_b_sha256)
         .order_by(DuelVote.duel_id, DuelVote.id)
         .execution_options(yield_per=batch_size)
     )
-    if cutoff is not None:
-        query = query.where(Duel.closed_at <= cutoff)
     for row in session.execute(query):
         row_split = split_for_prompt(row.normalized_hash, salt, fractions)
         if split is not None and row_split != split:
