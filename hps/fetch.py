@@ -18,7 +18,9 @@ Catalogue entries (:mod:`hps.catalogue`) are fetched from the Hugging Face Hub b
 weight file is hashed, checked against the catalogue's sha256 or else the Hub's own LFS sha256
 (the cached blob's name), and recorded beside it; a mismatch evicts the file from the cache and
 raises :class:`ChecksumMismatch`. :func:`write_record` notes what was fetched in
-``MODELS_DIR/catalogue/NAME.json`` (what ``SD_PIPELINE=NAME`` resolves through).
+``MODELS_DIR/catalogue/NAME.json``; :func:`verified_record` reads it back with every recorded
+file re-hashed (what ``SD_PIPELINE=NAME`` and ``hps train --base NAME`` resolve through, offline),
+raising :class:`FetchRecordError` for anything amiss.
 """
 
 from __future__ import annotations
@@ -41,7 +43,6 @@ from hps.checkpoints import (
     normalize_sha256,
     sha256_of_file,
     sidecar_path,
-    verify_sha256,
     write_sidecar,
 )
 
@@ -193,10 +194,6 @@ RECORDS_FOLDER = "catalogue"  # MODELS_DIR/catalogue/NAME.json: what was fetched
 _SHA256_NAME = re.compile(r"[0-9a-f]{64}")
 
 
-class NotFetched(LookupError):
-    """A catalogue name was used before ``hps models fetch NAME``."""
-
-
 @dataclass(frozen=True)
 class FetchedFile:
     """One weight file of a fetched entry."""
@@ -324,34 +321,134 @@ def write_record(models_dir: Path, fetched: FetchedEntry) -> Path:
     return path
 
 
-def read_record(models_dir: Path, name: str) -> dict[str, Any]:
-    """The record of a fetched catalogue entry, its folder made absolute; NotFetched when
-    there is none (the message says what to run)."""
+class FetchRecordError(ValueError):
+    """A catalogue entry cannot be used as fetched: no record (never fetched), a malformed
+    record, or a recorded file missing or changed since. The message names the entry, the file,
+    the expected and found sha256, and the command that mends it."""
+
+
+@dataclass(frozen=True)
+class RecordedFile:
+    """One weight file of a fetch record, verified against its recorded sha256."""
+
+    name: str  # path inside the entry's folder
+    path: Path
+    sha256: str
+    size: int | None
+
+
+@dataclass(frozen=True)
+class FetchRecord:
+    """``MODELS_DIR/catalogue/NAME.json`` as read by :func:`verified_record`: what was
+    fetched, where (``folder``, absolute), and its files, every one verified."""
+
+    name: str
+    folder: Path
+    files: tuple[RecordedFile, ...]
+    kind: str | None = None
+    architecture: str | None = None
+    checkpoint: str | None = None
+    pipeline_class: str | None = None
+    variant: str | None = None
+    commit: str | None = None
+
+    def checkpoint_file(self) -> RecordedFile:
+        """The entry's checkpoint: its ``checkpoint`` file, else its only weight file;
+        FetchRecordError when it names none of the recorded files."""
+        wanted = self.checkpoint or (self.files[0].name if len(self.files) == 1 else None)
+        for file in self.files:
+            if file.name == wanted:
+                return file
+        raise FetchRecordError(
+            f"{self.name}: no single checkpoint file among {sorted(f.name for f in self.files)}"
+            f" in its fetch record: run hps models fetch {self.name}"
+        )
+
+
+def verified_record(models_dir: Path, name: str) -> FetchRecord:
+    """The fetch record of catalogue entry ``name``, every recorded file re-hashed against the
+    sha256 recorded at fetch time (offline): what a catalogue pipeline (``SD_PIPELINE=NAME``)
+    and a catalogue base (``hps train --base NAME``) load from. FetchRecordError when there is
+    no record, it is malformed, or a file is missing or changed."""
     path = record_path(models_dir, name)
+    fix = f"run hps models fetch {name}"
     try:
         document = json.loads(path.read_text())
     except FileNotFoundError:
-        raise NotFetched(
-            f"{name} is not fetched yet (no {path}): run hps models fetch {name}"
+        raise FetchRecordError(f"{name} is not fetched yet (no {path}): {fix}") from None
+    except (OSError, ValueError) as exc:
+        raise FetchRecordError(
+            f"{name}: cannot read its fetch record {path} ({exc}): {fix}"
         ) from None
-    folder = Path(document["folder"])
-    document["folder"] = folder if folder.is_absolute() else models_dir / folder
-    return dict(document)
+    record = _parse_record(document, models_dir, name, path)
+    for file in record.files:
+        _verify_recorded(name, file)
+    return record
+
+
+def _parse_record(document: Any, models_dir: Path, name: str, path: Path) -> FetchRecord:
+    def malformed(why: str) -> FetchRecordError:
+        return FetchRecordError(
+            f"{name}: its fetch record {path} is malformed ({why}): run hps models fetch {name}"
+        )
+
+    if not isinstance(document, dict):
+        raise malformed("not a JSON object")
+    if document.get("name", name) != name:
+        raise malformed(f"it records {document.get('name')!r}")
+    folder = document.get("folder")
+    files = document.get("files")
+    if not isinstance(folder, str) or not folder:
+        raise malformed("no folder")
+    if not isinstance(files, dict) or not files:
+        raise malformed("no files")
+    root = Path(folder) if Path(folder).is_absolute() else models_dir / folder
+    recorded = []
+    for file, facts in files.items():
+        inside = Path(file)
+        if not file or inside.is_absolute() or ".." in inside.parts:
+            raise malformed(f"file {file!r} is not inside its folder")
+        digest = facts.get("sha256") if isinstance(facts, dict) else None
+        if not isinstance(digest, str) or not _SHA256_NAME.fullmatch(digest):
+            raise malformed(f"{file} has no sha256")
+        size = facts.get("bytes")
+        recorded.append(
+            RecordedFile(file, root / file, digest, size if isinstance(size, int) else None)
+        )
+    text = {
+        key: value if isinstance(value := document.get(key), str) else None
+        for key in ("kind", "architecture", "checkpoint", "pipeline_class", "variant", "commit")
+    }
+    return FetchRecord(name, root, tuple(recorded), **text)
+
+
+def _verify_recorded(name: str, file: RecordedFile) -> None:
+    try:
+        found = sha256_of_file(file.path)
+    except FileNotFoundError:
+        raise FetchRecordError(
+            f"{name}: {file.name} is missing ({file.path}; expected sha256 {file.sha256}): "
+            f"run hps models fetch {name}"
+        ) from None
+    except OSError as exc:  # a folder where the file was, no permission...
+        raise FetchRecordError(
+            f"{name}: {file.name} cannot be read ({exc}; expected sha256 {file.sha256}): "
+            f"delete {file.path} and run hps models fetch {name}"
+        ) from None
+    if found != file.sha256:
+        # The real file (a cache link's blob): once it is gone the fetch downloads it again.
+        raise FetchRecordError(
+            f"{name}: {file.name} changed since it was fetched ({file.path}: sha256 is {found}, "
+            f"expected {file.sha256}): delete {file.path.resolve()} and run hps models fetch "
+            f"{name}"
+        )
 
 
 def fetched_checkpoint(models_dir: Path, name: str) -> tuple[Path, str, str | None]:
     """``(file, sha256, architecture)`` of fetched catalogue entry ``name``'s checkpoint (its
-    ``checkpoint`` file, else its only weight file), verified against the recorded sha256:
-    what ``hps train --base NAME`` and the train job start from, offline. NotFetched when it
-    was not fetched ("run hps models fetch NAME"), ChecksumMismatch when the file changed."""
-    record = read_record(models_dir, name)
-    files: dict[str, Any] = record["files"]
-    chosen = record.get("checkpoint") or (next(iter(files)) if len(files) == 1 else None)
-    if chosen is None or chosen not in files:
-        raise NotFetched(f"{name}: no single checkpoint file among {sorted(files)}")
-    path = Path(record["folder"]) / chosen
-    if not path.is_file():
-        raise NotFetched(f"{name}: {path} is missing: run hps models fetch {name}")
-    expected = str(files[chosen]["sha256"])
-    verify_sha256(path, expected)
-    return path, expected, record.get("architecture")
+    ``checkpoint`` file, else its only weight file), verified by :func:`verified_record`: what
+    ``hps train --base NAME`` and the train job start from, offline. FetchRecordError when it
+    was not fetched, its record is malformed or a file is missing or changed."""
+    record = verified_record(models_dir, name)
+    checkpoint = record.checkpoint_file()
+    return checkpoint.path, checkpoint.sha256, record.architecture

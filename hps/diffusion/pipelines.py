@@ -14,12 +14,15 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from PIL import Image
 
 from hps.diffusion.assembly import assemble_pipeline
+
+if TYPE_CHECKING:
+    from hps.fetch import FetchRecord
 
 NEGATIVE_PROMPT = "Weird image. "  # the paper's: negatives were captioned with it in training
 
@@ -135,13 +138,13 @@ def load_pipeline(
     return pipe.to(device)
 
 
-def catalogue_pipeline(name: str, models_dir: Path | None = None) -> dict[str, Any] | None:
-    """The fetched record of catalogue pipeline ``name`` (None when ``name`` names none), its
-    weight files verified against their recorded sha256; PipelineError when it is not fetched
-    yet ("run hps models fetch NAME"), or a file is missing or changed."""
+def catalogue_pipeline(name: str, models_dir: Path | None = None) -> FetchRecord | None:
+    """The fetch record of catalogue pipeline ``name`` (None when ``name`` names none), its
+    weight files verified against their recorded sha256 (:func:`hps.fetch.verified_record`:
+    FetchRecordError when it is not fetched yet, its record is malformed, or a file is missing
+    or changed); PipelineError when there is no models directory to look in."""
     from hps.catalogue import load_catalogue
-    from hps.checkpoints import sha256_of_file
-    from hps.fetch import NotFetched, read_record
+    from hps.fetch import verified_record
 
     entry = load_catalogue().get(name)
     if entry is None or entry.kind != "pipeline":
@@ -149,17 +152,7 @@ def catalogue_pipeline(name: str, models_dir: Path | None = None) -> dict[str, A
     root = models_dir or (Path(os.environ["MODELS_DIR"]) if os.environ.get("MODELS_DIR") else None)
     if root is None:
         raise PipelineError(f"{name}: a catalogue pipeline, but no models directory (MODELS_DIR)")
-    try:
-        record = read_record(root, name)
-    except NotFetched as exc:
-        raise PipelineError(str(exc)) from None
-    for file, facts in record["files"].items():
-        path = record["folder"] / file
-        if not path.is_file():
-            raise PipelineError(f"{name}: {path} is missing: run hps models fetch {name}")
-        if sha256_of_file(path) != facts["sha256"]:
-            raise PipelineError(f"{name}: {path} changed since it was fetched (sha256 differs)")
-    return record
+    return verified_record(root, name)
 
 
 TINY_PIPELINE = "tiny"  # the source name of the pipeline built in code
@@ -192,11 +185,11 @@ def open_pipeline(
     record = catalogue_pipeline(str(source), models_dir)
     if record is not None:
         return load_pipeline(
-            record["folder"],
+            record.folder,
             device=str(target),
             dtype=dtype,
-            variant=record.get("variant"),
-            pipeline_class=record.get("pipeline_class"),
+            variant=record.variant,
+            pipeline_class=record.pipeline_class,
         )
     return load_pipeline(source, device=str(target), dtype=dtype)
 

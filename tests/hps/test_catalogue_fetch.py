@@ -26,8 +26,9 @@ from db.registry import get_active_model
 from hps.architectures import build_model, get_architecture
 from hps.catalogue import CATALOGUE, COMMIT_SHA
 from hps.checkpoints import load_checkpoint
-from hps.diffusion.pipelines import PipelineError, build_tiny_pipeline, open_pipeline
+from hps.diffusion.pipelines import build_tiny_pipeline, open_pipeline
 from hps.factory import load_model
+from hps.fetch import FetchRecordError
 from tests.hf_server import HubServer
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -347,7 +348,9 @@ def test_a_catalogue_name_names_the_sd_pipeline(
     fetcher: Fetcher, content: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("HPS_CATALOGUE", fetcher.env["HPS_CATALOGUE"])
-    with pytest.raises(PipelineError, match="run hps models fetch sd-tiny"):
+    with pytest.raises(
+        FetchRecordError, match=r"sd-tiny is not fetched yet .*run hps models fetch sd-tiny"
+    ):
         open_pipeline("sd-tiny", "cpu", models_dir=fetcher.models_dir)
     refused = fetcher.run("fetch", "sd-tiny", "--activate")
     assert refused.returncode == 2 and "SD_PIPELINE=sd-tiny" in refused.stderr
@@ -370,9 +373,18 @@ def test_a_catalogue_name_names_the_sd_pipeline(
     assert type(load_configured_pipeline("sd-tiny", "cpu")).__name__ == "StableDiffusionPipeline"
 
     unet = next(Path(fetched["folder"]).glob("unet/*.fp16.safetensors"))
-    unet.resolve().write_bytes(unet.read_bytes()[:-1] + b"\1")
-    with pytest.raises(PipelineError, match="changed since it was fetched"):
+    blob = unet.resolve()
+    blob.write_bytes(unet.read_bytes()[:-1] + b"\1")
+    with pytest.raises(FetchRecordError, match="changed since it was fetched") as changed:
         open_pipeline("sd-tiny", "cpu", models_dir=fetcher.models_dir)
+    # What the message says to do mends it: delete the file, fetch again.
+    fix = f"delete {blob} and run hps models fetch sd-tiny"
+    assert str(changed.value).endswith(fix), changed.value
+    blob.unlink()
+    again = fetcher.run("fetch", "sd-tiny")
+    assert again.returncode == 0, again.stderr
+    mended = open_pipeline("sd-tiny", "cpu", models_dir=fetcher.models_dir).unet.state_dict()
+    assert all(torch.equal(mended[k], v) for k, v in content["sd_unet"].items())
 
 
 def test_the_catalogue_is_listed(capsys: pytest.CaptureFixture[str]) -> None:
@@ -439,3 +451,5 @@ def test_training_starts_from_a_fetched_base_offline(
     changed = fetcher.hps("train", "--base", "clip-tiny-base", "--data", str(manifest),
                           "--out", str(tmp_path / "run2"), "--steps", "1", **offline)  # fmt: skip
     assert changed.returncode == 2 and "sha256" in changed.stderr.lower(), changed.stderr
+    assert f"{BASE_FILE} changed since it was fetched" in changed.stderr, changed.stderr
+    assert f"delete {weights} and run hps models fetch clip-tiny-base" in changed.stderr

@@ -73,3 +73,6 @@ def test_a_base_not_fetched_or_changed_is_refused(tmp_path: Path) -> None:
     fetched(tmp_path).write_bytes(b"tampered")
     with pytest.raises(JobFailure, match=r"sha256|checksum"):
         starting_point(context(tmp_path, train_base=BASE))
+    (tmp_path / "catalogue" / f"{BASE}.json").write_text('{"name": "')
+    with pytest.raises(JobFailure, match=f"cannot start from {BASE}: .*fetch record"):
+        starting_point(context(tmp_path, train_base=BASE))

@@ -85,8 +85,7 @@ def catalogue_base(
     sha256 recorded at fetch time; offline); None when ``name`` is not a catalogue name (a
     file path). JobFailure when it was not fetched or its file changed."""
     from hps.catalogue import load_catalogue
-    from hps.checkpoints import CheckpointError
-    from hps.fetch import NotFetched, fetched_checkpoint
+    from hps.fetch import FetchRecordError, fetched_checkpoint
 
     if name not in load_catalogue():
         return None
@@ -94,7 +93,7 @@ def catalogue_base(
     assert models_dir is not None  # Settings fills it in
     try:
         path, sha256, entry_arch = fetched_checkpoint(models_dir, name)
-    except (NotFetched, CheckpointError) as exc:
+    except FetchRecordError as exc:
         raise JobFailure(f"cannot start from {name}: {exc}") from None
     return StartingPoint(arch or entry_arch, str(path), sha256, active, base=name)
 
