@@ -17,6 +17,8 @@ replace (the guild's active LoRA, or the base generator when none) before it is 
    the run's duels is judged (:func:`decide_gate`): passed -> the candidate is promoted (guild
    scope) and the decision posted; every duel closed without a pass -> refused, posted too.
    The status transition under the lock and the outbox row's dedupe key make it exactly once.
+   A decided run's duels that have no job yet are closed with it (never generated, never
+   posted: no reveal); its queued and open duels go on and close as any duel.
 4. :func:`check_promotion_allowed`: a gated guild's LoRA candidate is promoted by hand only
    once its run passed.
 
@@ -38,7 +40,7 @@ from datetime import datetime, timedelta
 from statistics import NormalDist
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from db.arena import (
@@ -440,6 +442,7 @@ def _decide(
     run.decision = decision
     run.decided_at = utcnow()
     session.flush()
+    _cancel_unstarted_duels(session, run.id, run.decided_at)
     candidate_name, compared_name = _names(session, run)
     payload = {
         "run_id": run.id,
@@ -461,6 +464,28 @@ def _decide(
         dedupe_key=f"gate-decision:{run.id}",
     )
     return run.status
+
+
+def _cancel_unstarted_duels(session: Session, run_id: int, now: datetime | None = None) -> int:
+    """Close a decided run's duels that are still ``pending`` with no job (never generated,
+    never posted, so no vote and no message: nothing to reveal); how many. Its queued and
+    open duels go on (members may be voting). A bot queueing one of them at the same moment
+    holds its row lock: this waits, sees the job, and leaves that duel alone."""
+    result = session.execute(
+        update(Duel)
+        .where(
+            Duel.gate_run_id == run_id,
+            Duel.status == DuelStatus.pending,
+            Duel.job_id.is_(None),
+        )
+        # "manual": closed by a decision, as an admin would, not by votes or the deadline.
+        .values(
+            status=DuelStatus.closed,
+            closed_at=now or utcnow(),
+            close_reason=CloseReason.manual.value,
+        )
+    )
+    return int(getattr(result, "rowcount", 0) or 0)
 
 
 # --- scheduled duels' jobs ------------------------------------------------------------------

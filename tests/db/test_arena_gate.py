@@ -9,6 +9,7 @@ from __future__ import annotations
 import itertools
 import random
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -22,6 +23,7 @@ from db.arena import (
     Tally,
     close_due_duels,
     generator_name,
+    head_to_head,
     iter_export_duel_votes,
     open_duel,
     record_vote,
@@ -486,6 +488,119 @@ def test_each_scheduled_duel_gets_one_job_and_failed_ones_close(
     with factory() as session, session.begin():
         assert close_failed_duels(session) == []
         assert session.scalar(select(Job.id).where(Job.id == uuid.uuid4())) is None
+
+
+def _queue(factory: sessionmaker[Session], duel_ids: list[int]) -> list[uuid.UUID]:
+    """Queue the duel jobs of some scheduled duels, as the bot's delivery loop does."""
+    with factory() as session, session.begin():
+        jobs = []
+        for duel_id in duel_ids:
+            job = create_job(session, "duel", {"duel_id": duel_id}, guild_id=GUILD_A)
+            attach_job(session, duel_id, job.id)
+            jobs.append(job.id)
+        return jobs
+
+
+def _post(factory: sessionmaker[Session], duel_id: int) -> None:
+    with factory() as session, session.begin():
+        set_duel_images(session, duel_id, DuelImage("a" * 64, "k/a"), DuelImage("b" * 64, "k/b"))
+        open_duel(session, duel_id, next(_message_ids), now=T0)
+
+
+def test_an_early_decision_cancels_the_duels_not_yet_queued(
+    factory: sessionmaker[Session],
+) -> None:
+    _gated(factory, min_votes=8, duels_per_candidate=5, votes_per_duel=10)
+    candidate, compared, run_id = _start(factory)
+    with factory() as session:
+        duel_ids = list(
+            session.scalars(select(Duel.id).where(Duel.gate_run_id == run_id).order_by(Duel.id))
+        )
+    decider, voting, queued, *unqueued = duel_ids
+    _queue(factory, [decider, voting, queued])
+    _post(factory, decider)
+    _post(factory, voting)
+    _votes(factory, voting, candidate, wins=1, losses=1)  # open, members voting
+    _votes(factory, decider, candidate, wins=9, losses=1)  # closes: 10 votes, 90%: passes
+    run = _run(factory, run_id)
+    assert run.status == GateRunStatus.passed and run.decision is not None
+    assert _status(factory, candidate) == ModelStatus.active
+    with factory() as session:
+        for duel_id in unqueued:  # never generated nor posted: closed with the decision
+            duel = session.get(Duel, duel_id)
+            assert duel is not None and duel.status == DuelStatus.closed
+            assert duel.close_reason == "manual" and duel.closed_at == run.decided_at
+            assert duel.message_id is None and duel.job_id is None
+            assert tally(session, duel_id).total == 0
+        rows = session.execute(select(Duel.id, Duel.status).where(Duel.id.in_([voting, queued])))
+        assert {i: s for i, s in rows} == {voting: DuelStatus.open, queued: DuelStatus.pending}
+    with factory() as session, session.begin():
+        assert duels_awaiting_job(session) == []
+        assert close_failed_duels(session) == []
+    # The duels already under way go on and close as any duel; the run stays decided once.
+    _post(factory, queued)
+    _votes(factory, voting, candidate, wins=0, losses=8)  # the 10th vote closes it
+    with factory() as session, session.begin():
+        [closed] = close_due_duels(session, now=T0 + timedelta(days=2))
+        assert closed.duel_id == queued and closed.message_id is not None
+        assert settle_after_close(session, closed) is None
+        # The cancelled duels are closed already: no closer returns them (so no reveal).
+        assert close_due_duels(session, now=T0 + timedelta(days=3)) == []
+    with factory() as session:
+        assert session.scalar(select(Duel.status).where(Duel.id == voting)) == DuelStatus.closed
+        # Only the posted duels' votes count: the cancelled ones add none.
+        record = head_to_head(
+            session, Scope.guild(GUILD_A), candidate, compared, gate_run_id=run_id
+        )
+        assert record.total == 20
+        kinds = session.scalars(select(OutboxMessage.kind)).all()
+    assert kinds == ["gate_decision"]
+    assert _run(factory, run_id).decision == run.decision
+    assert len(_decisions(factory)) == 1
+
+
+def test_a_duel_being_queued_as_the_run_is_decided_keeps_its_job(
+    pg_factory: sessionmaker[Session],
+) -> None:
+    factory = pg_factory
+    _gated(factory, min_votes=4, duels_per_candidate=3, votes_per_duel=4)
+    candidate, _compared, run_id = _start(factory)
+    with factory() as session:
+        decider, *later = session.scalars(
+            select(Duel.id).where(Duel.gate_run_id == run_id).order_by(Duel.id)
+        )
+    _queue(factory, [decider])
+    _post(factory, decider)
+    _votes(factory, decider, candidate, wins=3, losses=0)
+    barrier = threading.Barrier(2)
+    taken: list[int] = []
+
+    def bot() -> None:  # holds the duels' row locks while the decisive vote comes in
+        with factory() as session, session.begin():
+            scheduled = duels_awaiting_job(session)
+            barrier.wait(timeout=10)
+            time.sleep(0.5)
+            for duel in scheduled:
+                job = create_job(session, "duel", {"duel_id": duel.duel_id}, guild_id=GUILD_A)
+                attach_job(session, duel.duel_id, job.id)
+                taken.append(duel.duel_id)
+
+    def voter() -> None:
+        barrier.wait(timeout=10)
+        _votes(factory, decider, candidate, wins=1, losses=0)  # 4 of 4: passes
+
+    threads = [threading.Thread(target=bot), threading.Thread(target=voter)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert sorted(taken) == later
+    assert _run(factory, run_id).status == GateRunStatus.passed
+    with factory() as session:
+        for duel_id in later:  # queued before the decision saw them: they go on
+            duel = session.get(Duel, duel_id)
+            assert duel is not None and duel.status == DuelStatus.pending
+            assert duel.job_id is not None
 
 
 def test_forgetting_and_deleting_models_keep_working(factory: sessionmaker[Session]) -> None:
