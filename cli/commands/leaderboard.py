@@ -1,5 +1,6 @@
 """``hps leaderboard``: Bradley–Terry ratings (Davidson ties) of a guild's model
-configurations from its closed arena duels, with bootstrap intervals, as JSON (and a PNG)."""
+configurations from its closed arena duels and its harvested picks between labelled generators,
+with bootstrap intervals, as JSON (and a PNG)."""
 
 from __future__ import annotations
 
@@ -18,11 +19,13 @@ def register(subcommands: argparse._SubParsersAction) -> None:
     """Add ``hps leaderboard`` to the ``hps`` parser."""
     board = subcommands.add_parser(
         "leaderboard",
-        help="arena ratings of model configurations from duel votes (JSON; --png chart)",
+        help="arena ratings of model configurations from duel votes and harvested picks "
+        "(JSON; --png chart)",
         description="Bradley-Terry ratings with Davidson ties of one guild's model "
         "configurations (LoRA versions and the base generator) from the votes of its closed "
-        "duels, consent applied, with bootstrap 95%% intervals and vote tallies. Both-bad "
-        "votes are counted, not rated.",
+        "duels, and of its harvested generators from members' picks between images labelled "
+        "with different generators; consent applied, with bootstrap 95%% intervals and vote "
+        "tallies. Both-bad votes are counted, not rated.",
     )
     board.add_argument("--guild", type=int, required=True, help="the guild whose duels to rate")
     # jobqueue.contracts.DEFAULT_LEADERBOARD_ROUNDS (/hps leaderboard's), not imported: it
@@ -37,7 +40,8 @@ def register(subcommands: argparse._SubParsersAction) -> None:
 
 
 def read_votes(guild_id: int, include_open: bool) -> GuildVotes:
-    """The guild's counted duel votes with the display name of every model id in them."""
+    """The guild's counted duel votes and harvested picks between labelled generators, with
+    the display name of every rating id in them."""
     from db.leaderboards import guild_rating_votes
     from hps.arena.board import GuildVotes
 
@@ -56,8 +60,9 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     board = rate_guild(votes, RatingOptions(rounds=args.rounds, seed=args.seed))
     if board is None:
         raise ValueError(
-            f"guild {args.guild} has no rated duel votes yet"
-            f" ({votes.both_bad} both-bad votes, which are counted but not rated)"
+            f"guild {args.guild} has no rated votes yet (duel votes or harvested picks between"
+            f" labelled generators; {votes.both_bad} both-bad duel votes, which are counted but"
+            " not rated)"
         )
     result = leaderboard_report(votes, board)
     if args.png is not None:

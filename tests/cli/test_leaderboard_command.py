@@ -80,7 +80,10 @@ def test_leaderboard_rates_a_guilds_closed_duels(tmp_path: Path) -> None:
     prepared = hps("run", "--check", data=data)
     assert prepared.returncode == 0, prepared.stderr
     empty = hps("leaderboard", "--guild", str(GUILD), data=data)
-    assert empty.returncode == 2 and "has no rated duel votes yet" in empty.stderr
+    assert empty.returncode == 2 and (
+        f"guild {GUILD} has no rated votes yet (duel votes or harvested picks between labelled"
+        " generators; 0 both-bad duel votes" in empty.stderr
+    )
     ids = play(data)
     result = hps(
         "leaderboard", "--guild", str(GUILD), "--rounds", "200", "--png", "board.png", data=data
