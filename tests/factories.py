@@ -11,6 +11,7 @@ from PIL import Image
 from db.ingest import GenerationIn, ImageIn
 from media.intake import encode_canonical
 from media.store import ImageStore, key_for
+from tests.hps.datasets import planted_image
 
 _message_ids = itertools.count(1_100_000_000_000_000_000)
 
@@ -35,24 +36,33 @@ def noise_image(seed: int, size: tuple[int, int] = (32, 32)) -> Image.Image:
     )
 
 
+def stored_image(store: ImageStore | None, image: Image.Image, seed: int | None = None) -> ImageIn:
+    """Encode ``image`` as the intake does, put it in ``store`` (if given), describe it for
+    ingest."""
+    result = encode_canonical(image)
+    if store is not None:
+        store.put(result.data, result.sha256)
+    return ImageIn(
+        sha256=result.sha256,
+        storage_key=key_for(result.sha256),
+        width=result.width,
+        height=result.height,
+        phash=result.phash,
+        seed=seed,
+    )
+
+
 def stored_images(store: ImageStore | None, seeds: list[int]) -> list[ImageIn]:
     """Encode noise images, put them in ``store`` (if given), describe them for ingest."""
-    images = []
-    for seed in seeds:
-        result = encode_canonical(noise_image(seed))
-        if store is not None:
-            store.put(result.data, result.sha256)
-        images.append(
-            ImageIn(
-                sha256=result.sha256,
-                storage_key=key_for(result.sha256),
-                width=result.width,
-                height=result.height,
-                phash=result.phash,
-                seed=seed,
-            )
-        )
-    return images
+    return [stored_image(store, noise_image(seed), seed) for seed in seeds]
+
+
+def stored_planted_set(
+    store: ImageStore, rng: random.Random, preferred: int, size: int = 4
+) -> list[ImageIn]:
+    """``size`` planted images (tests.hps.datasets), drawn from ``rng`` in order and stored;
+    the one at ``preferred`` carries the red disc every simulated voter picks."""
+    return [stored_image(store, planted_image(rng, index == preferred)) for index in range(size)]
 
 
 def make_generation(

@@ -5,30 +5,19 @@ and its report says so; in a guild whose gate is off nothing is scheduled."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 from celery import Celery
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from config import load_settings
 from db.arena_gate import set_arena_settings
 from db.ingest import record_generation
-from db.models import ArenaSettings, Duel, DuelStatus, GateRun, JobStatus, Prompt
-from jobqueue.app import make_celery
+from db.models import ArenaSettings, Duel, DuelStatus, GateRun, Prompt
 from tests.factories import make_generation
-from tests.worker.harness import (
-    BROKER_URL,
-    models_data_dir,
-    register_tiny_model,
-    running_worker,
-    submit,
-    wait_for_job,
-    worker_env,
-)
+from tests.worker.fixtures import queue_fixtures, run_job
+from tests.worker.harness import register_tiny_model
 
 GATED, UNGATED = 31, 32
 ARENA_CHANNEL, ADAPT_CHANNEL = 3100, 3101
@@ -45,30 +34,13 @@ QUICK = {
 }
 
 
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return models_data_dir(tmp_path_factory, "adapt-gate-data")
-
-
-@pytest.fixture(scope="module")
-def worker(pg_url: str, data_dir: Path) -> Iterator[Any]:
-    with running_worker(
-        worker_env(pg_url, data_dir), data_dir / "worker.log", name="adapt-gate"
-    ) as process:
-        yield process
-
-
-@pytest.fixture(scope="module")
-def client(data_dir: Path) -> Celery:
-    return make_celery(load_settings(broker_url=BROKER_URL, hps_data_dir=data_dir))
+data_dir, worker, client = queue_fixtures("adapt-gate-data", "adapt-gate")
 
 
 def adapt(client: Celery, factory: sessionmaker[Session], guild_id: int) -> dict[str, Any]:
-    job_id = submit(client, factory, "adapt", QUICK, guild_id=guild_id, channel_id=ADAPT_CHANNEL)
-    job = wait_for_job(factory, job_id, timeout=300)
-    assert job.status == JobStatus.succeeded, job.error
-    result: dict[str, Any] = job.result
-    return result
+    return dict(
+        run_job(client, factory, "adapt", QUICK, guild_id=guild_id, channel_id=ADAPT_CHANNEL).result
+    )
 
 
 def test_a_gated_guilds_candidate_gets_its_duels_and_an_ungated_ones_none(

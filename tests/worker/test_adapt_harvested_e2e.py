@@ -5,32 +5,20 @@ with fewer it generates, then selects, as before."""
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 from celery import Celery
 from sqlalchemy.orm import Session, sessionmaker
 
 from config import load_settings
 from db.datasets import split_for_prompt
-from db.ingest import GenerationIn, ImageIn, record_generation
-from db.models import JobStatus
+from db.ingest import GenerationIn, record_generation
 from db.prompts import prompt_hash
-from jobqueue.app import make_celery
-from media.intake import encode_canonical
-from media.store import LocalImageStore, key_for
-from tests.hps.datasets import planted_image
-from tests.worker.harness import (
-    BROKER_URL,
-    models_data_dir,
-    register_tiny_model,
-    running_worker,
-    submit,
-    wait_for_job,
-    worker_env,
-)
+from media.store import LocalImageStore
+from tests.factories import stored_planted_set
+from tests.worker.fixtures import queue_fixtures, run_job
+from tests.worker.harness import register_tiny_model
 
 GUILD, OTHER_GUILD = 1, 2
 QUICK = {
@@ -45,22 +33,7 @@ QUICK = {
 }
 
 
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return models_data_dir(tmp_path_factory, "adapt-harvested-data")
-
-
-@pytest.fixture(scope="module")
-def worker(pg_url: str, data_dir: Path) -> Iterator[Any]:
-    with running_worker(
-        worker_env(pg_url, data_dir), data_dir / "worker.log", name="adapt"
-    ) as process:
-        yield process
-
-
-@pytest.fixture(scope="module")
-def client(data_dir: Path) -> Celery:
-    return make_celery(load_settings(broker_url=BROKER_URL, hps_data_dir=data_dir))
+data_dir, worker, client = queue_fixtures("adapt-harvested-data", "adapt")
 
 
 def training_prompts(count: int) -> list[str]:
@@ -76,15 +49,7 @@ def harvest(factory: sessionmaker[Session], store: LocalImageStore, prompts: lis
     rng = random.Random(7)
     message_ids = iter(range(7_700_000, 7_800_000))
     for guild, prompt in [(GUILD, p) for p in prompts] + [(OTHER_GUILD, "another guild's")]:
-        stored = []
-        for position in range(4):
-            canonical = encode_canonical(planted_image(rng, position == 0))
-            store.put(canonical.data, canonical.sha256)
-            stored.append(
-                ImageIn(
-                    canonical.sha256, key_for(canonical.sha256), canonical.width, canonical.height
-                )
-            )
+        stored = stored_planted_set(store, rng, preferred=0)
         with factory() as session, session.begin():
             record_generation(
                 session,
@@ -93,11 +58,8 @@ def harvest(factory: sessionmaker[Session], store: LocalImageStore, prompts: lis
 
 
 def adapt(client: Celery, factory: sessionmaker[Session], **params: Any) -> dict[str, Any]:
-    job_id = submit(client, factory, "adapt", {**QUICK, **params}, guild_id=GUILD)
-    job = wait_for_job(factory, job_id, timeout=300)
-    assert job.status == JobStatus.succeeded, job.error
-    result: dict[str, Any] = job.result
-    return result
+    job = run_job(client, factory, "adapt", {**QUICK, **params}, guild_id=GUILD)
+    return dict(job.result)
 
 
 def test_auto_uses_harvested_sets_when_there_are_enough_else_generates(

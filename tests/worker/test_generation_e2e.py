@@ -3,60 +3,30 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 from celery import Celery
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from config import load_settings
-from db.ingest import GenerationIn, ImageIn, record_generation
-from db.models import JobStatus, ModelKind, ModelStatus, ModelVersion
+from db.ingest import GenerationIn, record_generation
+from db.models import ModelKind, ModelStatus, ModelVersion
 from db.registry import promote_model_version
-from jobqueue.app import make_celery
-from media.intake import encode_canonical
-from media.store import LocalImageStore, key_for
-from tests.hps.datasets import planted_image
-from tests.worker.harness import (
-    BROKER_URL,
-    models_data_dir,
-    outbox_rows,
-    register_tiny_model,
-    running_worker,
-    submit,
-    wait_for_job,
-    worker_env,
-)
+from media.store import LocalImageStore
+from tests.factories import stored_planted_set
+from tests.worker.fixtures import queue_fixtures, run_job
+from tests.worker.harness import outbox_rows, register_tiny_model
 
 TINY = {"steps": 3}
 
 
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return models_data_dir(tmp_path_factory, "generation-data")
-
-
-@pytest.fixture(scope="module")
-def worker(pg_url: str, data_dir: Path) -> Iterator[Any]:
-    with running_worker(
-        worker_env(pg_url, data_dir), data_dir / "worker.log", name="sd"
-    ) as process:
-        yield process
-
-
-@pytest.fixture(scope="module")
-def client(data_dir: Path) -> Celery:
-    return make_celery(load_settings(broker_url=BROKER_URL, hps_data_dir=data_dir))
+data_dir, worker, client = queue_fixtures("generation-data", "sd")
 
 
 def run(client: Celery, factory: sessionmaker[Session], kind: str, params: dict[str, Any]) -> Any:
-    job_id = submit(client, factory, kind, params, guild_id=1)  # the data's server
-    job = wait_for_job(factory, job_id, timeout=300)
-    assert job.status == JobStatus.succeeded, job.error
-    assert len(outbox_rows(factory, job_id)) == 1
+    job = run_job(client, factory, kind, params, guild_id=1)  # the data's server
+    assert len(outbox_rows(factory, job.id)) == 1
     return job
 
 
@@ -119,14 +89,7 @@ def test_generate_adapt_promote_regenerate(
     assert styled.result["negative_prompt"] == "Weird image. "
     assert [i["sha256"] for i in styled.result["images"]] != [i["sha256"] for i in images]
 
-    rng = random.Random(4)
-    stored = []
-    for position in range(4):
-        canonical = encode_canonical(planted_image(rng, position == 0))
-        store.put(canonical.data, canonical.sha256)
-        stored.append(
-            ImageIn(canonical.sha256, key_for(canonical.sha256), canonical.width, canonical.height)
-        )
+    stored = stored_planted_set(store, random.Random(4), preferred=0)
     with pg_factory() as session, session.begin():
         generation_id = record_generation(
             session,

@@ -3,68 +3,40 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from celery import Celery
-from PIL import Image
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from config import load_settings
-from db.ingest import ChoiceIn, GenerationIn, ImageIn, record_choice, record_generation
+from db.ingest import ChoiceIn, GenerationIn, record_choice, record_generation
 from db.jobs import request_cancel
 from db.models import ChoiceMethod, JobStatus, ModelStatus, ModelVersion, Score
 from hps.scoring import build_scorer
-from jobqueue.app import make_celery
-from media.intake import encode_canonical
-from media.store import LocalImageStore, key_for
+from media.store import LocalImageStore
+from tests.factories import stored_image, stored_planted_set
 from tests.hps.datasets import planted_image
+from tests.worker.fixtures import queue_fixtures
 from tests.worker.harness import (
-    BROKER_URL,
     count,
-    models_data_dir,
     outbox_rows,
     register_tiny_model,
-    running_worker,
     submit,
     submit_unchecked,
     wait_for_job,
-    worker_env,
 )
 
 GUILD = 2  # the community's server: its admins' jobs run in its scope
 
 
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return models_data_dir(tmp_path_factory, "worker-data")
-
-
-@pytest.fixture(scope="module")
-def worker(pg_url: str, data_dir: Path) -> Iterator[Any]:
-    with running_worker(worker_env(pg_url, data_dir), data_dir / "worker.log") as process:
-        yield process
-
-
-@pytest.fixture(scope="module")
-def client(data_dir: Path) -> Celery:
-    return make_celery(load_settings(broker_url=BROKER_URL, hps_data_dir=data_dir))
+data_dir, worker, client = queue_fixtures("worker-data")
 
 
 @pytest.fixture
 def store(data_dir: Path) -> LocalImageStore:
     return LocalImageStore(data_dir / "images")
-
-
-def stored(store: LocalImageStore, image: Image.Image, seed: int | None = None) -> ImageIn:
-    result = encode_canonical(image)
-    store.put(result.data, result.sha256)
-    return ImageIn(
-        result.sha256, key_for(result.sha256), result.width, result.height, result.phash, seed
-    )
 
 
 def community(
@@ -75,9 +47,7 @@ def community(
     with factory() as session, session.begin():
         for index in range(generations):
             chosen = rng.randrange(4)
-            images = [
-                stored(store, planted_image(rng, position == chosen)) for position in range(4)
-            ]
+            images = stored_planted_set(store, rng, chosen)
             recorded = record_generation(
                 session,
                 GenerationIn(
@@ -104,7 +74,7 @@ def test_score_job_end_to_end(
     store: LocalImageStore,
 ) -> None:
     register_tiny_model(pg_factory, data_dir / "models", "score-e2e", seed=1)
-    images = [stored(store, planted_image(random.Random(i), i == 0)) for i in range(3)]
+    images = [stored_image(store, planted_image(random.Random(i), i == 0)) for i in range(3)]
     job_id = submit(
         client,
         pg_factory,
@@ -198,7 +168,7 @@ def test_train_job_promotes_a_better_candidate_and_refuses_one_that_is_not(
     assert row.kind == "train_report"
 
     # The next score job uses the promoted model without a worker restart.
-    image = stored(store, planted_image(random.Random(1), True))
+    image = stored_image(store, planted_image(random.Random(1), True))
     job_id = submit(
         client, pg_factory, "score", {"prompt": "x", "images": [image.sha256]}, guild_id=GUILD
     )
@@ -218,7 +188,7 @@ def test_failures_are_readable_and_the_worker_keeps_serving(
 ) -> None:
     models = data_dir / "models"
     register_tiny_model(pg_factory, models, "healthy", seed=6)
-    image = stored(store, planted_image(random.Random(2), False))
+    image = stored_image(store, planted_image(random.Random(2), False))
 
     deleted = submit(client, pg_factory, "score", {"prompt": "x", "images": ["ab" * 32]})
     job = wait_for_job(pg_factory, deleted)
@@ -352,7 +322,7 @@ def test_operators_cli_without_discord(
     assert json.loads(added.stdout)["status"] == "active"
     assert json.loads(added.stdout)["checkpoint_key"] == "cli-model.safetensors"
 
-    image = stored(store, planted_image(random.Random(3), True))
+    image = stored_image(store, planted_image(random.Random(3), True))
     done = hps(
         "jobs",
         "submit",

@@ -4,7 +4,6 @@ real queue: Redis broker, a Celery worker process, PostgreSQL, a tiny model."""
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -12,41 +11,17 @@ import pytest
 from celery import Celery
 from sqlalchemy.orm import Session, sessionmaker
 
-from config import load_settings
 from db.models import JobStatus
 from hps.architectures import get_architecture
 from hps.scoring import build_scorer
-from jobqueue.app import make_celery
 from media.intake import encode_canonical
 from media.model_inputs import ModelInputSpec, is_valid_model_input, make_model_input
 from media.store import BlobNotFound, LocalImageStore
 from tests.hps.datasets import planted_image
-from tests.worker.harness import (
-    BROKER_URL,
-    models_data_dir,
-    outbox_rows,
-    register_tiny_model,
-    running_worker,
-    submit,
-    wait_for_job,
-    worker_env,
-)
+from tests.worker.fixtures import queue_fixtures
+from tests.worker.harness import outbox_rows, register_tiny_model, submit, wait_for_job
 
-
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return models_data_dir(tmp_path_factory, "model-inputs-data")
-
-
-@pytest.fixture(scope="module")
-def worker(pg_url: str, data_dir: Path) -> Iterator[Any]:
-    with running_worker(worker_env(pg_url, data_dir), data_dir / "worker.log") as process:
-        yield process
-
-
-@pytest.fixture(scope="module")
-def client(data_dir: Path) -> Celery:
-    return make_celery(load_settings(broker_url=BROKER_URL, hps_data_dir=data_dir))
+data_dir, worker, client = queue_fixtures("model-inputs-data")
 
 
 def test_score_job_reads_stored_inputs_derives_missing_ones_and_replaces_damaged_ones(
