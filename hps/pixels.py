@@ -2,7 +2,8 @@
 
 Two geometries: ``pad`` (the paper's: resize the longest side to the model resolution, zero-pad
 to a square, image centred) and ``crop`` (CLIP's: resize the shortest side, centre-crop). Both
-reproduce open_clip's eval transforms pixel for pixel.
+reproduce open_clip's eval transforms pixel for pixel. The geometry is :mod:`rules.geometry`,
+which ``media.model_inputs`` also stores each image's model input with (one code, same bits).
 """
 
 from __future__ import annotations
@@ -16,6 +17,18 @@ import numpy as np
 from PIL import Image
 
 from hps.architectures import PreprocessMode
+from rules.geometry import resize_crop, resize_pad
+
+__all__ = [
+    "DEFAULT_MAX_PIXELS",
+    "ImageLoadError",
+    "ImageSource",
+    "describe",
+    "load_image",
+    "resize_crop",
+    "resize_pad",
+    "shape_pixels",
+]
 
 DEFAULT_MAX_PIXELS = 64_000_000
 
@@ -60,31 +73,6 @@ def load_image(source: ImageSource, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> 
         raise ImageLoadError(f"{describe(source)}: no such file") from None
     except Exception as exc:  # Pillow raises many types for bad data
         raise ImageLoadError(f"{describe(source)}: cannot read image ({exc})") from None
-
-
-def resize_pad(image: Image.Image, size: int) -> Image.Image:
-    """Longest side to ``size`` (bicubic), then zero-pad to a centred square (the arithmetic
-    of open_clip's ``resize_mode='longest'``, so both give identical pixels)."""
-    ratio = max(image.width / size, image.height / size)
-    width, height = max(1, round(image.width / ratio)), max(1, round(image.height / ratio))
-    resized = image.resize((width, height), Image.Resampling.BICUBIC)
-    if (width, height) == (size, size):
-        return resized
-    canvas = Image.new("RGB", (size, size), (0, 0, 0))
-    canvas.paste(resized, ((size - width) // 2, (size - height) // 2))
-    return canvas
-
-
-def resize_crop(image: Image.Image, size: int) -> Image.Image:
-    """Shortest side to ``size`` (bicubic), then centre-crop a square (torchvision's
-    Resize + CenterCrop arithmetic, as in open_clip's default eval transform)."""
-    short, long = sorted((image.width, image.height))
-    new_long = int(size * long / short)
-    width, height = (size, new_long) if image.width <= image.height else (new_long, size)
-    resized = image.resize((width, height), Image.Resampling.BICUBIC)
-    top = round((height - size) / 2.0)
-    left = round((width - size) / 2.0)
-    return resized.crop((left, top, left + size, top + size))
 
 
 def shape_pixels(

@@ -4,11 +4,13 @@ Scoring and training spend most of their host time decoding 512 px PNGs and resi
 the model's 224 px. The intake decodes every image anyway, so it also stores, beside the blob,
 the image as the model will see it before padding (:func:`make_model_input`):
 
-- ``pad`` (the paper's geometry): the longest side resized to ``size`` (bicubic, aspect kept,
-  exactly the arithmetic of ``hps.pixels.resize_pad``), not yet padded;
+- ``pad`` (the paper's geometry): the longest side resized to ``size`` (bicubic, aspect kept:
+  :func:`rules.geometry.resize_longest`, the first half of the scorer's ``resize_pad``), not
+  yet padded;
 - ``crop`` (CLIP's): the final ``size`` x ``size`` centre crop of the image resized so that its
-  shortest side is ``size`` (``hps.pixels.resize_crop``). A longest-side image cannot give the
-  crop exactly (it has too few pixels along the short side), so crop stores its own input.
+  shortest side is ``size`` (:func:`rules.geometry.resize_crop`). A longest-side image cannot
+  give the crop exactly (it has too few pixels along the short side), so crop stores its own
+  input.
 
 Each input is a small lossless RGB PNG, keyed by the blob's sha256, the mode and the size
 (:func:`media.store.input_key`). Fed to the scorer's own geometry (``hps.pixels.shape_pixels``
@@ -18,8 +20,8 @@ the original, to the bit (tests/media/test_model_inputs.py).
 
 Readers (:func:`read_model_input`, :func:`ensure_model_input`) check a stored input (PNG chunk
 CRCs, geometry) and treat a damaged one as missing: they derive it again from the original
-blob, store it (best effort), and use it. Nothing here imports ``hps``: the geometry is the
-same few lines, and the tests hold both to identical pixels.
+blob, store it (best effort), and use it. Nothing here imports ``hps``: the geometry is
+:mod:`rules.geometry`, the very functions ``hps.pixels`` shapes the scorer's input with.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from typing import NamedTuple
 from PIL import Image
 
 from media.store import BlobNotFound, ImageStore
+from rules.geometry import resize_crop, resize_longest
 
 log = logging.getLogger(__name__)
 
@@ -67,32 +70,14 @@ def parse_model_inputs(text: str) -> tuple[ModelInputSpec, ...]:
     return tuple(specs)
 
 
-def _longest_side(image: Image.Image, size: int) -> Image.Image:
-    """``hps.pixels.resize_pad`` before its padding: the longest side to ``size``."""
-    ratio = max(image.width / size, image.height / size)
-    width, height = max(1, round(image.width / ratio)), max(1, round(image.height / ratio))
-    return image.resize((width, height), Image.Resampling.BICUBIC)
-
-
-def _centre_crop(image: Image.Image, size: int) -> Image.Image:
-    """``hps.pixels.resize_crop``: the shortest side to ``size``, then a centred square."""
-    short, long = sorted((image.width, image.height))
-    new_long = int(size * long / short)
-    width, height = (size, new_long) if image.width <= image.height else (new_long, size)
-    resized = image.resize((width, height), Image.Resampling.BICUBIC)
-    top = round((height - size) / 2.0)
-    left = round((width - size) / 2.0)
-    return resized.crop((left, top, left + size, top + size))
-
-
 def shape_for(image: Image.Image, spec: ModelInputSpec) -> Image.Image:
     """The model input of an RGB image as a PIL image (see the module docstring)."""
     if image.mode != "RGB":
         image = image.convert("RGB")
     if spec.mode == "pad":
-        return _longest_side(image, spec.size)
+        return resize_longest(image, spec.size)
     if spec.mode == "crop":
-        return _centre_crop(image, spec.size)
+        return resize_crop(image, spec.size)
     raise ValueError(f"model input mode must be 'pad' or 'crop', not {spec.mode!r}")
 
 

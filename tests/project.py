@@ -20,6 +20,7 @@ PRODUCT_PACKAGES = (
     "exchange",
     "discord_text",
     "sandbox",
+    "rules",
 )
 # The product's packages and the code around it (no tests): what is scanned for import
 # cycles and for unsafe loading.

@@ -86,6 +86,22 @@ def test_stored_input_gives_the_scorer_identical_pixels(
         assert len(stored) < len(original) / 3
 
 
+def test_intake_and_scorer_share_one_geometry() -> None:
+    """No restated copy: the stored input and the scorer's input come from rules.geometry,
+    and the scorer's pad is the stored input padded (the same bytes)."""
+    import hps.pixels
+    import media.model_inputs
+    import rules.geometry
+
+    assert hps.pixels.resize_pad is rules.geometry.resize_pad
+    assert hps.pixels.resize_crop is media.model_inputs.resize_crop is rules.geometry.resize_crop
+    assert media.model_inputs.resize_longest is rules.geometry.resize_longest
+    image = noise(1000, 301)
+    with Image.open(io.BytesIO(make_model_input(image, ModelInputSpec("pad", 224)))) as stored:
+        padded = rules.geometry.pad_square(stored.convert("RGB"), 224)
+    assert padded.tobytes() == hps.pixels.resize_pad(image, 224).tobytes()
+
+
 def test_a_pad_input_is_not_a_crop_input() -> None:
     stored = make_model_input(noise(300, 1000), ModelInputSpec("pad", 224))
     assert not is_valid_model_input(stored, ModelInputSpec("crop", 224))
