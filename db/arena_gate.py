@@ -22,9 +22,9 @@ replace (the guild's active LoRA, or the base generator when none) before it is 
 4. :func:`check_promotion_allowed`: a gated guild's LoRA candidate is promoted by hand only
    once its run passed.
 
-The decision rule :func:`decide_gate` is :func:`hps.arena.gate.gate_decision` restated with the
-standard library: ``db/`` (and the bot, which closes duels) may not import ``hps/``. A test
-checks that both give the same dict on a grid of records and policies.
+The decision rule :func:`decide_gate` is :func:`rules.gate.decide`, the arithmetic that
+:func:`hps.arena.gate.gate_decision` uses too (``db/`` may not import ``hps/``; both import the
+dependency-free ``rules/``), so the promotion a channel sees and the one made here agree.
 
 Every function takes a Session inside the caller's transaction and never commits.
 """
@@ -37,7 +37,6 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timedelta
-from statistics import NormalDist
 from typing import Any
 
 from sqlalchemy import func, select, update
@@ -74,8 +73,9 @@ from db.outbox import OutboxKind, write_outbox
 from db.registry import get_active_model, promote_model_version
 from db.scope import Scope
 from db.upsert import insert_for
+from rules.gate import GatePolicy, GateRecord, decide
 
-LEVEL = 0.95  # the interval's level (as hps.arena.gate.GatePolicy's default)
+LEVEL = 0.95  # the interval's level (rules.gate.GatePolicy's default)
 BOTH_BAD = "tie"  # both-bad votes count as ties (conservative: they pull towards 0.5)
 LIMITS = {
     "min_votes": (1, 10_000),
@@ -202,46 +202,16 @@ def set_arena_settings(
 # --- the decision rule ----------------------------------------------------------------------
 
 
-def _wilson(wins: int, ties: int, losses: int, level: float) -> tuple[float, float, float, int]:
-    """(rate, low, high, votes): hps.arena.ratings.win_rate_interval's Wilson interval."""
-    n = wins + ties + losses
-    if n == 0:
-        return 0.5, 0.0, 1.0, 0
-    p = (wins + ties / 2) / n
-    z = NormalDist().inv_cdf(1 - (1 - level) / 2)
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    spread = z / (1 + z * z / n) * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
-    return p, max(0.0, centre - spread), min(1.0, centre + spread), n
-
-
 def decide_gate(
     record: Tally, settings: GateSettings, candidate: str, compared: str
 ) -> dict[str, Any]:
     """The gate's decision on the candidate's record (``record.a``: votes for the candidate,
     ``record.b``: for the compared configuration), as ``GateDecision.to_dict`` gives it:
     passed, votes, win_rate, interval, reason."""
-    extra = record.both_bad if BOTH_BAD == "tie" else 0
-    rate, low, high, votes = _wilson(record.a, record.tie + extra, record.b, LEVEL)
-    passed = votes >= settings.min_votes and low > settings.threshold
-    against = f"{candidate} against {compared}"
-    tally = f"{record.a} wins, {record.tie} ties, {record.b} losses"
-    if record.both_bad:
-        tally += f", {record.both_bad} both bad (ties)"
-    if votes < settings.min_votes:
-        reason = f"{against}: needs {settings.min_votes} votes, has {votes} ({tally})."
-    else:
-        verdict = "is above" if passed else "reaches"
-        reason = (
-            f"{against}, {votes} votes ({tally}): win rate {rate:.2f} [{low:.2f}, {high:.2f}]: "
-            f"the interval {verdict} {settings.threshold:g}."
-        )
-    return {
-        "passed": passed,
-        "votes": votes,
-        "win_rate": round(rate, 4),
-        "interval": [round(low, 4), round(high, 4)],
-        "reason": reason,
-    }
+    gate_record = GateRecord(
+        candidate, compared, record.a, record.tie, record.b, both_bad=record.both_bad
+    )
+    return decide(gate_record, GatePolicy(**settings.policy_fields())).to_dict()
 
 
 # --- runs -----------------------------------------------------------------------------------
