@@ -207,7 +207,7 @@ def test_the_train_job_verifies_its_base_and_registers_what_it_wrote(
     from tests.worker.test_jobs_e2e import GUILD, community
     from worker.lifecycle import JobContext, finish
     from worker.runtime import Runtime
-    from worker.tasks.training import train_candidate
+    from worker.tasks.training import train_candidate, training_model_input
 
     monkeypatch.chdir(tmp_path)
     rt = Runtime(load_settings(database_url=sqlite_url, hps_data_dir=tmp_path, worker_device="cpu"))
@@ -226,8 +226,17 @@ def test_the_train_job_verifies_its_base_and_registers_what_it_wrote(
         # The community's server (tests.worker.test_jobs_e2e.GUILD): its admin's train job.
         return JobContext(job_id, "train", params, None, rt, guild_id=GUILD)
 
+    # The stored model input is worked out once per job, for the snapshot and the trainer.
+    worked_out: list[str | None] = []
+
+    def counted(arch: str | None) -> tuple[str, int] | None:
+        worked_out.append(arch)
+        return training_model_input(arch)
+
+    monkeypatch.setattr("worker.tasks.training.training_model_input", counted)
     job = context()
     outcome = finish(rt, job.job_id, train_candidate(job)).stored()  # as run_job finishes it
+    assert worked_out == ["tiny"]
     with rt.factory() as session:
         version = get_model_version(session, outcome["model_version_id"])
         written = rt.settings.models_dir / version.checkpoint_key

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from hps.architectures import get_architecture
 from jobqueue.contracts import TrainParams
 from worker.errors import JobFailure
 from worker.tasks.training import NO_START, starting_point
@@ -54,11 +55,19 @@ def test_a_scope_without_a_model_starts_from_the_configured_base(tmp_path: Path)
     start = starting_point(context(tmp_path, train_base=BASE))
     assert (start.arch, start.path, start.base, start.name) == ("hps-v1", str(path), BASE, BASE)
     assert start.sha256 == hashlib.sha256(b"weights").hexdigest()
+    # The stored model input the snapshot reads and the trainer's preprocess: the arch's.
+    assert start.model_input == ("pad", get_architecture("hps-v1").image_size)
     # The job's own base_checkpoint (and arch) win over the setting.
     other = starting_point(context(tmp_path, train_base="", base_checkpoint=BASE, arch="small"))
     assert (other.arch, other.base) == ("small", BASE)
+    assert other.model_input == ("pad", get_architecture("small").image_size)
     plain = starting_point(context(tmp_path, base_checkpoint="/models/mine.pt", arch="tiny"))
     assert (plain.path, plain.base, plain.sha256) == ("/models/mine.pt", None, None)
+    # An architecture known only from the checkpoint, or Hugging Face CLIP: the originals.
+    unknown = starting_point(context(tmp_path, base_checkpoint="/models/mine.pt"))
+    assert (unknown.arch, unknown.model_input) == (None, None)
+    hf = starting_point(context(tmp_path, base_checkpoint="/m/pick", arch="pickscore-tiny"))
+    assert hf.model_input is None
 
 
 def test_no_model_and_no_base_fails_clearly(tmp_path: Path) -> None:

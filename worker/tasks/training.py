@@ -10,7 +10,7 @@ result (``JobOutcome.complete``)."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -37,13 +37,19 @@ TRAINING_SHARE = 0.85  # of the progress bar; evaluation takes the rest
 @dataclass(frozen=True)
 class StartingPoint:
     """What the candidate is fine-tuned from: the scope's active model (its file verified),
-    or a checkpoint the job names, or a fetched catalogue base (``base``: its name)."""
+    or a checkpoint the job names, or a fetched catalogue base (``base``: its name); and the
+    stored model input its architecture trains on (``model_input``, worked out once here: the
+    snapshot's images and the trainer's preprocess must agree)."""
 
     arch: str | None
     path: str | None
     sha256: str | None
     active: ModelRef | None
     base: str | None = None
+    model_input: tuple[str, int] | None = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "model_input", training_model_input(self.arch))
 
     @property
     def name(self) -> str:
@@ -113,10 +119,14 @@ def training_model_input(arch: str | None) -> tuple[str, int] | None:
 
 
 def take_training_snapshot(
-    context: JobContext[TrainParams], cutoff: datetime, run_dir: Path, arch: str | None = None
+    context: JobContext[TrainParams],
+    cutoff: datetime,
+    run_dir: Path,
+    model_input: tuple[str, int] | None = None,
 ) -> Snapshot:
-    """The scope's choices up to ``cutoff``, split by prompt (images as ``arch``'s stored model
-    inputs where it has them); JobFailure when too few."""
+    """The scope's choices up to ``cutoff``, split by prompt (images as the stored model
+    inputs ``model_input`` = (preprocess mode, size) names, else the originals: the starting
+    point's); JobFailure when too few."""
     rt = context.runtime
     context.progress(0.01, "taking a snapshot of the choices", force=True)
     snapshot = take_snapshot(
@@ -127,7 +137,7 @@ def take_training_snapshot(
         cutoff=cutoff,
         cache_dir=run_dir / "image-cache",
         duel_votes=context.params.duel_votes,
-        model_input=training_model_input(arch),
+        model_input=model_input,
     )
     if len(snapshot.train) < MIN_TRAIN_SETS or len(snapshot.test) < MIN_TEST_SETS:
         raise JobFailure(
@@ -145,11 +155,10 @@ def fine_tune(
 
     # The snapshot's images may be stored model inputs shaped for the architecture's
     # preprocess mode: the trainer must shape them the same way (not a checkpoint's own).
-    model_input = training_model_input(start.arch)
     config = TrainConfig(
         **context.params.trainer_overrides(),
         device=context.runtime.settings.worker_device,
-        preprocess=model_input[0] if model_input else None,  # type: ignore[arg-type]
+        preprocess=start.model_input[0] if start.model_input else None,  # type: ignore[arg-type]
     )
 
     def on_step(step: int, total: int, loss: float) -> bool:
@@ -205,7 +214,7 @@ def train_candidate(context: JobContext[TrainParams]) -> JobOutcome:
     cutoff = context.params.cutoff or datetime.now(UTC)
     start = starting_point(context)
     run_dir = settings.models_dir / f"hps-{context.job_id}"
-    snapshot = take_training_snapshot(context, cutoff, run_dir, start.arch)
+    snapshot = take_training_snapshot(context, cutoff, run_dir, start.model_input)
     trained = fine_tune(context, start, snapshot, run_dir)
     candidate, baseline = evaluate_both(context, start, trained, snapshot)
     name = f"hps-{cutoff:%Y%m%d-%H%M%S}-{str(context.job_id)[:8]}"
