@@ -12,16 +12,13 @@ import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from db.arena import DuelImage, close_duel, create_duel, open_duel, record_vote, set_duel_images
+from db.arena import close_duel, record_vote
 from db.datasets import split_for_prompt
 from db.engine import make_engine, make_session_factory
-from db.models import ModelKind
 from db.prompts import prompt_hash
-from db.registry import register_model_version
 from hps.checkpoints import load_checkpoint
-from media.intake import encode_canonical
-from media.store import LocalImageStore, key_for
-from tests.hps.datasets import planted_image
+from media.store import LocalImageStore
+from tests.arena_factories import make_duel, register_lora, stored_duel_sides
 
 ROOT = Path(__file__).resolve().parents[2]
 CLEARED = ("DATABASE_URL", "BROKER_URL", "STORAGE_URL", "DISCORD_TOKEN", "SPLIT_SALT")
@@ -51,24 +48,17 @@ def duels(data: Path, guild_id: int, count: int) -> int:
     store, rng = LocalImageStore(data / "images"), random.Random(guild_id)
     in_train = 0
     with factory() as session, session.begin():
-        lora = register_model_version(
-            session, kind=ModelKind.lora, name=f"lora-{guild_id}", checkpoint_key="lora/x",
-            architecture="tiny", guild_id=guild_id,
-        ).id  # fmt: skip
+        lora = register_lora(
+            session, f"lora-{guild_id}", guild_id=guild_id, checkpoint_key="lora/x"
+        )
         for index in range(count):
             planted = rng.randrange(2)
-            images = []
-            for side in range(2):
-                encoded = encode_canonical(planted_image(rng, side == planted))
-                store.put(encoded.data, encoded.sha256)
-                images.append(DuelImage(encoded.sha256, key_for(encoded.sha256)))
+            sides = stored_duel_sides(store, rng, planted)
             prompt = f"scene {guild_id}-{index}"
-            duel = create_duel(
-                session, guild_id=guild_id, channel_id=1, prompt=prompt, generator="toy",
-                configurations=(lora, None), open_seconds=600, rng=rng,
+            duel = make_duel(
+                session, guild_id=guild_id, configurations=(lora, None), opened_at=T0,
+                prompt=prompt, channel_id=1, rng=rng, sides=sides,
             )  # fmt: skip
-            set_duel_images(session, duel.id, images[0], images[1])
-            open_duel(session, duel.id, guild_id * 1000 + index, now=T0)
             for user, vote in ((1, "ab"[planted]), (2, "ab"[planted]), (3, "tie")):
                 record_vote(session, duel.id, user, vote, now=T0 + timedelta(seconds=user))
             close_duel(session, duel.id, now=T0 + timedelta(seconds=10))

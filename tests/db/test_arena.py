@@ -34,25 +34,14 @@ from db.arena import (
     tally,
 )
 from db.errors import UserOptedOut
-from db.models import ConsentMode, Duel, DuelStatus, DuelVote, GuildConfig, ModelKind, Sharing
+from db.models import ConsentMode, Duel, DuelStatus, DuelVote, GuildConfig, Sharing
 from db.privacy import blob_in_use, forget_user, opt_in, opt_out
-from db.registry import ModelNotFound, register_model_version
+from db.registry import ModelNotFound
 from db.scope import Scope, set_sharing
+from tests.arena_factories import make_duel, register_lora
 
 GUILD_A, GUILD_B, GUILD_C = 1001, 2002, 3003
 T0 = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
-_message_ids = iter(range(9_000_000, 10_000_000))
-
-
-def _lora(session: Session, guild_id: int | None, name: str) -> int:
-    return register_model_version(
-        session,
-        kind=ModelKind.lora,
-        name=name,
-        checkpoint_key=f"lora/{name}",
-        architecture="tiny",
-        guild_id=guild_id,
-    ).id
 
 
 def _duel(
@@ -66,23 +55,16 @@ def _duel(
     post: bool = True,
     prompt: str = "a lighthouse at dusk",
 ) -> int:
-    duel = create_duel(
+    duel = make_duel(
         session,
         guild_id=guild_id,
-        channel_id=77,
-        prompt=prompt,
-        generator="toy",
         configurations=configurations,
-        open_seconds=600,
+        opened_at=T0 if post else None,
+        prompt=prompt,
         max_votes=max_votes,
         requested_by=requested_by,
         rng=random.Random(seed),
     )
-    if post:
-        set_duel_images(
-            session, duel.id, DuelImage("a" * 64, "blobs/a"), DuelImage("b" * 64, "blobs/b")
-        )
-        open_duel(session, duel.id, next(_message_ids), now=T0)
     return duel.id
 
 
@@ -105,7 +87,7 @@ def _sides(factory: sessionmaker[Session], duel_id: int) -> tuple[int | None, in
 
 def test_sides_are_drawn_at_random_and_stored(factory: sessionmaker[Session]) -> None:
     with factory() as session, session.begin():
-        lora = _lora(session, GUILD_A, "fox-lora")
+        lora = register_lora(session, "fox-lora", guild_id=GUILD_A)
         duels = [_duel(session, GUILD_A, (None, lora), seed=s, post=False) for s in range(16)]
     orders = {_sides(factory, duel_id) for duel_id in duels}
     assert orders == {(None, lora), (lora, None)}  # both orders occur over 16 seeds
@@ -117,9 +99,9 @@ def test_sides_are_drawn_at_random_and_stored(factory: sessionmaker[Session]) ->
 
 def test_bad_duels_are_refused_with_clear_errors(factory: sessionmaker[Session]) -> None:
     with factory() as session, session.begin():
-        lora = _lora(session, GUILD_A, "a-lora")
-        theirs = _lora(session, GUILD_B, "b-lora")
-        global_lora = _lora(session, None, "global-lora")
+        lora = register_lora(session, "a-lora", guild_id=GUILD_A)
+        theirs = register_lora(session, "b-lora", guild_id=GUILD_B)
+        global_lora = register_lora(session, "global-lora", guild_id=None)
         with pytest.raises(InvalidDuel, match="two different configurations"):
             _duel(session, GUILD_A, (lora, lora))
         with pytest.raises(ModelNotFound, match=f"no model version {theirs} in this server"):
@@ -143,7 +125,8 @@ def test_bad_duels_are_refused_with_clear_errors(factory: sessionmaker[Session])
 
 def test_posting_needs_images_and_is_idempotent(factory: sessionmaker[Session]) -> None:
     with factory() as session, session.begin():
-        duel_id = _duel(session, GUILD_A, (None, _lora(session, GUILD_A, "l")), post=False)
+        lora = register_lora(session, "l", guild_id=GUILD_A)
+        duel_id = _duel(session, GUILD_A, (None, lora), post=False)
         with pytest.raises(DuelStateError, match="no images"):
             open_duel(session, duel_id, 123, now=T0)
         set_duel_images(session, duel_id, DuelImage("1" * 64, "k1"), DuelImage("2" * 64, "k2"))
@@ -161,7 +144,8 @@ def test_posting_needs_images_and_is_idempotent(factory: sessionmaker[Session]) 
 
 def test_one_vote_per_user_duplicates_and_changes(factory: sessionmaker[Session]) -> None:
     with factory() as session, session.begin():
-        duel_id = _duel(session, GUILD_A, (None, _lora(session, GUILD_A, "l")))
+        lora = register_lora(session, "l", guild_id=GUILD_A)
+        duel_id = _duel(session, GUILD_A, (None, lora))
     assert _vote(factory, duel_id, 1, "a") == VoteOutcome.recorded
     assert _vote(factory, duel_id, 1, "a") == VoteOutcome.unchanged  # a duplicate click
     assert _vote(factory, duel_id, 2, "tie") == VoteOutcome.recorded
@@ -176,12 +160,12 @@ def test_one_vote_per_user_duplicates_and_changes(factory: sessionmaker[Session]
 
 def test_refused_votes_write_nothing(factory: sessionmaker[Session]) -> None:
     with factory() as session, session.begin():
-        lora = _lora(session, GUILD_A, "l")
+        lora = register_lora(session, "l", guild_id=GUILD_A)
         duel_id = _duel(session, GUILD_A, (None, lora))
         pending = _duel(session, GUILD_A, (None, lora), post=False)
         opt_out(session, 13)
         session.add(GuildConfig(guild_id=GUILD_C, consent_mode=ConsentMode.opt_in))
-        global_lora = _lora(session, None, "global")
+        global_lora = register_lora(session, "global", guild_id=None)
         opt_in_guild_duel = _duel(session, GUILD_C, (None, global_lora), requested_by=None)
     assert _vote(factory, duel_id, 12, "a", voter_is_bot=True) == VoteOutcome.bot
     assert _vote(factory, duel_id, 13, "a") == VoteOutcome.opted_out
@@ -200,7 +184,8 @@ def test_refused_votes_write_nothing(factory: sessionmaker[Session]) -> None:
 
 def test_a_vote_after_the_deadline_closes_the_duel_once(factory: sessionmaker[Session]) -> None:
     with factory() as session, session.begin():
-        duel_id = _duel(session, GUILD_A, (None, _lora(session, GUILD_A, "l")))
+        lora = register_lora(session, "l", guild_id=GUILD_A)
+        duel_id = _duel(session, GUILD_A, (None, lora))
     assert _vote(factory, duel_id, 1, "a") == VoteOutcome.recorded
     late = T0 + timedelta(seconds=600)
     with factory() as session, session.begin():
@@ -215,7 +200,8 @@ def test_a_vote_after_the_deadline_closes_the_duel_once(factory: sessionmaker[Se
 
 def test_max_votes_closes_on_the_last_vote(factory: sessionmaker[Session]) -> None:
     with factory() as session, session.begin():
-        duel_id = _duel(session, GUILD_A, (None, _lora(session, GUILD_A, "l")), max_votes=2)
+        lora = register_lora(session, "l", guild_id=GUILD_A)
+        duel_id = _duel(session, GUILD_A, (None, lora), max_votes=2)
     assert _vote(factory, duel_id, 1, "a") == VoteOutcome.recorded
     assert _vote(factory, duel_id, 1, "b") == VoteOutcome.changed  # still one voter
     with factory() as session, session.begin():
@@ -231,7 +217,8 @@ def test_max_votes_closes_on_the_last_vote(factory: sessionmaker[Session]) -> No
 
 def test_close_exactly_once_with_two_sessions_racing(factory: sessionmaker[Session]) -> None:
     with factory() as session, session.begin():
-        duel_id = _duel(session, GUILD_A, (None, _lora(session, GUILD_A, "l")))
+        lora = register_lora(session, "l", guild_id=GUILD_A)
+        duel_id = _duel(session, GUILD_A, (None, lora))
     first = factory()
     first.begin()
     assert close_duel(first, duel_id, now=T0) is not None  # holds the row until commit
@@ -254,7 +241,7 @@ def test_close_exactly_once_with_two_sessions_racing(factory: sessionmaker[Sessi
 
 def test_concurrent_sweeps_close_each_due_duel_once(factory: sessionmaker[Session]) -> None:
     with factory() as session, session.begin():
-        lora = _lora(session, GUILD_A, "l")
+        lora = register_lora(session, "l", guild_id=GUILD_A)
         due = [_duel(session, GUILD_A, (None, lora), seed=s) for s in range(6)]
         not_due = _duel(session, GUILD_A, (None, lora))
         get_duel(session, not_due).closes_at = T0 + timedelta(days=1)
@@ -287,7 +274,7 @@ def test_opted_out_votes_never_count_and_forgetting_deletes_them(
     factory: sessionmaker[Session],
 ) -> None:
     with factory() as session, session.begin():
-        lora = _lora(session, GUILD_A, "l")
+        lora = register_lora(session, "l", guild_id=GUILD_A)
         duel_id = _duel(session, GUILD_A, (None, lora), seed=1)
         requested = _duel(session, GUILD_A, (None, lora), seed=2, requested_by=900)
     for user, vote in ((1, "a"), (2, "a"), (3, "b")):
@@ -321,7 +308,7 @@ def test_forgetting_frees_a_duels_images_and_keeps_those_still_in_use(
     factory: sessionmaker[Session],
 ) -> None:
     with factory() as session, session.begin():
-        lora = _lora(session, GUILD_A, "l")
+        lora = register_lora(session, "l", guild_id=GUILD_A)
         kept = _duel(session, GUILD_A, (None, lora), seed=1, requested_by=901)
         gone = _duel(session, GUILD_A, (None, lora), seed=2, requested_by=902, post=False)
         set_duel_images(
@@ -341,8 +328,8 @@ def test_forgetting_frees_a_duels_images_and_keeps_those_still_in_use(
 
 def test_another_guilds_duels_are_invisible(factory: sessionmaker[Session]) -> None:
     with factory() as session, session.begin():
-        lora_a = _lora(session, GUILD_A, "la")
-        lora_b = _lora(session, GUILD_B, "lb")
+        lora_a = register_lora(session, "la", guild_id=GUILD_A)
+        lora_b = register_lora(session, "lb", guild_id=GUILD_B)
         duel_a = _duel(session, GUILD_A, (None, lora_a))
         duel_b = _duel(session, GUILD_B, (None, lora_b))
         set_sharing(session, GUILD_B, Sharing.pooled)
@@ -364,8 +351,8 @@ def test_another_guilds_duels_are_invisible(factory: sessionmaker[Session]) -> N
 
 def test_rating_votes_and_head_to_head_by_hand(factory: sessionmaker[Session]) -> None:
     with factory() as session, session.begin():
-        lora = _lora(session, GUILD_A, "l")
-        other = _lora(session, GUILD_A, "m")
+        lora = register_lora(session, "l", guild_id=GUILD_A)
+        other = register_lora(session, "m", guild_id=GUILD_A)
         one = _duel(session, GUILD_A, (None, lora), seed=1)
         two = _duel(session, GUILD_A, (lora, None), seed=1)  # same draw: the opposite sides
         three = _duel(session, GUILD_A, (lora, other), seed=3)

@@ -16,55 +16,38 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from db.arena import (
     CloseReason,
-    DuelImage,
     Tally,
     VoteOutcome,
     close_due_duels,
-    create_duel,
     get_duel,
-    open_duel,
     record_vote,
-    set_duel_images,
     tally,
 )
 from db.engine import make_async_engine, make_async_session_factory, run_transaction_async
-from db.models import DuelStatus, ModelKind, utcnow
+from db.models import DuelStatus, utcnow
 from db.privacy import opt_out
-from db.registry import register_model_version
+from tests.arena_factories import make_duel, register_lora
 
 GUILD = 4242
 T0 = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
-_message_ids = iter(range(5_000_000, 6_000_000))
 
 
 def _open_duel(session: Session, opened_at: datetime, open_seconds: int, lora: int) -> int:
-    duel = create_duel(
+    duel = make_duel(
         session,
         guild_id=GUILD,
-        channel_id=9,
-        prompt="a lighthouse at dusk",
-        generator="toy",
         configurations=(lora, None),
+        opened_at=opened_at,
+        channel_id=9,
         open_seconds=open_seconds,
         requested_by=500,
         rng=random.Random(1),
     )
-    set_duel_images(
-        session, duel.id, DuelImage("a" * 64, "blobs/a"), DuelImage("b" * 64, "blobs/b")
-    )
-    open_duel(session, duel.id, next(_message_ids), now=opened_at)
     return duel.id
 
 
 def _lora(session: Session) -> int:
-    return register_model_version(
-        session,
-        kind=ModelKind.lora,
-        name="sqlite-lora",
-        checkpoint_key="lora/sqlite",
-        architecture="tiny",
-        guild_id=GUILD,
-    ).id
+    return register_lora(session, "sqlite-lora", guild_id=GUILD, checkpoint_key="lora/sqlite")
 
 
 async def test_votes_and_the_sweep_through_aiosqlite_with_the_real_clock(

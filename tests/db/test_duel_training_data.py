@@ -15,14 +15,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
-from db.arena import (
-    DuelImage,
-    close_duel,
-    create_duel,
-    open_duel,
-    record_vote,
-    set_duel_images,
-)
+from db.arena import DuelImage, close_duel, record_vote
 from db.datasets import (
     SPLITS,
     ChoiceSet,
@@ -31,17 +24,16 @@ from db.datasets import (
     split_for_prompt,
 )
 from db.ingest import ChoiceIn, record_choice, record_generation
-from db.models import ChoiceMethod, ModelKind, Sharing
+from db.models import ChoiceMethod, Sharing
 from db.privacy import forget_user, opt_out
 from db.prompts import prompt_hash
-from db.registry import register_model_version
 from db.scope import Scope, set_sharing
+from tests.arena_factories import make_duel, register_lora, stored_duel_sides
 from tests.factories import make_generation
 
 GUILD_A, GUILD_B = 7, 8  # 7: tests.factories.make_generation's default guild
 SALT = "duel-salt"
 T0 = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
-_message_ids = iter(range(7_000_000, 8_000_000))
 
 
 @dataclass(frozen=True)
@@ -56,14 +48,9 @@ def _sides(tag: str) -> Sides:
 
 
 def _lora(session: Session, guild_id: int) -> int:
-    return register_model_version(
-        session,
-        kind=ModelKind.lora,
-        name=f"lora-{guild_id}",
-        checkpoint_key=f"lora/{guild_id}",
-        architecture="tiny",
-        guild_id=guild_id,
-    ).id
+    return register_lora(
+        session, f"lora-{guild_id}", guild_id=guild_id, checkpoint_key=f"lora/{guild_id}"
+    )
 
 
 def _posted_duel(
@@ -75,19 +62,16 @@ def _posted_duel(
     *,
     requested_by: int | None = 500,
 ) -> int:
-    duel = create_duel(
+    duel = make_duel(
         session,
         guild_id=guild_id,
-        channel_id=77,
-        prompt=prompt,
-        generator="toy",
         configurations=(lora, None),
-        open_seconds=600,
+        opened_at=T0,
+        prompt=prompt,
         requested_by=requested_by,
         rng=random.Random(0),
+        sides=(sides.a, sides.b),
     )
-    set_duel_images(session, duel.id, sides.a, sides.b)
-    open_duel(session, duel.id, next(_message_ids), now=T0)
     return duel.id
 
 
@@ -241,9 +225,7 @@ def _planted_duels(
 ) -> tuple[int, datetime]:
     """``count`` closed duels of planted images (tests.hps.datasets): every voter picks the
     side with the red disc. Returns how many votes name a side, and when the last closed."""
-    from media.intake import encode_canonical
-    from media.store import LocalImageStore, key_for
-    from tests.hps.datasets import planted_image
+    from media.store import LocalImageStore
 
     store, rng = LocalImageStore(store_root), random.Random(5)
     votes = 0
@@ -251,14 +233,8 @@ def _planted_duels(
         lora = _lora(session, GUILD_A)
         for index in range(count):
             planted_side = rng.randrange(2)
-            images = []
-            for side in range(2):
-                encoded = encode_canonical(planted_image(rng, side == planted_side))
-                store.put(encoded.data, encoded.sha256)
-                images.append(DuelImage(encoded.sha256, key_for(encoded.sha256)))
-            duel = _posted_duel(
-                session, GUILD_A, lora, f"a scene number {index}", Sides(images[0], images[1])
-            )
+            sides = Sides(*stored_duel_sides(store, rng, planted_side))
+            duel = _posted_duel(session, GUILD_A, lora, f"a scene number {index}", sides)
             picked = "ab"[planted_side]
             _votes(session, duel, {31: picked, 32: picked, 33: "tie"})
             votes += 2
@@ -271,31 +247,28 @@ def test_a_tiny_training_run_consumes_duel_votes(
 ) -> None:
     from hps.training.trainer import TrainConfig, train
     from media.store import LocalImageStore
-    from worker.snapshot import take_snapshot
+    from worker.snapshot import Snapshot, take_snapshot
 
     votes, closed_at = _planted_duels(pg_factory, tmp_path / "images", 24)
-    snapshot = take_snapshot(
-        pg_factory,
-        LocalImageStore(tmp_path / "images"),
-        scope=Scope.guild(GUILD_A),
-        salt=SALT,
-        cutoff=closed_at,
-        cache_dir=tmp_path / "cache",
-    )
+
+    def snapshot_of_guild_a(duel_votes: bool) -> Snapshot:
+        return take_snapshot(
+            pg_factory,
+            LocalImageStore(tmp_path / "images"),
+            scope=Scope.guild(GUILD_A),
+            salt=SALT,
+            cutoff=closed_at,
+            cache_dir=tmp_path / "cache",
+            duel_votes=duel_votes,
+        )
+
+    snapshot = snapshot_of_guild_a(duel_votes=True)
     every = snapshot.train + snapshot.validation + snapshot.test
     assert len(every) == votes == 48  # two voters per duel; the ties left out
     assert all(len(s.images) == 2 and Path(str(s.images[0])).is_file() for s in every)
     assert snapshot.train and all(s.split == "train" for s in snapshot.train)
     assert snapshot.description["duel_vote_sets"] == 48
-    without = take_snapshot(
-        pg_factory,
-        LocalImageStore(tmp_path / "images"),
-        scope=Scope.guild(GUILD_A),
-        salt=SALT,
-        cutoff=closed_at,
-        cache_dir=tmp_path / "cache",
-        duel_votes=False,
-    )
+    without = snapshot_of_guild_a(duel_votes=False)
     assert not (without.train + without.validation + without.test)
     assert without.description["duel_votes"] is False
     result = train(

@@ -13,24 +13,15 @@ import pyarrow.parquet as pq
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
-from db.arena import (
-    DuelImage,
-    ExportDuelVote,
-    close_duel,
-    create_duel,
-    get_duel,
-    open_duel,
-    record_vote,
-    set_duel_images,
-)
+from db.arena import ExportDuelVote, close_duel, get_duel, record_vote
 from db.datasets import SPLITS
-from db.models import DuelVoteKind, ModelKind
+from db.models import DuelVoteKind
 from db.privacy import forget_user, opt_out
-from db.registry import register_model_version
 from exchange.export import ExportOptions, export_dataset
 from exchange.export_pickapic import PairContext, row_for_duel_vote
 from exchange.ids import pseudonym
 from media.store import LocalImageStore
+from tests.arena_factories import duel_sides, make_duel, register_lora
 from tests.factories import stored_images
 
 GUILD, OTHER_GUILD = 7, 8
@@ -81,25 +72,16 @@ def _closed_duel(
     votes: dict[int, str],
     seed: int,
 ) -> int:
-    duel = create_duel(
+    duel = make_duel(
         session,
         guild_id=guild_id,
-        channel_id=99,
-        prompt=f"duel prompt {seed}",
-        generator="toy",
         configurations=(None, lora),
-        open_seconds=600,
-        requested_by=None,
+        opened_at=T0,
+        prompt=f"duel prompt {seed}",
+        channel_id=99,
         rng=random.Random(seed),
+        sides=duel_sides(stored_images(store, [seed, seed + 1])),
     )
-    image_a, image_b = stored_images(store, [seed, seed + 1])
-    set_duel_images(
-        session,
-        duel.id,
-        DuelImage(image_a.sha256, image_a.storage_key),
-        DuelImage(image_b.sha256, image_b.storage_key),
-    )
-    open_duel(session, duel.id, 5_000_000 + seed, now=T0)
     for user, vote in votes.items():
         assert record_vote(session, duel.id, user, vote, now=T0 + timedelta(seconds=1))
     close_duel(session, duel.id, now=T0 + timedelta(seconds=2))
@@ -120,22 +102,8 @@ def test_duel_votes_export_as_pickapic_rows(
 ) -> None:
     store = LocalImageStore(tmp_path / "images")
     with pg_factory() as session, session.begin():
-        lora = register_model_version(
-            session,
-            kind=ModelKind.lora,
-            name="fox-lora",
-            checkpoint_key="k",
-            architecture="tiny",
-            guild_id=GUILD,
-        ).id
-        other_lora = register_model_version(
-            session,
-            kind=ModelKind.lora,
-            name="their-lora",
-            checkpoint_key="k2",
-            architecture="tiny",
-            guild_id=OTHER_GUILD,
-        ).id
+        lora = register_lora(session, "fox-lora", guild_id=GUILD, checkpoint_key="k")
+        other_lora = register_lora(session, "their-lora", guild_id=OTHER_GUILD, checkpoint_key="k2")
         votes = {1: "a", 2: "b", 3: "tie", 4: "both_bad", 5: "a", 6: "b"}
         ours = _closed_duel(session, store, GUILD, lora, votes, seed=10)
         _closed_duel(session, store, OTHER_GUILD, other_lora, {1: "a"}, seed=20)
@@ -170,14 +138,7 @@ def test_duel_votes_export_as_pickapic_rows(
 def test_hpd_only_exports_no_duel_votes(pg_factory: sessionmaker[Session], tmp_path: Path) -> None:
     store = LocalImageStore(tmp_path / "images")
     with pg_factory() as session, session.begin():
-        lora = register_model_version(
-            session,
-            kind=ModelKind.lora,
-            name="l",
-            checkpoint_key="k",
-            architecture="tiny",
-            guild_id=GUILD,
-        ).id
+        lora = register_lora(session, "l", guild_id=GUILD, checkpoint_key="k")
         _closed_duel(session, store, GUILD, lora, {1: "a"}, seed=30)
     summary = export_dataset(
         pg_factory,
