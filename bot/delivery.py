@@ -60,7 +60,7 @@ from db.outbox import (
     renew_outbox_lease,
 )
 from jobqueue.contracts import GenerateDelivery
-from jobqueue.submit import EnqueueError, enqueue_job
+from jobqueue.submit import EnqueueError, enqueue_job, send_unsent_jobs
 from media.store import BlobIntegrityError, BlobNotFound, key_for
 
 log = logging.getLogger(__name__)
@@ -143,10 +143,15 @@ class OutboxDelivery:
             listener.cancel()
 
     async def timed_round(self) -> None:
-        """Close the duels past their deadline (reveals, gate decisions), then queue the
-        duel jobs of the human gate's scheduled duels: each job is recorded on its duel in one
-        transaction, then sent (a bot that dies in between leaves it to be sent again)."""
+        """Close the duels past their deadline (reveals, gate decisions), send the jobs a
+        client recorded but never sent (it died in between: jobqueue.submit.send_unsent_jobs),
+        then queue the duel jobs of the human gate's scheduled duels: each job is recorded on
+        its duel in one transaction, then sent (a bot that dies in between leaves it to be
+        sent again)."""
         await run_transaction_async(self.services.async_factory, sweep_due_duels)
+        orphans = partial(send_unsent_jobs, self.services.celery, self.services.factory)
+        for orphan in await asyncio.get_running_loop().run_in_executor(None, orphans):
+            metrics.count_error("orphan_job_sent" if orphan.sent else "orphan_job_enqueue")
         job_ids = await run_transaction_async(self.services.async_factory, queue_scheduled_duels)
         if not job_ids:
             return

@@ -2,7 +2,9 @@
 
 The job id doubles as the Celery task id. Finishing or failing a job writes its outcome and
 an outbox row (NOTIFY included) in one transaction; both are idempotent, so a task that is
-redelivered after a worker died produces one result and one message.
+redelivered after a worker died produces one result and one message. A job recorded whose
+task was never sent (its client died in between: ``sent_at`` still NULL) is claimed by one
+sender, later, with :func:`unsent_jobs`.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select, text, update
+from sqlalchemy import null, select, text, update
 from sqlalchemy.orm import Session
 
 from db.errors import JobLimitReached, JobNotFound, JobStateError
@@ -21,6 +23,10 @@ from db.outbox import OutboxKind, write_outbox
 from db.upsert import is_postgresql
 
 MAX_ERROR_CHARS = 2000
+# A job recorded this long ago and still not sent is an orphan: its client died between
+# recording and sending it (the bot spends one Discord follow-up in between, at most seconds).
+ORPHAN_AFTER = timedelta(minutes=5)
+UNSENT_BATCH = 50  # orphans claimed at most per call of unsent_jobs
 # Namespace of the per-user advisory locks (the other int of the two-key form is the user).
 USER_JOBS_LOCK_CLASS = 0x4850
 
@@ -70,10 +76,77 @@ def create_job(
         progress_message="queued",
         created_at=now,
         updated_at=now,
+        sent_at=null(),  # the caller sends it next (mark_job_sent); not the column's default
     )
     session.add(job)
     session.flush()
     return job
+
+
+def mark_job_sent(session: Session, job_id: uuid.UUID) -> bool:
+    """Stamp the job's ``sent_at`` (its task was handed to the broker), unless stamped
+    already; whether this call stamped it."""
+    result = session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.sent_at.is_(None))
+        .values(sent_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+    return bool(getattr(result, "rowcount", 0))
+
+
+@dataclass(frozen=True)
+class UnsentJob:
+    """A job recorded but never sent to a worker, claimed for sending by :func:`unsent_jobs`."""
+
+    id: uuid.UUID
+    kind: str
+    created_at: datetime
+
+
+def unsent_jobs(
+    session: Session,
+    older_than: timedelta = ORPHAN_AFTER,
+    *,
+    now: datetime | None = None,
+    limit: int = UNSENT_BATCH,
+) -> list[UnsentJob]:
+    """Claim the orphans, oldest first: jobs still queued (no cancel asked), never sent
+    (``sent_at`` NULL) and recorded more than ``older_than`` ago. The caller sends each one
+    (jobqueue.submit.enqueue_job stamps ``sent_at``).
+
+    A claim is a conditional update that moves ``updated_at`` to ``now``, of rows locked with
+    SKIP LOCKED on PostgreSQL: two concurrent claimers never get the same job. It is a lease,
+    not a mark: a claimer that dies before sending leaves the job to be claimed again
+    ``older_than`` later. (A scheduled duel's job re-sent by db.arena_gate.stale_duel_jobs
+    moves ``updated_at`` too, so the two never send one job in the same moment.)"""
+    now = now or utcnow()
+    cutoff = now - older_than
+    due = (
+        Job.status == JobStatus.queued,
+        Job.cancel_requested.is_(False),
+        Job.sent_at.is_(None),
+        Job.created_at < cutoff,
+        Job.updated_at < cutoff,
+    )
+    ids = session.scalars(
+        select(Job.id)
+        .where(*due)
+        .order_by(Job.created_at, Job.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    ).all()
+    if not ids:
+        return []
+    claimed = session.execute(
+        update(Job)
+        .where(Job.id.in_(ids), *due)
+        .values(updated_at=now)
+        .returning(Job.id, Job.kind, Job.created_at)
+        .execution_options(synchronize_session=False)
+    ).all()
+    jobs = [UnsentJob(job_id, kind, created_at) for job_id, kind, created_at in claimed]
+    return sorted(jobs, key=lambda job: (job.created_at, str(job.id)))
 
 
 def get_job(session: Session, job_id: uuid.UUID, *, lock: bool = False) -> Job:

@@ -366,6 +366,12 @@ class Job(Base):
     )
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    # When its task was handed to the broker. db.jobs.create_job writes NULL (its client sends
+    # the task next; a NULL that outlives db.jobs.ORPHAN_AFTER is an orphan, sent by another);
+    # a row written any other way counts as sent, as every row before this column did.
+    sent_at: Mapped[datetime | None] = mapped_column(
+        UTCDateTime(), server_default=text("CURRENT_TIMESTAMP")
+    )
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
