@@ -166,11 +166,15 @@ def detect_format(path: Path) -> CheckpointFormat:
         raise CheckpointError(f"{path}: is a directory, not a checkpoint file") from None
     if len(head) < 10:
         raise CheckpointError(f"{path}: too short to be a checkpoint ({len(head)} bytes)")
-    if head.startswith(b"PK\x03\x04") or head[:1] == b"\x80":
-        return "clip-state-dict"  # torch.save zip archive, or a legacy pickle
+    if head.startswith(b"PK\x03\x04"):
+        return "clip-state-dict"  # torch.save zip archive
+    # safetensors before the pickle opcode: the file starts with its header's length (little
+    # endian), whose first byte is 0x80 for one header size in 256.
     (header_length,) = struct.unpack("<Q", head[:8])
     if head[8:9] == b"{" and 0 < header_length < 100_000_000:
         return "hps-safetensors"
+    if head[:1] == b"\x80":
+        return "clip-state-dict"  # a legacy torch pickle
     raise CheckpointError(f"{path}: not a torch or safetensors checkpoint (unrecognised header)")
 
 
@@ -235,7 +239,9 @@ def _load_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, An
 
 
 def save_checkpoint(path: Path, model: torch.nn.Module, metadata: dict[str, Any]) -> Path:
-    """Write ``model``'s weights and ``metadata`` in the project's format (atomically)."""
+    """Write ``model``'s weights (under the model's own names: open_clip's, or for an
+    ``hf-clip`` model ``transformers``') and ``metadata`` in the project's format
+    (atomically)."""
     from safetensors.torch import save_file
 
     document = {"format_version": FORMAT_VERSION, **metadata}
@@ -244,7 +250,10 @@ def save_checkpoint(path: Path, model: torch.nn.Module, metadata: dict[str, Any]
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(path.name + ".partial")
-    save_file(state, str(partial), metadata={METADATA_KEY: json.dumps(document, default=str)})
+    # "format": "pt" as transformers writes it: transformers 4 refuses a safetensors file
+    # with metadata but without it, and a trained hf-clip model is a transformers CLIPModel.
+    header = {METADATA_KEY: json.dumps(document, default=str), "format": "pt"}
+    save_file(state, str(partial), metadata=header)
     partial.replace(path)
     return path
 

@@ -1,11 +1,18 @@
 """Fine-tuning CLIP into a Human Preference Score model (the paper's recipe).
 
-Per prompt, the scores (100 * cos) of its images go through a softmax and a cross-entropy on
+Per prompt, the scores (the model's scale times cos: 100 for HPS, ``logit_scale.exp()`` for a
+PickScore-style ``hf-clip`` model) of its images go through a softmax and a cross-entropy on
 the human choice. Only the last N vision and text blocks (plus the final norms and
 projections) train. AdamW, linear warmup then cosine decay, gradient accumulation, bf16
 autocast on CUDA, optional gradient checkpointing, DDP under torchrun. The training state is
 checkpointed regularly and a run resumes exactly where it stopped (same data order, optimiser,
 schedule and RNG state, so the result equals an uninterrupted run).
+
+Both model families (open_clip and ``transformers`` CLIP) take this one path; what differs
+(the blocks and heads, the forward call, the image geometry) is in
+:mod:`hps.training.families`, and prompts are tokenised by the scorer's own tokenizer. The
+model is saved in the project's format under the family's own tensor names, so that
+:func:`hps.factory.load_model` (``hps score``, the registry) reads it back.
 
 The training state is one ``train_state.safetensors`` file (see :mod:`hps.training.state`):
 tensors as safetensors, everything else as JSON in its header; loading it never unpickles
@@ -24,7 +31,6 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, dataclass, field
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -38,8 +44,9 @@ from hps.checkpoints import save_checkpoint, sha256_of_file
 from hps.device import resolve_device
 from hps.factory import LoadedModel, load_model
 from hps.prefetch import default_decoders, make_decode_pool, prefetch_batches
-from hps.preprocess import ImageSource, normalize, shape_pixels
-from hps.scoring import DEFAULT_SCORE_SCALE
+from hps.preprocess import normalize
+from hps.scoring import DEFAULT_SCORE_SCALE, make_tokenizer
+from hps.training.families import TrainableParts, family_hooks
 from hps.training.loss import preference_loss
 from hps.training.manifests import PreferenceSet
 from hps.training.state import (
@@ -115,26 +122,20 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def freeze_all_but_last_blocks(model: Any, vision_layers: int, text_layers: int) -> int:
-    """Train only the last blocks of each tower and the heads; return the trainable count."""
+def freeze_all_but_last_blocks(
+    model: Any, vision_layers: int, text_layers: int, parts: TrainableParts | None = None
+) -> int:
+    """Train only the last blocks of each tower and the heads (final norms and projections);
+    return the trainable count. ``parts`` names them (default: an open_clip CLIP's)."""
+    parts = parts or family_hooks("open_clip").parts(model)
     for parameter in model.parameters():
         parameter.requires_grad_(False)
-    trainable: list[torch.nn.Module] = []
-    visual = model.visual
-    blocks = visual.transformer.resblocks
-    trainable += list(blocks)[max(0, len(blocks) - vision_layers) :] if vision_layers else []
-    text_blocks = model.transformer.resblocks
-    trainable += list(text_blocks)[max(0, len(text_blocks) - text_layers) :] if text_layers else []
-    trainable += [visual.ln_post, model.ln_final]
-    for module in trainable:
-        for parameter in module.parameters():
+    trainable: list[torch.nn.Module | torch.nn.Parameter] = list(parts.heads)
+    for blocks, count in ((parts.vision_blocks, vision_layers), (parts.text_blocks, text_layers)):
+        trainable += list(blocks)[max(0, len(blocks) - count) :] if count else []
+    for item in trainable:
+        for parameter in [item] if isinstance(item, torch.nn.Parameter) else item.parameters():
             parameter.requires_grad_(True)
-    for name in ("proj",):
-        if isinstance(getattr(visual, name, None), torch.nn.Parameter):
-            getattr(visual, name).requires_grad_(True)
-    text_projection = getattr(model, "text_projection", None)
-    if isinstance(text_projection, torch.nn.Parameter):
-        text_projection.requires_grad_(True)
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
@@ -256,7 +257,6 @@ class _TrainingRun:
     """One call of :func:`train`: resume, optimiser steps, finalise."""
 
     # Set by run_steps: the decoding pool and the progress bar live only while stepping.
-    load_pixels: Callable[[ImageSource], np.ndarray]
     pool: Executor | None
     autocast: AbstractContextManager[Any]
     bar: Any  # tqdm
@@ -274,22 +274,28 @@ class _TrainingRun:
         self.sets, self.out, self.config, self.part, self.device = sets, out, config, part, device
         self.model = loaded.model.to(device).train()
         self.architecture = loaded.architecture
-        self.preprocess = (
+        self.family = family_hooks(self.architecture.family)
+        self.preprocess: PreprocessMode = (
             config.preprocess or loaded.metadata.get("preprocess") or self.architecture.preprocess
         )
+        # The scale the model scores with (100 for HPS; PickScore's logit_scale.exp()): the
+        # loss's softmax sees the scores the scorer will give. logit_scale itself is frozen.
+        self.score_scale = float(loaded.metadata.get("score_scale", DEFAULT_SCORE_SCALE))
         self.trainable_count = freeze_all_but_last_blocks(
-            self.model, config.vision_layers, config.text_layers
+            self.model,
+            config.vision_layers,
+            config.text_layers,
+            self.family.parts(self.model),
         )
         if config.grad_checkpointing:
-            self.model.set_grad_checkpointing(True)  # type: ignore[operator]
+            self.family.grad_checkpointing(self.model)
         self.wrapped: torch.nn.Module = self.model
         if part.world > 1:
             self.wrapped = DistributedDataParallel(
                 self.model, device_ids=[device.index] if device.type == "cuda" else None
             )
-        from open_clip.tokenizer import SimpleTokenizer
-
-        self.tokenizer = SimpleTokenizer(context_length=self.architecture.context_length)
+        self.tokenizer = make_tokenizer(self.architecture)  # the scorer's own
+        self.load_pixels = self.family.pixels(self.architecture, self.preprocess)
         self.total_steps, warmup = _steps_planned(len(sets), config, part)
         self.parameters = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(
@@ -366,9 +372,6 @@ class _TrainingRun:
         on_step: Callable[[int, int, float], bool] | None,
     ) -> None:
         """Train epoch after epoch until the last step, ``stop_after`` or ``on_step`` says so."""
-        self.load_pixels = partial(
-            shape_pixels, size=self.architecture.image_size, mode=self.preprocess
-        )
         config = self.config
         decoders = default_decoders(self.device) if config.decoders is None else config.decoders
         self.pool = make_decode_pool(decoders)
@@ -437,13 +440,13 @@ class _TrainingRun:
             targets[row, : len(preference_set.target)] = torch.tensor(preference_set.target)
         tokens = self.tokenizer([s.prompt for s in batch]).to(device)
         with self.autocast:
-            image_features, text_features, *_ = self.wrapped(
-                normalize(pixels.to(device, non_blocking=True), torch.float32), tokens
+            image_features, text_features = self.family.features(
+                self.wrapped, normalize(pixels.to(device, non_blocking=True), torch.float32), tokens
             )
             per_image_text = torch.repeat_interleave(
                 text_features, torch.tensor(sizes, device=device), dim=0
             )
-            logits = DEFAULT_SCORE_SCALE * (image_features * per_image_text).sum(dim=-1)
+            logits = self.score_scale * (image_features * per_image_text).sum(dim=-1)
             return preference_loss(logits, sizes, targets.to(device))
 
     def _optimiser_step(self, window: _Window) -> None:
@@ -510,7 +513,7 @@ class _TrainingRun:
             metadata = {
                 "architecture": self.architecture.name,
                 "preprocess": self.preprocess,
-                "score_scale": DEFAULT_SCORE_SCALE,
+                "score_scale": self.score_scale,
                 "trained_on": trained_on or {"sets": len(self.sets)},
                 "metrics": extra.get("validation", {}),
                 "train_config": asdict(self.config),
@@ -544,6 +547,7 @@ class _TrainingRun:
             device=self.device,
             dtype=torch.float32,
             preprocess=self.preprocess,
+            score_scale=self.score_scale,
         )
         return evaluate(scorer, val_sets)
 
