@@ -22,8 +22,8 @@ from bot.arena_channel import (
     duel_job_id,
 )
 from sandbox.emulator import DiscordEmulator
+from tests.arena_factories import register_lora, tiny_sd_lora
 from tests.bot.helpers import admin_call, count, eventually, png
-from tests.bot.test_arena_e2e import _register_lora
 
 UNRESOLVABLE = "Sorry, something went wrong on my side; the admins can find it in the logs."
 
@@ -43,21 +43,10 @@ async def _outcome(bot: Any, message: dict[str, Any], timeout: float = 20) -> Ch
 
 def _row_lora(factory: sessionmaker[Session], guild_id: int, name: str = "guild-lora") -> int:
     """An active LoRA row of ``guild_id`` (no checkpoint: for tests without a worker)."""
-    from db.models import ModelKind
-    from db.registry import promote_model_version, register_model_version
-    from db.scope import Scope
-
     with factory() as session, session.begin():
-        version = register_model_version(
-            session,
-            kind=ModelKind.lora,
-            name=name,
-            checkpoint_key=f"lora/{name}",
-            architecture="tiny-sd",
-            guild_id=guild_id,
+        return register_lora(
+            session, name, guild_id=guild_id, architecture="tiny-sd", activate=True
         )
-        promote_model_version(session, version.id, Scope.guild(guild_id))
-        return version.id
 
 
 def _set_arena_channel(factory: sessionmaker[Session], guild_id: int, channel_id: int) -> None:
@@ -115,7 +104,10 @@ async def test_a_message_in_the_arena_channel_duels_once(
 
     emulator: DiscordEmulator = live["emulator"]
     bot = live["bot"]
-    lora_id = _register_lora(pg_factory, tmp_path / "models", emulator.guild_id)
+    lora_id = tiny_sd_lora(
+        pg_factory, tmp_path / "models", emulator.guild_id, "community-lora",
+        folder="duel-test", activate=True,
+    )  # fmt: skip
     admin, alice = emulator.add_user("admin", admin=True), emulator.add_user("alice")
     general = emulator.channels["general"]
 

@@ -12,29 +12,8 @@ from typing import Any
 from sqlalchemy import select
 
 from sandbox.emulator import DiscordEmulator
+from tests.arena_factories import tiny_sd_lora
 from tests.bot.helpers import eventually
-
-
-def _register_lora(factory: Any, models_dir: Path, guild_id: int) -> int:
-    from db.models import ModelKind
-    from db.registry import promote_model_version, register_model_version
-    from db.scope import Scope
-    from hps.diffusion.pipelines import add_lora, build_tiny_pipeline, save_lora
-
-    pipe = build_tiny_pipeline(seed=0)
-    add_lora(pipe)
-    save_lora(pipe, models_dir / "lora" / "duel-test")
-    with factory() as session, session.begin():
-        version = register_model_version(
-            session,
-            kind=ModelKind.lora,
-            name="community-lora",
-            checkpoint_key="lora/duel-test",
-            architecture="tiny-sd",
-            guild_id=guild_id,
-        )
-        promote_model_version(session, version.id, Scope.guild(guild_id))
-        return version.id
 
 
 def _arena(prompt: str, votes: int) -> list[dict[str, Any]]:
@@ -69,7 +48,10 @@ async def test_duel_votes_close_and_reveal_once(
     from db.privacy import opt_out
 
     emulator: DiscordEmulator = live["emulator"]
-    lora_id = _register_lora(pg_factory, tmp_path / "models", emulator.guild_id)
+    lora_id = tiny_sd_lora(
+        pg_factory, tmp_path / "models", emulator.guild_id, "community-lora",
+        folder="duel-test", activate=True,
+    )  # fmt: skip
     alice, bob, carol = (emulator.add_user(n) for n in ("alice", "bob", "carol"))
     mallory, robot = emulator.add_user("mallory"), emulator.add_user("robot", bot=True)
     with pg_factory() as session, session.begin():

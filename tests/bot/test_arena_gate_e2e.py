@@ -17,6 +17,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from sandbox.emulator import DiscordEmulator
+from tests.arena_factories import tiny_sd_lora
 from tests.bot.helpers import admin_call, eventually
 
 ARENA = "generations"
@@ -31,25 +32,6 @@ def _clean_settings(pg_factory: sessionmaker[Session]) -> Iterator[None]:
 
     with pg_factory() as session, session.begin():
         session.execute(delete(ArenaSettings))
-
-
-def _lora(factory: sessionmaker[Session], models_dir: Path, guild_id: int, name: str) -> int:
-    from db.models import ModelKind
-    from db.registry import register_model_version
-    from hps.diffusion.pipelines import add_lora, build_tiny_pipeline, save_lora
-
-    pipe = build_tiny_pipeline(seed=0)
-    add_lora(pipe)
-    save_lora(pipe, models_dir / "lora" / name)
-    with factory() as session, session.begin():
-        return register_model_version(
-            session,
-            kind=ModelKind.lora,
-            name=name,
-            checkpoint_key=f"lora/{name}",
-            architecture="tiny-sd",
-            guild_id=guild_id,
-        ).id
 
 
 def _gate_options(**values: Any) -> list[dict[str, Any]]:
@@ -95,8 +77,8 @@ async def _setup(
     )
     answer = await _private_answer(emulator, token)
     assert answer.startswith("Human gate on") and f"{duels} duels per candidate" in answer
-    active = _lora(factory, tmp_path / "models", guild, "old-lora")
-    candidate = _lora(factory, tmp_path / "models", guild, "new-lora")
+    active = tiny_sd_lora(factory, tmp_path / "models", guild, "old-lora")
+    candidate = tiny_sd_lora(factory, tmp_path / "models", guild, "new-lora")
     with factory() as session, session.begin():
         promote_model_version(session, active, Scope.guild(guild))
         run = start_gate_run(

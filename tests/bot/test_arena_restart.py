@@ -17,21 +17,21 @@ from __future__ import annotations
 
 import asyncio
 import copy
-import io
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-from PIL import Image
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from bot.client import HpsBot
 from sandbox.emulator import DiscordEmulator
+from tests.arena_factories import make_duel, register_lora
 from tests.bot.conftest import bot_settings
 from tests.bot.helpers import eventually
+from tests.factories import solid_png
 
 POLL_S = 0.2  # the delivery loop's timed rounds (5 s in production)
 EPHEMERAL = 64
@@ -88,43 +88,35 @@ async def stack(
         await emulator.stop()
 
 
-def _png(color: tuple[int, int, int]) -> bytes:
-    buffer = io.BytesIO()
-    Image.new("RGB", (32, 32), color).save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
 def _queue_posted_duel(
     factory: sessionmaker[Session], stack: Stack, requester: int, prompt: str
 ) -> tuple[int, int]:
     """A LoRA-vs-base duel with stored images and the outbox row that posts it, as the duel
     job leaves them; (duel id, LoRA version id)."""
-    from db.arena import DuelImage, create_duel, set_duel_images
-    from db.models import ModelKind
+    from db.arena import DuelImage, set_duel_images
     from db.outbox import OutboxKind, write_outbox
-    from db.registry import register_model_version
     from jobqueue.contracts import DuelResult, GeneratedImage
     from media.store import LocalImageStore, key_for
 
     store = LocalImageStore(Path(stack.settings.hps_data_dir) / "images")
-    shas = [store.put(_png(color)) for color in ((200, 30, 30), (30, 30, 200))]
+    shas = [store.put(solid_png(color)) for color in ((200, 30, 30), (30, 30, 200))]
     guild_id, channel_id = stack.emulator.guild_id, stack.emulator.channels[CHANNEL]
     with factory() as session, session.begin():
-        lora = register_model_version(
+        lora = register_lora(
             session,
-            kind=ModelKind.lora,
-            name="restart-lora",
+            "restart-lora",
+            guild_id=guild_id,
             checkpoint_key="lora/restart",
             architecture="tiny-sd",
-            guild_id=guild_id,
-        ).id
-        duel = create_duel(
+        )
+        duel = make_duel(  # pending: the bot's delivery of the outbox row posts and opens it
             session,
             guild_id=guild_id,
-            channel_id=channel_id,
-            prompt=prompt,
-            generator="hps-sd",
             configurations=(lora, None),
+            opened_at=None,
+            prompt=prompt,
+            channel_id=channel_id,
+            generator="hps-sd",
             open_seconds=3600,
             requested_by=requester,
         )

@@ -12,9 +12,7 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from itertools import count
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +22,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from sandbox.emulator import DiscordEmulator, InteractionRecord
+from tests.arena_factories import make_duel, register_lora
 from tests.bot.helpers import eventually
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -36,19 +35,15 @@ UNSAFE_NAME = "@everyone *top*"  # a guild's own name for its LoRA: must neither
 
 
 def _loras(factory: sessionmaker[Session], guild_id: int, names: tuple[str, ...]) -> dict[str, int]:
-    from db.models import ModelKind
-    from db.registry import register_model_version
-
     with factory() as session, session.begin():
         return {
-            name: register_model_version(
+            name: register_lora(
                 session,
-                kind=ModelKind.lora,
-                name=name,
+                name,
+                guild_id=guild_id,
                 checkpoint_key=f"lora/{guild_id}/{n}",
                 architecture="tiny-sd",
-                guild_id=guild_id,
-            ).id
+            )
             for n, name in enumerate(names)
         }
 
@@ -58,25 +53,21 @@ def _play(
     guild_id: int,
     channel_id: int,
     matches: list[tuple[int | None, int | None, int]],
-    message_ids: Iterator[int],
 ) -> None:
     """One closed duel per match ``(first, second, first_wins)``: eight voters, of whom
     ``first_wins`` prefer ``first``, the rest ``second``, and one both-bad vote."""
-    from db.arena import DuelImage, close_duel, create_duel, open_duel, record_vote, set_duel_images
+    from db.arena import close_duel, record_vote
 
     for first, second, first_wins in matches:
         with factory() as session, session.begin():
-            duel = create_duel(
+            duel = make_duel(
                 session,
                 guild_id=guild_id,
-                channel_id=channel_id,
-                prompt="a red circle",
-                generator="toy",
                 configurations=(first, second),
-                open_seconds=600,
+                opened_at=T0,
+                prompt="a red circle",
+                channel_id=channel_id,
             )
-            set_duel_images(session, duel.id, DuelImage("a" * 64, "a"), DuelImage("b" * 64, "b"))
-            open_duel(session, duel.id, next(message_ids), now=T0)
             first_side = "a" if duel.version_a_id == first else "b"
             second_side = "b" if first_side == "a" else "a"
             for user in range(1, 9):
@@ -156,12 +147,11 @@ async def test_leaderboard_posts_its_guilds_ratings_as_a_chart_and_a_safe_table(
 
     a = _loras(pg_factory, a_id, (UNSAFE_NAME, "disliked"))
     b = _loras(pg_factory, b_id, ("b-secret-lora",))
-    ids = count(10_000)
     liked, disliked = a[UNSAFE_NAME], a["disliked"]
     _play(pg_factory, a_id, emulator.channels["general"], [(liked, None, 6)] * 6
-          + [(None, disliked, 6)] * 6 + [(liked, disliked, 7)] * 4, ids)  # fmt: skip
+          + [(None, disliked, 6)] * 6 + [(liked, disliked, 7)] * 4)  # fmt: skip
     # B's model loses every vote against the base generator: A's board must not show it.
-    _play(pg_factory, b_id, emulator.channels[B_CHANNEL], [(b["b-secret-lora"], None, 0)] * 3, ids)
+    _play(pg_factory, b_id, emulator.channels[B_CHANNEL], [(b["b-secret-lora"], None, 0)] * 3)
 
     record = await _leaderboard(emulator, alice, "general")
     [message] = record.public_followups

@@ -51,6 +51,7 @@ from sandbox.community import (
     vote_in_posted_duels,
 )
 from sandbox.emulator import DiscordEmulator
+from tests.arena_factories import register_lora, save_tiny_loras
 from tests.bot.conftest import bot_settings, running_bot
 from tests.worker.harness import flush_broker, start_worker, worker_env
 
@@ -91,27 +92,15 @@ def _register_loras(
 ) -> tuple[int, int]:
     """An active LoRA and a newer candidate LoRA of the guild (``/hps arena`` pits the
     candidate against the active one); their ids (candidate, active)."""
-    from db.models import ModelKind
-    from db.registry import promote_model_version, register_model_version
-    from db.scope import Scope
-    from hps.diffusion.pipelines import add_lora, build_tiny_pipeline, save_lora
-
-    pipe = build_tiny_pipeline(seed=0)
-    add_lora(pipe)
-    ids = {}
+    save_tiny_loras(models_dir, "active-lora", "candidate-lora")
     with factory() as session, session.begin():
-        for name in ("active-lora", "candidate-lora"):
-            save_lora(pipe, models_dir / "lora" / name)
-            ids[name] = register_model_version(
-                session,
-                kind=ModelKind.lora,
-                name=name,
-                checkpoint_key=f"lora/{name}",
-                architecture="tiny-sd",
-                guild_id=guild_id,
-            ).id
-        promote_model_version(session, ids["active-lora"], Scope.guild(guild_id))
-    return ids["candidate-lora"], ids["active-lora"]
+        active = register_lora(
+            session, "active-lora", guild_id=guild_id, architecture="tiny-sd", activate=True
+        )
+        candidate = register_lora(
+            session, "candidate-lora", guild_id=guild_id, architecture="tiny-sd"
+        )
+    return candidate, active
 
 
 def _start_gate(
