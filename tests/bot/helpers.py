@@ -12,7 +12,7 @@ from PIL import Image
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from db.models import Choice
+from db.models import Choice, OutboxMessage
 from db.models import Image as ImageRow
 from sandbox.emulator import DiscordEmulator
 
@@ -48,6 +48,22 @@ async def eventually(check: Callable[[], bool], timeout: float = 15.0) -> None:
         if asyncio.get_running_loop().time() > deadline:
             raise TimeoutError("condition not met in time")
         await asyncio.sleep(0.05)
+
+
+async def delivered_outbox(
+    factory: sessionmaker[Session], kind: str, timeout: float = 15.0
+) -> list[OutboxMessage]:
+    """The outbox rows of ``kind`` once every one is stamped delivered. The emulator shows a
+    post as soon as Discord would, before the bot commits its ``delivered_at``: wait for it."""
+
+    def rows() -> list[OutboxMessage]:
+        with factory() as session:
+            return list(
+                session.scalars(select(OutboxMessage).where(OutboxMessage.kind == kind)).all()
+            )
+
+    await eventually(lambda: all(row.delivered_at is not None for row in rows()), timeout)
+    return rows()
 
 
 def count(factory: sessionmaker[Session], model: type, *conditions: Any) -> int:

@@ -13,7 +13,7 @@ from sqlalchemy import select
 
 from sandbox.emulator import DiscordEmulator
 from tests.arena_factories import tiny_sd_lora
-from tests.bot.helpers import eventually
+from tests.bot.helpers import delivered_outbox, eventually
 
 
 def _arena(prompt: str, votes: int) -> list[dict[str, Any]]:
@@ -44,7 +44,7 @@ async def test_a_guild_without_a_lora_is_told_privately(live: dict[str, Any]) ->
 async def test_duel_votes_close_and_reveal_once(
     live: dict[str, Any], pg_factory: Any, tmp_path: Path
 ) -> None:
-    from db.models import Duel, DuelStatus, DuelVote, OutboxMessage
+    from db.models import Duel, DuelStatus, DuelVote
     from db.privacy import opt_out
 
     emulator: DiscordEmulator = live["emulator"]
@@ -110,11 +110,7 @@ async def test_duel_votes_close_and_reveal_once(
     assert f"{other} was **base**" in revealed
     assert "(3 votes)" in revealed and "A 0 · B 2 · tie 1 · both bad 0" in revealed
     assert len(emulator.calls_to("PATCH", f"/messages/{posted['id']}")) == 1
-    with pg_factory() as session:
-        reveals = session.scalars(
-            select(OutboxMessage).where(OutboxMessage.kind == "duel_reveal")
-        ).all()
-        assert len(reveals) == 1 and reveals[0].delivered_at is not None
+    assert len(await delivered_outbox(pg_factory, "duel_reveal")) == 1
 
 
 def _status(factory: Any, duel_id: int) -> Any:

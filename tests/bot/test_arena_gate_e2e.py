@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from sandbox.emulator import DiscordEmulator
 from tests.arena_factories import tiny_sd_lora
-from tests.bot.helpers import admin_call, eventually
+from tests.bot.helpers import admin_call, delivered_outbox, eventually
 
 ARENA = "generations"
 TIMEOUT_S = 240
@@ -152,7 +152,7 @@ def _decision_posts(emulator: DiscordEmulator) -> list[dict[str, Any]]:
 async def test_members_who_prefer_the_candidate_get_it_promoted(
     live: dict[str, Any], pg_factory: sessionmaker[Session], tmp_path: Path
 ) -> None:
-    from db.models import GateRun, OutboxMessage
+    from db.models import GateRun
 
     emulator, _admin, candidate, active = await _setup(live, pg_factory, tmp_path, votes=5, duels=2)
     messages = await _duel_messages(emulator, 2)
@@ -160,6 +160,8 @@ async def test_members_who_prefer_the_candidate_get_it_promoted(
     await _vote_all(emulator, pg_factory, messages, candidate, wins_per_duel=5, votes=5)
     await eventually(lambda: len(_decision_posts(emulator)) == 1, 30)
     [post] = _decision_posts(emulator)
+    decisions = await delivered_outbox(pg_factory, "gate_decision")
+    assert len(decisions) == 1
     text = post["content"]
     assert f"**new-lora (#{candidate})** beat **old-lora (#{active})**" in text
     assert "is promoted" in text and "Win rate 1.00, 95% interval [0.72, 1.00], 10 votes" in text
@@ -170,10 +172,6 @@ async def test_members_who_prefer_the_candidate_get_it_promoted(
     with pg_factory() as session:
         run = session.scalars(select(GateRun)).one()
         assert run.status.value == "passed" and run.decision is not None
-        decisions = session.scalars(
-            select(OutboxMessage).where(OutboxMessage.kind == "gate_decision")
-        ).all()
-        assert len(decisions) == 1 and decisions[0].delivered_at is not None
 
 
 async def test_members_who_cannot_tell_refuse_and_promote_is_refused(
