@@ -31,7 +31,7 @@ from hps.architectures import get_architecture
 from hps.device import resolve_device, resolve_dtype
 from hps.factory import load_model
 from hps.preprocess import load_image, normalize, to_uint8_tensor
-from hps.scoring import HpsScorer
+from hps.scoring import COMPILE_MODES, HpsScorer
 from media.model_inputs import ModelInputSpec, make_model_input
 
 
@@ -91,7 +91,14 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--dtype", default="auto")
     parser.add_argument("--decoders", type=int, default=None, help="decoding processes")
-    parser.add_argument("--compile", action="store_true", help="torch.compile the image tower")
+    parser.add_argument(
+        "--compile",
+        nargs="?",
+        const="default",
+        default=None,
+        choices=COMPILE_MODES,
+        help="torch.compile the image tower (mode; default: %(const)s)",
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
 
@@ -110,7 +117,7 @@ def main() -> None:
         device=device,
         dtype=dtype,
         decoders=args.decoders,
-        compile_model=args.compile,
+        compile_mode=args.compile,
     )
     size = scorer.architecture.image_size
     pixels = torch.stack([to_uint8_tensor(load_image(p), size, "pad") for p in pngs])
@@ -139,6 +146,7 @@ def main() -> None:
         "dtype": str(dtype),
         "batch": args.batch,
         "images": args.images,
+        "compile": args.compile or "eager",
     }
     if device.type == "cuda":
         with torch.inference_mode():

@@ -87,6 +87,13 @@ class Settings(BaseSettings):
     worker_device: str = Field(
         default="auto", description="Device for model work: auto, cpu, cuda:N"
     )
+    score_compile: Literal[
+        "", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"
+    ] = Field(
+        default="",
+        description="torch.compile mode of the scorers' image tower on the workers (empty: "
+        "eager); measure with bench.score --compile MODE on the GPU first",
+    )
     sd_pipeline: str = Field(
         default="",
         description=(

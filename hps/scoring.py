@@ -27,6 +27,10 @@ from hps.prefetch import default_decoders, make_decode_pool, prefetch_batches
 from hps.preprocess import ImageSource, load_image, normalize, shape_pixels, to_uint8_tensor
 
 DEFAULT_SCORE_SCALE = 100.0
+# torch.compile modes of the image tower (None: eager). "reduce-overhead" replays CUDA graphs;
+# "max-autotune" also searches kernels (minutes of compiling on first use). Compiled towers see
+# one batch shape only: score() pads a short last batch, so nothing recompiles.
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
 @dataclass(frozen=True)
@@ -54,7 +58,7 @@ class HpsScorer:
         score_scale: float = DEFAULT_SCORE_SCALE,
         metadata: dict[str, Any] | None = None,
         decoders: int | None = None,
-        compile_model: bool = False,
+        compile_mode: str | None = None,
     ) -> None:
         self.device = device if isinstance(device, torch.device) else resolve_device(device)
         self.dtype = dtype if isinstance(dtype, torch.dtype) else resolve_dtype(self.device, dtype)
@@ -72,8 +76,16 @@ class HpsScorer:
         self.decoders = default_decoders(self.device) if decoders is None else decoders
         self._pool: Executor | None = None
         self._encode_image: Callable[..., torch.Tensor] = self.model.encode_image
-        if compile_model:
-            self._encode_image = torch.compile(self.model.encode_image, dynamic=False)
+        self.compile_mode = compile_mode or None
+        if self.compile_mode is not None:
+            if self.compile_mode not in COMPILE_MODES:
+                raise ValueError(
+                    f"compile mode must be one of {', '.join(COMPILE_MODES)}, "
+                    f"not {self.compile_mode!r}"
+                )
+            self._encode_image = torch.compile(
+                self.model.encode_image, mode=self.compile_mode, dynamic=False
+            )
 
     def close(self) -> None:
         """Stop the decoding processes (they are started on first use)."""
@@ -95,6 +107,7 @@ class HpsScorer:
         device: str = "auto",
         dtype: str = "auto",
         preprocess: PreprocessMode | None = None,
+        compile_mode: str | None = None,
     ) -> HpsScorer:
         """A scorer for a model from :func:`hps.factory.load_model`, honouring its metadata."""
         return cls(
@@ -105,6 +118,7 @@ class HpsScorer:
             preprocess=preprocess or loaded.metadata.get("preprocess"),
             score_scale=float(loaded.metadata.get("score_scale", DEFAULT_SCORE_SCALE)),
             metadata=loaded.metadata,
+            compile_mode=compile_mode,
         )
 
     @property
@@ -152,10 +166,16 @@ class HpsScorer:
         return torch.cat(rows) if rows else torch.empty(0)
 
     @torch.inference_mode()
-    def encode_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
-        """L2-normalised image embeddings (float32) of a uint8 (N, 3, S, S) batch."""
+    def encode_pixels(self, pixels: torch.Tensor, pad_to: int | None = None) -> torch.Tensor:
+        """L2-normalised image embeddings (float32) of a uint8 (N, 3, S, S) batch. With
+        ``pad_to`` a shorter batch is padded with blank images to that many (a compiled tower
+        keeps one shape) and only the N real rows are returned."""
+        count = len(pixels)
+        if pad_to is not None and count < pad_to:
+            blank = pixels.new_zeros((pad_to - count, *pixels.shape[1:]))
+            pixels = torch.cat([pixels, blank])
         batch = normalize(pixels.to(self.device, non_blocking=True), self.dtype)
-        return self._encode_image(batch, normalize=True).float()
+        return self._encode_image(batch, normalize=True)[:count].float()
 
     def score(
         self,
@@ -181,8 +201,9 @@ class HpsScorer:
         if self._pool is None and self.decoders > 0:
             self._pool = make_decode_pool(self.decoders)
         loaded = prefetch_batches(batches, self._shape, executor=self._pool, pin_memory=pinned)
+        pad_to = batch_size if self.compile_mode is not None else None
         for start, pixels in zip(starts, loaded, strict=True):
-            features = self.encode_pixels(pixels)
+            features = self.encode_pixels(pixels, pad_to)
             rows = text[prompt_rows[start : start + len(pixels)]]
             scores.extend((self.score_scale * (features * rows).sum(dim=-1)).tolist())
         return scores
@@ -211,8 +232,12 @@ def build_scorer(
     dtype: str = "auto",
     preprocess: PreprocessMode | None = None,
     sha256: str | None = None,
+    compile_mode: str | None = None,
 ) -> HpsScorer:
     """A ready scorer of ``arch`` with ``checkpoint``'s weights (see
-    :func:`hps.factory.load_model` for the model arguments)."""
+    :func:`hps.factory.load_model` for the model arguments); ``compile_mode``: one of
+    :data:`COMPILE_MODES` to ``torch.compile`` the image tower, None for eager."""
     loaded = load_model(arch, checkpoint, sha256=sha256)
-    return HpsScorer.from_loaded(loaded, device=device, dtype=dtype, preprocess=preprocess)
+    return HpsScorer.from_loaded(
+        loaded, device=device, dtype=dtype, preprocess=preprocess, compile_mode=compile_mode
+    )

@@ -82,9 +82,16 @@ def file_changed(version: ModelRef, actual: str, expected: str) -> ModelFileChan
 class ModelCache:
     """An LRU of ready scorers (at most ``capacity`` models in memory)."""
 
-    def __init__(self, models_dir: Path, device: str = "auto", capacity: int = 2) -> None:
+    def __init__(
+        self,
+        models_dir: Path,
+        device: str = "auto",
+        capacity: int = 2,
+        compile_mode: str | None = None,
+    ) -> None:
         self.models_dir = models_dir
         self.device = device
+        self.compile_mode = compile_mode or None
         self.capacity = capacity
         self._scorers: OrderedDict[tuple[int, str], HpsScorer] = OrderedDict()
         self._lock = threading.Lock()
@@ -134,6 +141,7 @@ class ModelCache:
                         path,
                         device=self.device,
                         sha256=version.checkpoint_sha256,
+                        compile_mode=self.compile_mode,
                     )
                 except ChecksumMismatch as exc:
                     raise file_changed(version, exc.actual, exc.expected) from None

@@ -22,7 +22,11 @@ class Runtime(Resources):
     @cached_property
     def models(self) -> ModelCache:
         assert self.settings.models_dir is not None
-        return ModelCache(self.settings.models_dir, self.settings.worker_device)
+        return ModelCache(
+            self.settings.models_dir,
+            self.settings.worker_device,
+            compile_mode=self.settings.score_compile or None,
+        )
 
     @cached_property
     def pipelines(self) -> PipelineCache:
