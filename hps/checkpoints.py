@@ -19,8 +19,10 @@ it: :func:`resolve_checkpoint` finds the file, and every loader calls it.
 
 Integrity: :func:`load_model <hps.factory.load_model>` verifies a checkpoint's sha256 when one
 is given, or else when a ``<file>.sha256`` sidecar lies beside it (``hps models fetch`` writes
-one, in ``sha256sum`` format); a mismatch raises :class:`ChecksumMismatch`. Torch files are
-only ever read with ``weights_only=True`` (tensors and plain containers, no code).
+one, in ``sha256sum`` format); a mismatch raises :class:`ChecksumMismatch`. A verified file is
+read once (:func:`read_verified`) and deserialised from the bytes that were hashed (the
+loaders' ``data=``), so a file swapped after the check is never loaded. Torch files are only
+ever read with ``weights_only=True`` (tensors and plain containers, no code).
 
 This module imports torch lazily: hashing and sidecars work without it.
 """
@@ -28,6 +30,7 @@ This module imports torch lazily: hashing and sidecars work without it.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import struct
 from collections.abc import Mapping
@@ -91,11 +94,36 @@ def normalize_sha256(value: str) -> str:
 
 
 def verify_sha256(path: Path, expected: str) -> None:
-    """Raise ChecksumMismatch (a CheckpointError) unless the file hashes to ``expected``."""
+    """Raise ChecksumMismatch (a CheckpointError) unless the file hashes to ``expected``.
+
+    The file is streamed and nothing of it is kept: a caller that then reads the file again
+    trusts a file that may have changed since. To load what was checked, use
+    :func:`read_verified`."""
     try:
         actual = sha256_of_file(path)
     except FileNotFoundError:
         raise CheckpointError(f"{path}: no such checkpoint file") from None
+    _check_digest(path, actual, expected)
+
+
+def read_verified(path: Path, expected: str) -> bytes:
+    """The whole content of ``path``, read once, after checking that it hashes to ``expected``
+    (ChecksumMismatch otherwise; CheckpointError for a missing file, as
+    :func:`verify_sha256`).
+
+    Deserialise these bytes (``load_checkpoint(path, data=...)``,
+    ``load_hf_checkpoint(path, data=...)``) rather than the file: they are what was hashed,
+    whatever happens to the file afterwards. The cost is memory: the file's bytes are held
+    while the tensors are built from them (peak about the file's size plus the tensors')."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: no such checkpoint file") from None
+    _check_digest(path, hashlib.sha256(data).hexdigest(), expected)
+    return data
+
+
+def _check_digest(path: Path, actual: str, expected: str) -> None:
     if actual != expected.strip().lower():
         raise ChecksumMismatch(path, actual, expected.strip().lower())
 
@@ -155,15 +183,19 @@ def read_sidecar(path: Path) -> str | None:
         raise CheckpointError(f"{sidecar}: not a sha256 sidecar") from None
 
 
-def detect_format(path: Path) -> CheckpointFormat:
-    """Tell the format from the first bytes of the file."""
-    try:
-        with path.open("rb") as handle:
-            head = handle.read(16)
-    except FileNotFoundError:
-        raise CheckpointError(f"{path}: no such checkpoint file") from None
-    except IsADirectoryError:
-        raise CheckpointError(f"{path}: is a directory, not a checkpoint file") from None
+def detect_format(path: Path, data: bytes | None = None) -> CheckpointFormat:
+    """Tell the format from the first bytes of the file (of ``data``, the file's content, when
+    given; ``path`` then only names it in messages)."""
+    if data is not None:
+        head = data[:16]
+    else:
+        try:
+            with path.open("rb") as handle:
+                head = handle.read(16)
+        except FileNotFoundError:
+            raise CheckpointError(f"{path}: no such checkpoint file") from None
+        except IsADirectoryError:
+            raise CheckpointError(f"{path}: is a directory, not a checkpoint file") from None
     if len(head) < 10:
         raise CheckpointError(f"{path}: too short to be a checkpoint ({len(head)} bytes)")
     if head.startswith(b"PK\x03\x04"):
@@ -178,21 +210,28 @@ def detect_format(path: Path) -> CheckpointFormat:
     raise CheckpointError(f"{path}: not a torch or safetensors checkpoint (unrecognised header)")
 
 
-def load_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+def load_checkpoint(
+    path: Path, *, data: bytes | None = None
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Read a checkpoint of any supported format (a file, or a training output folder):
-    (state dict, metadata)."""
-    path = resolve_checkpoint(path)
-    fmt = detect_format(path)
+    (state dict, metadata).
+
+    With ``data`` (the checkpoint file's content, from :func:`read_verified`) nothing is read
+    from disk: ``path`` is the resolved file, named in messages only. Without it the file is
+    streamed from disk."""
+    path = resolve_checkpoint(path) if data is None else path
+    fmt = detect_format(path, data)
     if fmt == "hps-safetensors":
-        return _load_safetensors(path)
-    return _load_torch(path), {"format": fmt}
+        return _load_safetensors(path, data)
+    return _load_torch(path, data), {"format": fmt}
 
 
-def _load_torch(path: Path) -> dict[str, torch.Tensor]:
+def _load_torch(path: Path, data: bytes | None) -> dict[str, torch.Tensor]:
     import torch
 
     try:
-        raw = torch.load(path, map_location="cpu", weights_only=True)
+        source = io.BytesIO(data) if data is not None else path
+        raw = torch.load(source, map_location="cpu", weights_only=True)
     except Exception as exc:
         raise CheckpointError(f"{path}: unreadable torch checkpoint ({exc})") from None
     if isinstance(raw, Mapping) and "state_dict" in raw:
@@ -210,15 +249,44 @@ def _load_torch(path: Path) -> dict[str, torch.Tensor]:
 HF_CLIP_PREFIXES = ("text_model.", "vision_model.")  # transformers' CLIPModel
 
 
-def _load_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    from safetensors import safe_open
-
+def _read_safetensors(
+    path: Path, data: bytes | None, skip: tuple[str, ...] = ()
+) -> tuple[dict[str, str], dict[str, torch.Tensor]]:
+    """(header metadata, tensors) of a safetensors file, from ``data`` when given, else from
+    the file; tensors whose names end with one of ``skip`` are left out."""
     try:
-        with safe_open(str(path), framework="pt", device="cpu") as handle:
-            header = handle.metadata() or {}
-            state = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118
+        if data is None:
+            from safetensors import safe_open
+
+            with safe_open(str(path), framework="pt", device="cpu") as handle:
+                header = handle.metadata() or {}
+                state = {
+                    key: handle.get_tensor(key)
+                    for key in handle.keys()  # noqa: SIM118
+                    if not key.endswith(skip)
+                }
+        else:
+            from safetensors.torch import load
+
+            state = {key: value for key, value in load(data).items() if not key.endswith(skip)}
+            header = _safetensors_metadata(data)
     except Exception as exc:
         raise CheckpointError(f"{path}: unreadable safetensors checkpoint ({exc})") from None
+    return header, state
+
+
+def _safetensors_metadata(data: bytes) -> dict[str, str]:
+    """The ``__metadata__`` of a safetensors file's header (an 8-byte little-endian length,
+    then that many bytes of JSON); called once the library has accepted the file."""
+    (length,) = struct.unpack("<Q", data[:8])
+    metadata = json.loads(data[8 : 8 + length]).get("__metadata__") or {}
+    return dict(metadata)
+
+
+def _load_safetensors(
+    path: Path, data: bytes | None
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    header, state = _read_safetensors(path, data)
     if METADATA_KEY not in header:
         if any(key.startswith(HF_CLIP_PREFIXES) for key in state):
             raise CheckpointError(
@@ -286,28 +354,22 @@ def check_state_dict(
         raise CheckpointError(f"{source}: does not fit the architecture: " + "; ".join(problems))
 
 
-def load_hf_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+def load_hf_checkpoint(
+    path: Path, *, data: bytes | None = None
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Read a Hugging Face ``transformers`` CLIP from safetensors (a file, or a folder with
     ``model.safetensors``): (state dict, metadata). Torch pickles are refused; the project's
-    own safetensors (with HPS metadata) are read as well."""
-    from safetensors import safe_open
+    own safetensors (with HPS metadata) are read as well.
 
-    path = resolve_checkpoint(path)
-    if detect_format(path) != "hps-safetensors":
+    ``data``, when given, is the content of the resolved weights file (from
+    :func:`read_verified`), read instead of the file, as in :func:`load_checkpoint`."""
+    path = resolve_checkpoint(path) if data is None else path
+    if detect_format(path, data) != "hps-safetensors":
         raise CheckpointError(
             f"{path}: a Hugging Face CLIP is loaded from safetensors only "
             f"(model.safetensors), not from a torch pickle"
         )
-    try:
-        with safe_open(str(path), framework="pt", device="cpu") as handle:
-            header = handle.metadata() or {}
-            state = {
-                key: handle.get_tensor(key)
-                for key in handle.keys()  # noqa: SIM118
-                if not key.endswith(HF_IGNORED_SUFFIXES)
-            }
-    except Exception as exc:
-        raise CheckpointError(f"{path}: unreadable safetensors checkpoint ({exc})") from None
+    header, state = _read_safetensors(path, data, HF_IGNORED_SUFFIXES)
     if METADATA_KEY not in header:
         return state, {"format": "hf-safetensors"}
     try:

@@ -22,8 +22,8 @@ from hps.checkpoints import (
     load_hf_checkpoint,
     read_hf_config,
     read_sidecar,
+    read_verified,
     resolve_checkpoint,
-    verify_sha256,
 )
 
 
@@ -72,7 +72,10 @@ def load_model(
     Without a checkpoint the weights are randomly initialised (tests, timing). With a
     project checkpoint the architecture may be omitted: its metadata names it. The file must
     hash to ``sha256`` when given, else to its ``<file>.sha256`` sidecar when there is one
-    (:class:`hps.checkpoints.ChecksumMismatch` otherwise), before anything is read from it.
+    (:class:`hps.checkpoints.ChecksumMismatch` otherwise). A checked file is read once and
+    the weights are built from the very bytes that were hashed (a file replaced after the
+    check is not loaded); this holds the file's bytes in memory while its tensors are built
+    (peak about file + tensors). Without an expected sha256 the file is streamed from disk.
 
     An ``hf-clip`` architecture (``pickscore``) reads a Hugging Face folder or its
     ``model.safetensors`` (safetensors only; the folder's ``config.json`` must match the
@@ -85,15 +88,8 @@ def load_model(
         model = build_model(architecture)
         return LoadedModel(model, architecture, _scale_metadata(model, architecture, {}))
     path = resolve_checkpoint(checkpoint)
-    expected = sha256 or read_sidecar(path)
-    if expected:
-        verify_sha256(path, expected)
     named_arch = get_architecture(arch) if arch is not None else None
-    if named_arch is not None and named_arch.is_hf:
-        _check_hf_folder(path, named_arch)
-        state, metadata = load_hf_checkpoint(path)
-    else:
-        state, metadata = load_checkpoint(path)
+    state, metadata = _read_weights(path, named_arch, sha256)
     named = metadata.get("architecture")
     if named_arch is None:
         architecture = get_architecture(named) if named else infer_architecture(state)
@@ -107,6 +103,20 @@ def load_model(
     model.load_state_dict(state, strict=True)
     metadata = _scale_metadata(model, architecture, metadata)
     return LoadedModel(model.eval(), architecture, metadata, path)
+
+
+def _read_weights(
+    path: Path, named_arch: Architecture | None, sha256: str | None
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """(state dict, metadata) of the checkpoint file ``path``, checked against ``sha256`` or
+    its sidecar when either is there. The checked bytes live only in this call: they are
+    freed before the caller builds the model."""
+    expected = sha256 or read_sidecar(path)
+    data = read_verified(path, expected) if expected else None
+    if named_arch is not None and named_arch.is_hf:
+        _check_hf_folder(path, named_arch)
+        return load_hf_checkpoint(path, data=data)
+    return load_checkpoint(path, data=data)
 
 
 def _check_hf_folder(path: Path, architecture: Architecture) -> None:
